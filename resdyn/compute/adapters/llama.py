@@ -1,0 +1,68 @@
+"""Llama family: SmolLM2, Llama 2/3, Mistral, Qwen2/Qwen3. Pre-norm RMSNorm blocks.
+
+Besides where things are, this family has a closed-form isolated Jacobian. With one token the
+softmax is constant, so attention is the linear map C = W_o·W_v (kv heads repeated), and
+
+    J_attn = I + C·diag(g₁)·(I − h hᵀ/(d r₁²)) / r₁                       (RMSNorm, r² = mean h² + ε)
+    J_mlp  = I + W_d·[diag(silu'(z_g)⊙z_u)·W_g + diag(silu(z_g))·W_u]·diag(g₂)·(I − a aᵀ/(d r₂²)) / r₂
+    J      = J_mlp · J_attn
+
+costing one (d × ff)·(ff × d) and one d³ product per sample instead of d backward passes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from resdyn.compute.adapters.base import Adapter
+
+
+def _rms(norm, x: torch.Tensor):
+    r = torch.sqrt(x.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+    return norm.weight * x / r, r
+
+
+def _rms_jacobian_times(m: torch.Tensor, gain: torch.Tensor, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """M·J_rms(x) for M (B, d, d): M·diag(g)·(I − x xᵀ/(d r²))/r without forming J_rms."""
+    d = x.shape[-1]
+    mg = m * gain
+    return mg / r[:, :, None] - (mg @ x[:, :, None]) * (x[:, None, :] / (d * r[:, :, None] ** 3))
+
+
+def isolated_jacobian(block, h: torch.Tensor) -> torch.Tensor | None:
+    """Closed-form isolated Jacobians (B, d, d) of a Llama-style block at states h (B, d)."""
+    attn, mlp = block.self_attn, block.mlp
+    if getattr(mlp, "act_fn", None).__class__.__name__ != "SiLUActivation" and \
+            not isinstance(getattr(mlp, "act_fn", None), torch.nn.SiLU):
+        return None
+    n_rep = attn.num_key_value_groups
+    wv = attn.v_proj.weight
+    hd = attn.head_dim
+    kv = wv.shape[0] // hd
+    wv_heads = wv.view(kv, hd, -1).repeat_interleave(n_rep, 0).reshape(kv * n_rep * hd, -1)
+    c = attn.o_proj.weight @ wv_heads  # (d, d): the one-token attention map
+    B, d = h.shape
+    eye = torch.eye(d, dtype=h.dtype, device=h.device)
+    x1, r1 = _rms(block.input_layernorm, h)
+    v = attn.v_proj(x1).view(B, kv, hd).repeat_interleave(n_rep, 1).reshape(B, -1)
+    a = h + attn.o_proj(v)
+    j_attn = eye + _rms_jacobian_times(c.expand(B, d, d), block.input_layernorm.weight, h, r1)
+    x2, r2 = _rms(block.post_attention_layernorm, a)
+    zg, zu = mlp.gate_proj(x2), mlp.up_proj(x2)
+    sig = torch.sigmoid(zg)
+    alpha = sig * (1 + zg * (1 - sig)) * zu  # silu'(z_g) ⊙ z_u
+    beta = zg * sig  # silu(z_g)
+    inner = alpha[:, :, None] * mlp.gate_proj.weight + beta[:, :, None] * mlp.up_proj.weight  # (B, ff, d)
+    m = mlp.down_proj.weight @ inner  # (B, d, d)
+    m_n = _rms_jacobian_times(m, block.post_attention_layernorm.weight, a, r2)
+    return j_attn + m_n @ j_attn
+
+
+ADAPTER = Adapter(
+    name="llama",
+    model_types=("llama", "mistral", "qwen2", "qwen3"),
+    layers_path="model.layers",
+    mid_module="post_attention_layernorm",
+    norm="rmsnorm",
+    isolated_jacobian=isolated_jacobian,
+)

@@ -1,0 +1,100 @@
+"""``python -m resdyn.compute``: compute runs and list them. Flags come from ``RunConfig``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+import typing
+
+from resdyn.config import RunConfig, default_runs_dir
+from resdyn.errors import ResdynError
+
+
+def _flag_type(f: dataclasses.Field):
+    if f.metadata.get("type"):
+        return f.metadata["type"]
+    hint = typing.get_type_hints(RunConfig)[f.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    base = args[0] if args else hint
+    return base if base in (int, float, str) else str
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from resdyn.compute.stages import all_stages
+
+    parser = argparse.ArgumentParser(
+        prog="python -m resdyn.compute",
+        description="Measure a transformer's residual stream as a dynamical system and write a run.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    stage_help = "; ".join(f"{s.name}: {s.description}" for s in all_stages())
+    run = sub.add_parser(
+        "run", help="compute (or resume) a run",
+        description="Compute every stage of a run, skipping stages already done. Stages: " + stage_help,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for f in dataclasses.fields(RunConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in (bool, "bool"):
+            run.add_argument(flag, action="store_true", help=f.metadata["help"])
+            continue
+        run.add_argument(flag, type=_flag_type(f), default=f.default, choices=f.metadata.get("choices"),
+                         help=f.metadata["help"])
+    run.add_argument("--redo", default="", help="comma-separated stages to recompute even if done "
+                     "(e.g. after a corrupt file is reported)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    lst = sub.add_parser("list", help="list the runs and their status")
+    lst.add_argument("--runs-dir", type=str, default=None, help="default $RESDYN_RUNS_DIR or data/runs")
+    return parser
+
+
+def cmd_run(ns) -> int:
+    from resdyn.compute import pipeline
+
+    kwargs = {f.name: getattr(ns, f.name) for f in dataclasses.fields(RunConfig)}
+    cfg = RunConfig(**kwargs)
+    redo = tuple(s.strip() for s in ns.redo.split(",") if s.strip())
+    store = pipeline.run(cfg, quiet=ns.quiet, redo=redo)
+    m = store.manifest()
+    secs = sum(m["timings"].values())
+    print(f"run {m['run_id']}: {m['status']} ({', '.join(m['stages_done'])}) in {store.path}, {secs:.1f} s of compute")
+    return 0
+
+
+def cmd_list(ns) -> int:
+    from resdyn.core.queries import runs
+
+    root = ns.runs_dir or default_runs_dir()
+    df = runs(root)
+    if df.empty:
+        print(f"no runs in {root}")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"runs in {root}")
+    cols = ["run_id", "status", "model", "init", "architecture", "n_layers", "d_model", "n_samples", "stages_done", "seconds"]
+    for c in cols:
+        table.add_column(c)
+    for _, row in df.iterrows():
+        table.add_row(*[str(row[c]) for c in cols])
+    Console(width=200).print(table)
+    return 0
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="resdyn: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    try:
+        return cmd_run(ns) if ns.command == "run" else cmd_list(ns)
+    except ResdynError as exc:
+        print(f"resdyn: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("resdyn: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130

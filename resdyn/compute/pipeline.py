@@ -1,0 +1,99 @@
+"""Run the stages of a run in order, skipping finished ones, under a writer lock.
+
+The manifest is written before the first stage (status "partial") and updated after each, so a
+killed run is visible as partial and a rerun continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+
+from resdyn import __version__
+from resdyn.compute.context import RunContext
+from resdyn.compute.stages import Stage, all_stages
+from resdyn.config import RunConfig
+from resdyn.core.store import RunStore
+from resdyn.errors import ResdynError
+
+
+def select_stages(spec: str | None, stages: list[Stage]) -> list[Stage]:
+    if not spec:
+        return stages
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    known = {s.name for s in stages}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ResdynError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(s.name for s in stages)}")
+    return [s for s in stages if s.name in names]
+
+
+def _versions() -> dict:
+    import torch
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "resdyn": __version__}
+
+
+def _check_same_settings(old: dict, cfg: RunConfig) -> None:
+    for key, value in cfg.manifest_fields().items():
+        if key in old and old[key] != value and old[key] is not None:
+            raise ResdynError(
+                f"run {cfg.run_id} exists with {key}={old[key]!r}, not {value!r}; use another --run-id"
+            )
+
+
+def init_manifest(ctx: RunContext, stage_list: list[Stage]) -> dict:
+    """Create or validate the manifest; model facts need the model, so it is loaded here."""
+    store, cfg = ctx.store, ctx.cfg
+    if store.exists():
+        m = store.manifest()
+        _check_same_settings(m, cfg)
+        if m.get("n_samples") not in (None, cfg.samples):
+            raise ResdynError(f"run {cfg.run_id} has n_samples={m['n_samples']}, not {cfg.samples}; use another --run-id")
+        return m
+    bundle = ctx.model()
+    from resdyn.config import resolve_k
+
+    m = {
+        **cfg.manifest_fields(),
+        "run_id": cfg.run_id,
+        "architecture": bundle.adapter.name,
+        "model_type": bundle.config.model_type,
+        "snapshots": bundle.adapter.boundaries,
+        "n_layers": bundle.n_layers,
+        "d_model": bundle.d_model,
+        "n_samples": cfg.samples,
+        "k": resolve_k(cfg.k, bundle.d_model),
+        "status": "partial",
+        "stages_done": [],
+        "timings": {},
+        "versions": _versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    store.write_manifest(m)
+    return m
+
+
+def run(cfg: RunConfig, quiet: bool = False, redo: tuple[str, ...] = ()) -> RunStore:
+    """Compute the stages of ``cfg`` that are not done yet; return the run's store."""
+    stages = all_stages()
+    todo = select_stages(cfg.stages, stages)
+    store = RunStore(cfg.run_dir)
+    with store.lock():
+        ctx = RunContext(cfg, store, quiet=quiet)
+        m = init_manifest(ctx, todo)
+        names = [s.name for s in stages]
+        done = set(m.get("stages_done", [])) - set(redo)
+        for stage in todo:
+            if stage.name in done and all((store.path / o).is_file() for o in stage.outputs):
+                continue
+            missing = [r for r in stage.requires if r not in done]
+            if missing:
+                raise ResdynError(f"stage {stage.name} needs {', '.join(missing)} first; run without --stages")
+            t0 = time.perf_counter()
+            stage.fn(ctx)
+            store.mark_stage_done(stage.name, time.perf_counter() - t0, names)
+            done.add(stage.name)
+    return store

@@ -1,0 +1,27 @@
+"""Stage "spectra": eigenvalues and operator type of every mean Jacobian and R = J − I (METHODS §3–4).
+
+Writes ``layers.parquet`` (one row per layer and operator) and ``eigenvalues.parquet``.
+numpy only: the math lives in ``resdyn.core.linalg`` so the dashboard and tests share it.
+"""
+
+from __future__ import annotations
+
+from resdyn.compute.stages import Stage
+from resdyn.core.linalg import operator_table, sample_summary
+
+
+def run(ctx) -> None:
+    store = ctx.store
+    jac = store.read_array("jacobians", mmap=False)
+    layers, eigs = operator_table(jac, ctx.k)
+    summary = sample_summary(store.read_table("samples"))
+    layers = layers.merge(summary, on="layer", how="left")
+    store.write_table("layers", layers)
+    store.write_table("eigenvalues", eigs)
+
+
+STAGE = Stage(
+    name="spectra", fn=run, requires=("jacobians",),
+    outputs=("layers.parquet", "eigenvalues.parquet"),
+    description="eigenvalues, alignment, Henrici and κ profiles of J̄ and R",
+)

@@ -1,0 +1,108 @@
+"""The one source of run settings: CLI flags, manifest keys and the README table come from here.
+
+``RunConfig`` is frozen. ``resdyn.compute`` builds its argparse parser from the field metadata,
+and every field with ``manifest=True`` is written verbatim into ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from resdyn.errors import ResdynError
+
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+DEFAULT_RUNS_DIR = Path("data/runs")
+
+
+def _opt(default, help: str, *, choices=None, manifest: bool = True, flag: bool = True, type=None):
+    return field(
+        default=default,
+        metadata={"help": help, "choices": choices, "manifest": manifest, "flag": flag, "type": type},
+    )
+
+
+def default_runs_dir() -> Path:
+    """``$RESDYN_RUNS_DIR`` when set, else ``data/runs`` (relative to the working directory)."""
+    env = os.environ.get("RESDYN_RUNS_DIR")
+    return Path(env) if env else DEFAULT_RUNS_DIR
+
+
+def validate_run_id(run_id: str) -> str:
+    """Return ``run_id`` if it is a safe single path component, else raise a one-line error."""
+    if not run_id or not RUN_ID_PATTERN.match(run_id) or run_id in {".", ".."}:
+        raise ResdynError(
+            f"invalid run id {run_id!r}: use only letters, digits, '_', '.' and '-' (no path separators)"
+        )
+    return run_id
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Settings of one run. Defaults reproduce the offline demo."""
+
+    model: str = _opt("smollm2-135m", "hub id, local save_pretrained directory, or built-in offline name "
+                      "(smollm2-135m, gemma3-270m, minilm-l6)")
+    revision: str | None = _opt(None, "hub revision, e.g. an OLMo step checkpoint branch")
+    init: str = _opt("pretrained", "'random' re-initialises the weights with the model's own _init_weights "
+                     "(the architectural null model, 'step 0')", choices=("pretrained", "random"))
+    corpus: str = _opt("wiki-sample", "wiki-sample (offline, gensim's Wikipedia test file), wikitext-2, "
+                       "or a path to a .txt (one passage per line) or .jsonl file")
+    samples: int = _opt(128, "number of passages N, the first N in corpus order", manifest=False)
+    mode: str = _opt("isolated", "Jacobian mode: 'isolated' (one-token block, the paper's) or "
+                     "'in-context' (last token, rest of the sequence held fixed)",
+                     choices=("isolated", "in-context"))
+    dtype: str = _opt("float32", "compute precision of activations and Jacobians",
+                      choices=("float32", "float64"))
+    device: str = _opt("auto", "torch device: auto (cuda when present), cpu, cuda, cuda:1, ...",
+                       manifest=False)
+    seed: int = _opt(0, "seed for --init random, controls and permutations")
+    k: int | None = _opt(None, "rank of the truncated SVD for alignment; default min(64, d // 4)")
+    batch_size: int = _opt(8, "samples per Jacobian batch (bounds memory; results do not depend on it)",
+                           manifest=False)
+    communities: str = _opt("cpm", "community methods for the topology stage",
+                            choices=("cpm", "infomap", "modularity1", "modularity2", "all"))
+    trust_remote_code: bool = _opt(False, "allow a hub model's own code to run (opt-in; read it first)",
+                                   manifest=False)
+    stages: str | None = _opt(None, "comma-separated stages to compute (default: all)", manifest=False)
+    runs_dir: Path = _opt(None, "directory holding runs (default $RESDYN_RUNS_DIR or data/runs)",
+                          manifest=False, type=Path)
+    run_id: str | None = _opt(None, "run name, [A-Za-z0-9_.-]+ (default derived from model and init)",
+                              manifest=False)
+
+    def __post_init__(self):
+        if self.runs_dir is None:
+            object.__setattr__(self, "runs_dir", default_runs_dir())
+        if self.run_id is None:
+            base = Path(self.model).name if os.sep in self.model else self.model.replace("/", "_")
+            rid = base + ("-random" if self.init == "random" else "")
+            if self.mode != "isolated":
+                rid += f"-{self.mode}"
+            object.__setattr__(self, "run_id", rid)
+        validate_run_id(self.run_id)
+        if self.samples < 1:
+            raise ResdynError(f"--samples must be at least 1, got {self.samples}")
+        if self.batch_size < 1:
+            raise ResdynError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.k is not None and self.k < 1:
+            raise ResdynError(f"--k must be at least 1, got {self.k}")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.run_id
+
+    def manifest_fields(self) -> dict:
+        """The settings recorded in manifest.json (``n_samples`` is the count actually used)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("manifest")}
+
+
+def resolve_k(k: int | None, d: int) -> int:
+    """Rank for self/forward alignment (METHODS §4): min(64, d // 4) unless given; must be < d."""
+    if k is None:
+        return max(1, min(64, d // 4))
+    if k >= d:
+        raise ResdynError(f"k = {k} must be smaller than d_model = {d}")
+    return k

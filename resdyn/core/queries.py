@@ -1,0 +1,148 @@
+"""DuckDB access to the run store.
+
+One process-wide in-memory DuckDB connection; each query takes its own ``cursor()`` because
+Streamlit serves sessions from threads and a DuckDB connection is not thread-safe. Tables are
+read straight from the runs' Parquet files (``read_parquet``), so nothing is copied.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from resdyn.config import default_runs_dir
+from resdyn.core.store import RunStore, list_runs, open_run
+from resdyn.errors import ResdynError
+
+_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def connection() -> duckdb.DuckDBPyConnection:
+    """The shared connection; take ``connection().cursor()`` per query."""
+    return duckdb.connect(database=":memory:")
+
+
+def runs_dir() -> Path:
+    return default_runs_dir()
+
+
+def runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """One row per run: run_id, status, model, init, architecture, n_layers, d_model, n_samples, ..."""
+    rows = []
+    for store in list_runs(root or runs_dir()):
+        try:
+            m = store.manifest()
+        except ResdynError:
+            continue
+        rows.append({
+            "run_id": store.run_id,
+            "status": m.get("status"),
+            "model": m.get("model"),
+            "init": m.get("init"),
+            "architecture": m.get("architecture"),
+            "n_layers": m.get("n_layers"),
+            "d_model": m.get("d_model"),
+            "n_samples": m.get("n_samples"),
+            "mode": m.get("mode"),
+            "stages_done": ",".join(m.get("stages_done", [])),
+            "seconds": round(sum(m.get("timings", {}).values()), 1),
+        })
+    return pd.DataFrame(rows)
+
+
+def table_sql(store: RunStore, name: str) -> str:
+    """A ``read_parquet(...)`` expression for one table of a run (path is escaped)."""
+    path = store.table_path(name)
+    if not path.is_file():
+        raise ResdynError(f"run {store.run_id} has no table {name!r}; compute its stage first")
+    return "read_parquet('" + str(path).replace("'", "''") + "')"
+
+
+def query(sql: str, params: list | None = None) -> pd.DataFrame:
+    """Run SQL on a fresh cursor of the shared connection and return a DataFrame."""
+    cur = connection().cursor()
+    try:
+        return cur.execute(sql, params or []).df()
+    finally:
+        cur.close()
+
+
+def table(run_id: str, name: str, where: str = "", params: list | None = None,
+          root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """``SELECT * FROM <run's NAME.parquet> [WHERE ...]``, with ``?`` parameters."""
+    store = open_run(root or runs_dir(), run_id)
+    sql = f"SELECT * FROM {table_sql(store, name)}"
+    if where:
+        sql += f" WHERE {where}"
+    return query(sql, params)
+
+
+# -- typed helpers for the dashboard ---------------------------------------------------------
+# One function per question a page asks; parameters are bound with ``?`` and column lists are
+# fixed, so nothing from a URL ever reaches SQL text.
+
+def manifest(run_id: str, root: str | os.PathLike | None = None) -> dict:
+    """The run's manifest.json as a dict (one-line ResdynError if the run does not exist)."""
+    return open_run(root or runs_dir(), run_id).manifest()
+
+
+def _select(run_id: str, name: str, columns: str, where: str, params: list, order: str,
+            root: str | os.PathLike | None) -> pd.DataFrame:
+    store = open_run(root or runs_dir(), run_id)
+    return query(f"SELECT {columns} FROM {table_sql(store, name)} WHERE {where} ORDER BY {order}", params)
+
+
+def layers(run_id: str, operator: str | None = None, root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """``layers.parquet``: one row per (layer, operator), sorted by operator then layer.
+
+    ``operator`` "J" or "R" keeps one operator; None keeps both.
+    """
+    where, params = ("operator = ?", [operator]) if operator else ("TRUE", [])
+    return _select(run_id, "layers", "*", where, params, "operator, layer", root)
+
+
+def eigenvalues(run_id: str, layers: list[int] | None = None, operator: str = "J",
+                root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Eigenvalues (layer, operator, idx, re, im) of one operator, optionally of some layers only."""
+    where, params = "operator = ?", [operator]
+    if layers is not None:
+        where += " AND list_contains(?, layer)"
+        params.append([int(l) for l in layers])
+    return _select(run_id, "eigenvalues", "layer, operator, idx, re, im", where, params, "layer, idx", root)
+
+
+def samples(run_id: str, layer: int | None = None, root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Per-sample Jacobian statistics (layer, sample, sigma_max, sigma_min, kappa, fro, pr)."""
+    where, params = ("layer = ?", [int(layer)]) if layer is not None else ("TRUE", [])
+    return _select(run_id, "samples", "*", where, params, "layer, sample", root)
+
+
+def run_overview(root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """One row per run for the Runs page: the manifest facts plus k and per-stage timings.
+
+    Columns: run_id, status, model, revision, init, architecture, mode, d_model, n_layers,
+    n_samples, k, stages_done, seconds (total), timings ("stage 1.2 s · ...").
+    """
+    rows = []
+    for store in list_runs(root or runs_dir()):
+        try:
+            m = store.manifest()
+        except ResdynError:
+            continue
+        timings = m.get("timings", {}) or {}
+        rows.append({
+            "run_id": store.run_id, "status": m.get("status"), "model": m.get("model"),
+            "revision": m.get("revision"), "init": m.get("init"), "architecture": m.get("architecture"),
+            "mode": m.get("mode"), "d_model": m.get("d_model"), "n_layers": m.get("n_layers"),
+            "n_samples": m.get("n_samples"), "k": m.get("k"),
+            "stages_done": ", ".join(m.get("stages_done", [])),
+            "seconds": round(float(sum(timings.values())), 1),
+            "timings": " · ".join(f"{name} {sec:.1f} s" for name, sec in timings.items()),
+        })
+    return pd.DataFrame(rows)

@@ -1,0 +1,166 @@
+"""METHODS §10: the Jacobian engine's exact identities, on a tiny random model of every family.
+
+Each test is named after the identity it checks. Weights (norm gains and biases included) are
+perturbed away from their defaults, so an identity that only holds at γ = 1, β = 0 would fail.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.func import jacrev
+
+from resdyn.compute.blocks import (
+    in_context_fn,
+    isolated_calls,
+    isolated_fn,
+    isolated_mid_fn,
+    traced_forward,
+)
+from resdyn.compute.jacobians import batched_jacobian, gram_stats
+
+from .tiny import ARCHS, tiny_bundle
+
+D = 32
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def bundle(request):
+    return tiny_bundle(request.param)
+
+
+def _states(n=3, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, D, generator=g, dtype=torch.float64)
+
+
+def test_finite_differences_match_jacobian(bundle):
+    """J·v ≈ (f(h + εv) − f(h − εv)) / 2ε in float64, within 1e-6 relative, for every block."""
+    calls = isolated_calls(bundle)
+    h = _states()
+    v = _states(seed=2)
+    eps = 1e-5
+    for call in calls:
+        f = isolated_fn(call)
+        jac = batched_jacobian(f, h)
+        for i in range(len(h)):
+            fd = (f(h[i] + eps * v[i]) - f(h[i] - eps * v[i])) / (2 * eps)
+            jv = jac[i] @ v[i]
+            assert torch.linalg.norm(jv - fd) / torch.linalg.norm(fd) < 1e-6
+
+
+def test_batched_engine_equals_naive_autograd(bundle):
+    """vmap(jacrev) gives the same matrices as per-sample torch.autograd.functional.jacobian."""
+    call = isolated_calls(bundle)[1]
+    h = _states()
+    fast = batched_jacobian(isolated_fn(call), h)
+    naive = torch.stack([torch.autograd.functional.jacobian(isolated_fn(call), x) for x in h])
+    torch.testing.assert_close(fast, naive, rtol=1e-10, atol=1e-12)
+
+
+def test_isolated_block_reproduces_model_hidden_states(bundle):
+    """On a one-token input, block l applied alone to h_l gives the model's own h_{l+1}."""
+    ids = torch.tensor([[5]])
+    trace = traced_forward(bundle, ids)
+    calls = isolated_calls(bundle)
+    n = len(calls)
+    for l in range(n):
+        out = isolated_fn(calls[l])(trace.inputs[l][0, 0])
+        want = trace.inputs[l + 1][0, 0] if l + 1 < n else trace.final[0, 0]
+        torch.testing.assert_close(out, want, rtol=1e-12, atol=1e-12)
+    # Independent of our hooks: HF's own hidden_states (entry l is the input of block l).
+    hs = bundle.model(input_ids=ids, output_hidden_states=True).hidden_states
+    for l in range(n):
+        torch.testing.assert_close(trace.inputs[l], hs[l], rtol=1e-12, atol=1e-12)
+
+
+def test_chain_rule_of_in_context_jacobians(bundle):
+    """∏ in-context J_{t,t} over blocks l..L−1 equals one autodiff call through those blocks."""
+    if not bundle.adapter.causal:
+        pytest.skip("bidirectional encoder: a perturbation at one token reaches the others")
+    ids = torch.tensor([[3, 7, 11, 2, 9]])
+    trace = traced_forward(bundle, ids)
+    n = len(trace.calls)
+    prod = torch.eye(D, dtype=torch.float64)
+    for l in range(n):
+        prod = jacrev(in_context_fn(trace.calls[l], trace.inputs[l]))(trace.inputs[l][0, -1]) @ prod
+
+    def through_all(x):
+        h = torch.cat([trace.inputs[0][:, :-1], x.reshape(1, 1, -1)], dim=1)
+        for call in trace.calls:
+            h = call(h)
+        return h[0, -1]
+
+    torch.testing.assert_close(prod, jacrev(through_all)(trace.inputs[0][0, -1]), rtol=1e-9, atol=1e-10)
+
+
+def test_norm_invariance(bundle):
+    """The exact identity of the family's normalisation (METHODS §10).
+
+    - LayerNorm pre-norm (GPT-2, Pythia): J·1 = 1 (LN ignores a constant shift at both sub-layers).
+    - RMSNorm (Llama, OLMo2, Gemma): RMSNorm ignores scale, so the attention half satisfies
+      J_attn·h = h up to eps; with a pre-norm MLP (Llama, Gemma) also J_mlp·a = a at its input a.
+      The whole block does NOT satisfy J·h = h: the two halves act on different states.
+    - Post-norm (BERT): the output LayerNorm has zero mean after dividing by its gain γ, so
+      (1/γ)ᵀ J = 0: J is singular, with the constant direction killed on the output side.
+    """
+    call = isolated_calls(bundle)[1]
+    h = _states(1)[0]
+    jac = jacrev(isolated_fn(call))(h)
+    one = torch.ones(D, dtype=torch.float64)
+    kind = bundle.adapter.norm
+    if kind == "layernorm":
+        torch.testing.assert_close(jac @ one, one, rtol=0, atol=1e-12)
+    elif kind == "rmsnorm":
+        mid = isolated_mid_fn(bundle.adapter, call)
+        j_attn = jacrev(mid)(h)
+        torch.testing.assert_close(j_attn @ h, h, rtol=0, atol=1e-4)
+        assert torch.linalg.norm(jac @ h - h) > 1e-2  # the whole-block version genuinely fails
+        if bundle.adapter.name in ("llama", "gemma"):
+            a = mid(h)
+            j_mlp = jac @ torch.linalg.inv(j_attn)
+            torch.testing.assert_close(j_mlp @ a, a, rtol=0, atol=1e-4)
+    else:
+        gain = bundle.adapter.layers(bundle.model)[1].output.LayerNorm.weight
+        torch.testing.assert_close((1.0 / gain) @ jac, torch.zeros(D, dtype=torch.float64), rtol=0, atol=1e-12)
+
+
+def test_gram_stats_match_svd():
+    """σ_max, σ_min, κ, ‖J‖_F and PR from the Gram matrix agree with a full SVD."""
+    g = torch.Generator().manual_seed(0)
+    jac = torch.randn(4, 20, 20, generator=g, dtype=torch.float64)
+    stats = gram_stats(jac)
+    s = torch.linalg.svdvals(jac)
+    torch.testing.assert_close(stats[:, 0], s[:, 0])
+    torch.testing.assert_close(stats[:, 1], s[:, -1], rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(stats[:, 2], s[:, 0] / s[:, -1], rtol=1e-6, atol=0)
+    torch.testing.assert_close(stats[:, 3], torch.linalg.norm(jac, dim=(1, 2)))
+    torch.testing.assert_close(stats[:, 4], (s**2).sum(1) ** 2 / (s**4).sum(1))
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_float32_eager_engine_agrees_with_float64(arch):
+    """The default float32 path (eager attention) matches the float64 reference to float32 accuracy."""
+    ref, fast = tiny_bundle(arch, torch.float64), tiny_bundle(arch, torch.float32)
+    h = _states()
+    j64 = batched_jacobian(isolated_fn(isolated_calls(ref)[1]), h)
+    j32 = batched_jacobian(isolated_fn(isolated_calls(fast)[1]), h.float())
+    torch.testing.assert_close(j32.double(), j64, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("config_kw", [{}, {"attention_bias": True, "mlp_bias": True, "num_key_value_heads": 1}])
+def test_llama_closed_form_equals_autodiff(config_kw):
+    """The Llama adapter's closed-form isolated Jacobian equals vmap(jacrev) in float64
+    (with GQA, and with the Qwen2-style biases that only shift the operating point)."""
+    from .tiny import CONFIGS
+
+    base = CONFIGS["llama"]
+    CONFIGS["llama"] = lambda: base().__class__(**{**base().to_dict(), **config_kw})
+    try:
+        b = tiny_bundle("llama")
+    finally:
+        CONFIGS["llama"] = base
+    h = _states(4)
+    for call in isolated_calls(b):
+        closed = b.adapter.isolated_jacobian(call.block, h)
+        torch.testing.assert_close(closed, batched_jacobian(isolated_fn(call), h), rtol=1e-10, atol=1e-12)
