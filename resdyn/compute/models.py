@@ -7,7 +7,6 @@ in about 50 s, so the first load writes a plain float32 safetensors copy to the 
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import logging
 import os
@@ -162,6 +161,9 @@ def load_bundle(cfg: RunConfig) -> ModelBundle:
     if cfg.trust_remote_code:
         warnings.warn("--trust-remote-code runs the model repository's own Python code", stacklevel=2)
     kw["trust_remote_code"] = cfg.trust_remote_code
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # resdyn shows its own progress; a weight-loading bar is noise
     try:
         config = AutoConfig.from_pretrained(src, **kw)
         adapter = adapter_for(config)
@@ -215,15 +217,3 @@ def exact_rmsnorm_hooks(model: torch.nn.Module) -> int:
         mod.register_forward_hook(hook)
         n += 1
     return n
-
-
-@contextlib.contextmanager
-def quiet_transformers():
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)

@@ -28,6 +28,15 @@ def select_stages(spec: str | None, stages: list[Stage]) -> list[Stage]:
     return [s for s in stages if s.name in names]
 
 
+def dependents(stages: list[Stage], names: set[str]) -> set[str]:
+    """``names`` plus every stage that (transitively) reads their outputs."""
+    out = set(names)
+    for s in stages:  # stages are in dependency order, so one pass suffices
+        if out & set(s.requires):
+            out.add(s.name)
+    return out
+
+
 def _versions() -> dict:
     import torch
     import transformers
@@ -38,7 +47,7 @@ def _versions() -> dict:
 
 def _check_same_settings(old: dict, cfg: RunConfig) -> None:
     for key, value in cfg.manifest_fields().items():
-        if key in old and old[key] != value and old[key] is not None:
+        if value is not None and key in old and old[key] is not None and old[key] != value:
             raise ResdynError(
                 f"run {cfg.run_id} exists with {key}={old[key]!r}, not {value!r}; use another --run-id"
             )
@@ -53,6 +62,7 @@ def init_manifest(ctx: RunContext, stage_list: list[Stage]) -> dict:
         if m.get("n_samples") not in (None, cfg.samples):
             raise ResdynError(f"run {cfg.run_id} has n_samples={m['n_samples']}, not {cfg.samples}; use another --run-id")
         return m
+    ctx.texts()  # a bad corpus should fail before a slow model load
     bundle = ctx.model()
     from resdyn.config import resolve_k
 
@@ -85,7 +95,16 @@ def run(cfg: RunConfig, quiet: bool = False, redo: tuple[str, ...] = ()) -> RunS
         ctx = RunContext(cfg, store, quiet=quiet)
         m = init_manifest(ctx, todo)
         names = [s.name for s in stages]
-        done = set(m.get("stages_done", [])) - set(redo)
+        if redo:
+            unknown = set(redo) - set(names)
+            if unknown:
+                raise ResdynError(f"unknown stage(s) in --redo: {', '.join(sorted(unknown))}; stages: {', '.join(names)}")
+            stale = dependents(stages, set(redo))
+            for name in stale:
+                store.clear_partial(name)
+            m = store.invalidate(stale)
+            todo = [s for s in stages if s in todo or s.name in stale]
+        done = set(m.get("stages_done", []))
         for stage in todo:
             if stage.name in done and all((store.path / o).is_file() for o in stage.outputs):
                 continue

@@ -89,8 +89,11 @@ def operator_table(jacobians: np.ndarray, k: int) -> tuple[pd.DataFrame, pd.Data
     rows, eig_frames = [], []
     for op in ("J", "R"):
         mats = jac if op == "J" else jac - eye
+        # One SVD per matrix serves both alignments (the forward one pairs layer l with l + 1).
+        tops = [top_singular_vectors(a, k) for a in mats]
         for l in range(n_layers):
             a = mats[l]
+            u, v = tops[l]
             lam = np.linalg.eigvals(a)
             order = np.lexsort((lam.imag, lam.real))
             lam = lam[order]
@@ -100,8 +103,8 @@ def operator_table(jacobians: np.ndarray, k: int) -> tuple[pd.DataFrame, pd.Data
             }))
             rows.append({
                 "layer": l, "operator": op,
-                "self_alignment": self_alignment(a, k),
-                "forward_alignment": forward_alignment(a, mats[l + 1], k) if l + 1 < n_layers else np.nan,
+                "self_alignment": float(np.sum((v.T @ u) ** 2) / k),
+                "forward_alignment": float(np.sum((u.T @ tops[l + 1][1]) ** 2) / k) if l + 1 < n_layers else np.nan,
                 "henrici": henrici(a, lam),
                 **spectrum_stats(lam),
                 "residual_norm_ratio": float(np.linalg.norm(jac[l] - eye) / np.linalg.norm(jac[l])),

@@ -30,6 +30,8 @@ from resdyn.errors import ResdynError
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
 LOCK = ".lock"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -41,6 +43,7 @@ def _atomic_write(path: Path, write) -> None:
         write(Path(tmp))
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give run files the usual mode
         os.replace(tmp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):
@@ -114,6 +117,14 @@ class RunStore:
         self.write_manifest(m)
         return m
 
+    def invalidate(self, stages: set[str]) -> dict:
+        """Forget that ``stages`` were done (before recomputing them); the run becomes partial."""
+        m = self.manifest()
+        m["stages_done"] = [s for s in m.get("stages_done", []) if s not in stages]
+        m["status"] = "partial"
+        self.write_manifest(m)
+        return m
+
     # -- tables -----------------------------------------------------------------------------
     def table_path(self, name: str) -> Path:
         return self.path / f"{name}.parquet"
@@ -175,6 +186,8 @@ class RunStore:
             for f in d.iterdir():
                 f.unlink()
             d.rmdir()
+        with contextlib.suppress(OSError):  # only succeeds once no stage has checkpoints left
+            d.parent.rmdir()
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:

@@ -1,0 +1,161 @@
+"""End to end: the CLI computes a run of a tiny local model and DuckDB reads it back."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import transformers as tf
+from tokenizers import Tokenizer, models, pre_tokenizers
+
+from resdyn.compute.cli import main
+from resdyn.core import queries
+
+TEXTS = [
+    "the cat sat on the mat and looked at the dog",
+    "a dog ran in the park while the sun was up",
+    "rivers flow to the sea and the sea is wide",
+    "the moon is bright at night over the quiet town",
+    "birds sing in the morning and sleep at night",
+]
+
+
+def _save_tiny_llama(path, seed=0):
+    words = sorted({w for t in TEXTS for w in t.split()})
+    vocab = {"[UNK]": 0, "<s>": 1, "</s>": 2, **{w: i + 3 for i, w in enumerate(words)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = tf.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", bos_token="<s>", eos_token="</s>")
+    cfg = tf.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=len(vocab), max_position_embeddings=64,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=None)
+    torch.manual_seed(seed)
+    tf.LlamaForCausalLM(cfg).save_pretrained(path)
+    fast.save_pretrained(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    model_dir = root / "tiny-llama"
+    _save_tiny_llama(model_dir)
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n".join(TEXTS) + "\n")
+    argv = ["run", "--model", str(model_dir), "--corpus", str(corpus), "--samples", "4",
+            "--runs-dir", str(root / "runs"), "--run-id", "e2e", "--quiet", "--batch-size", "3",
+            "--stages", "activations,jacobians,spectra"]
+    assert main(argv) == 0
+    return root, argv
+
+
+def test_run_is_complete_and_readable_through_duckdb(tiny_run):
+    root, _ = tiny_run
+    runs_dir = root / "runs"
+    manifest = json.loads((runs_dir / "e2e" / "manifest.json").read_text())
+    assert manifest["architecture"] == "llama" and manifest["n_layers"] == 3 and manifest["d_model"] == 32
+    assert {"activations", "jacobians", "spectra"} <= set(manifest["stages_done"])
+    assert manifest["k"] == 8  # min(64, d // 4)
+    layers = queries.table("e2e", "layers", root=runs_dir)
+    assert len(layers) == 2 * 3 and set(layers["operator"]) == {"J", "R"}
+    for col in ("self_alignment", "forward_alignment", "henrici", "frac_expanding", "frac_complex", "mean_abs_eig",
+                "spectral_radius", "residual_norm_ratio", "kappa_median", "kappa_q25", "kappa_q75", "fro_median",
+                "pr_median"):
+        assert col in layers.columns
+    eig = queries.table("e2e", "eigenvalues", where="operator = ? AND layer = ?", params=["J", 1], root=runs_dir)
+    assert len(eig) == 32
+    samples = queries.table("e2e", "samples", root=runs_dir)
+    assert len(samples) == 3 * 4 and (samples["kappa"] >= 1).all()
+    acts = np.load(runs_dir / "e2e" / "activations.npy", allow_pickle=False)
+    assert acts.shape == (4, 6, 32) and acts.dtype == np.float32
+    # Eigenvalues in the table are those of the stored mean Jacobian.
+    jac = np.load(runs_dir / "e2e" / "jacobians.npy", allow_pickle=False)
+    lam = np.sort_complex(np.linalg.eigvals(jac[1].astype(np.float64)))
+    np.testing.assert_allclose(np.sort_complex(eig["re"].to_numpy() + 1j * eig["im"].to_numpy()), lam, atol=1e-4)
+
+
+def test_mean_jacobian_equals_mean_of_independent_jacobians(tiny_run):
+    """The stored J̄_l is the mean over samples of autodiff Jacobians at the stored activations."""
+    from resdyn.compute.blocks import isolated_calls, isolated_fn
+    from resdyn.compute.jacobians import batched_jacobian
+    from resdyn.compute.models import load_bundle
+    from resdyn.config import RunConfig
+
+    root, argv = tiny_run
+    run = root / "runs" / "e2e"
+    bundle = load_bundle(RunConfig(model=str(root / "tiny-llama"), run_id="x"))
+    acts = torch.from_numpy(np.load(run / "activations.npy"))
+    jac = np.load(run / "jacobians.npy")
+    for l, call in enumerate(isolated_calls(bundle)):
+        ref = batched_jacobian(isolated_fn(call), acts[:, 2 * l]).mean(0).numpy()
+        np.testing.assert_allclose(jac[l], ref, rtol=1e-4, atol=1e-5)
+
+
+def test_rerun_skips_and_resume_gives_identical_numbers(tiny_run, monkeypatch):
+    root, argv = tiny_run
+    run = root / "runs" / "e2e"
+    before = np.load(run / "jacobians.npy").copy()
+    samples_before = (run / "samples.parquet").read_bytes()
+    assert main(argv) == 0  # everything done: nothing recomputed
+    assert (run / "samples.parquet").read_bytes() == samples_before
+
+    # Crash inside the Jacobian stage at layer 2, after layers 0 and 1 were checkpointed.
+    from resdyn.compute import jacobians
+
+    real, calls = jacobians.gram_stats, {"n": 0}
+
+    def failing(jac):
+        calls["n"] += 1
+        if calls["n"] > 4:  # batch size 3 and N = 4: two batches per layer
+            raise RuntimeError("simulated crash")
+        return real(jac)
+
+    monkeypatch.setattr(jacobians, "gram_stats", failing)
+    with pytest.raises(RuntimeError):
+        main(argv + ["--redo", "jacobians"])
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "partial" and "jacobians" not in manifest["stages_done"]
+    assert sorted(p.name for p in (run / ".partial" / "jacobians").iterdir()) == [
+        "mean_000.npy", "mean_001.npy", "stats_000.npy", "stats_001.npy"]
+    monkeypatch.setattr(jacobians, "gram_stats", real)
+    calls["n"] = 0
+    assert main(argv) == 0  # resumes at layer 2
+    np.testing.assert_array_equal(np.load(run / "jacobians.npy"), before)
+    assert (run / "samples.parquet").read_bytes() == samples_before or \
+        np.array_equal(queries.table("e2e", "samples", root=root / "runs").to_numpy(), _samples(root))
+    assert not (run / ".partial").exists()
+
+
+def _samples(root):
+    import pandas as pd
+
+    return pd.read_parquet(root / "runs" / "e2e" / "samples.parquet").to_numpy()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--run-id", "../x"], "invalid run id"),
+    (["--samples", "0"], "--samples must be at least 1"),
+    (["--model", "/nonexistent/model/dir"], "no model directory"),
+    (["--corpus", "/nonexistent.txt"], "corpus"),
+])
+def test_bad_input_gives_one_line(tmp_path, capsys, args, message):
+    base = ["run", "--runs-dir", str(tmp_path), "--quiet"]
+    code = main(base + args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("resdyn: error:") and message in err and "\n" not in err
+
+
+def test_unknown_architecture_lists_supported(tmp_path, capsys):
+    cfg = tf.T5Config(d_model=16, num_layers=1, num_heads=2, d_ff=32, vocab_size=32)
+    tf.T5ForConditionalGeneration(cfg).save_pretrained(tmp_path / "t5")
+    code = main(["run", "--model", str(tmp_path / "t5"), "--runs-dir", str(tmp_path / "runs"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "unsupported architecture 't5'" in err and "llama" in err and "gpt2" in err
+
+
+def test_list_prints_runs(tiny_run, capsys):
+    root, _ = tiny_run
+    assert main(["list", "--runs-dir", str(root / "runs")]) == 0
+    assert "e2e" in capsys.readouterr().out
