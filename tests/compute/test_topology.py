@@ -1,0 +1,324 @@
+"""Topology (METHODS §7–8): graphs, signed Leiden, participation, the coupling tests and the stages."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from resdyn.compute import topology as T
+from resdyn.compute.context import RunContext
+from resdyn.config import RunConfig
+from resdyn.core.store import RunStore
+from resdyn.core.synthetic import make_synthetic_run
+from tests.conftest import SYNTHETIC_SIZES, TRAINED_RUN
+
+# -- graphs ----------------------------------------------------------------------------------------
+
+
+def test_correlation_is_pearson_and_constant_units_are_zero():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((50, 6)) @ rng.standard_normal((6, 6))
+    x[:, 4] = 3.0  # a dead unit
+    c = T.correlation(x)
+    live = [0, 1, 2, 3, 5]
+    np.testing.assert_allclose(c[np.ix_(live, live)], np.corrcoef(x[:, live].T), atol=2e-6)
+    assert np.all(c[4] == 0) and np.all(c[:, 4] == 0)
+
+
+def test_top_k_graph_keeps_strongest_edges_and_larger_weight_when_asymmetric():
+    c = np.array([
+        [1.0, 0.9, 0.1, -0.2],
+        [-0.95, 1.0, 0.3, 0.05],   # (1, 0) disagrees with (0, 1): the larger |w| (−0.95) must win
+        [0.1, 0.3, 1.0, -0.8],
+        [-0.2, 0.05, -0.8, 1.0],
+    ], dtype=np.float32)
+    i, j, w = T.top_k_graph(c, k=1)
+    # unit 0 → 1, unit 1 → 0, unit 2 → 3, unit 3 → 2: two undirected edges.
+    assert list(zip(i, j)) == [(0, 1), (2, 3)]
+    np.testing.assert_allclose(w, [-0.95, -0.8])
+    i, j, w = T.top_k_graph(c, k=2)
+    # 0 → {1, 3}, 1 → {0, 2}, 2 → {3, 1}, 3 → {2, 0}: edges 01, 03, 12, 23; no self-loops.
+    assert list(zip(i, j)) == [(0, 1), (0, 3), (1, 2), (2, 3)]
+    assert np.all(i < j)
+
+
+def _signed_planted_graph(rng, sizes, p_in=0.4, p_out=0.15):
+    """Positive edges inside planted groups, negative edges between them."""
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    n = len(labels)
+    a, b = np.triu_indices(n, 1)
+    same = labels[a] == labels[b]
+    keep = rng.random(len(a)) < np.where(same, p_in, p_out)
+    w = np.where(same, rng.uniform(0.4, 0.9, len(a)), -rng.uniform(0.3, 0.7, len(a)))
+    return labels, a[keep].astype(np.int32), b[keep].astype(np.int32), w[keep].astype(np.float32)
+
+
+@pytest.mark.parametrize("method", T.METHODS)
+def test_planted_signed_partition_is_recovered(method):
+    rng = np.random.default_rng(1)
+    # InfoMap sees only |w|, so its groups must be sparsely linked; the signed methods must also
+    # cut through dense negative links.
+    p_out = 0.02 if method == "infomap" else 0.15
+    labels, i, j, w = _signed_planted_graph(rng, [40, 30, 30, 20], p_out=p_out)
+    found = T.detect(method, len(labels), i, j, w, seed=0)
+    assert T.nmi(found, labels) == pytest.approx(1.0)
+    # canonical labels: 0 is the largest community
+    assert np.bincount(found)[0] == 40
+
+
+def test_signed_cpm_is_deterministic_under_its_seed():
+    rng = np.random.default_rng(2)
+    _, i, j, w = _signed_planted_graph(rng, [25] * 6, p_in=0.2, p_out=0.1)
+    a = T.signed_cpm(150, i, j, w, seed=3)
+    b = T.signed_cpm(150, i, j, w, seed=3)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_participation_zero_inside_one_community_and_one_minus_one_over_m_when_spread():
+    m = 4
+    labels = np.repeat(np.arange(m + 1), 5)  # communities 0..3 of 5 units, community 4 holds the probes
+    probe_in, probe_spread = 20, 21
+    edges = [(probe_in, u, 0.7) for u in range(5)]                                   # all into community 0
+    # two edges into each of the m communities, of mixed sign (participation uses |w|)
+    edges += [(probe_spread, 5 * c + r, -0.5 if r % 2 else 0.5) for c in range(m) for r in range(2)]
+    i, j, w = (np.array(x) for x in zip(*edges))
+    p = T.participation(labels, i, j, w)
+    assert p[probe_in] == pytest.approx(0.0)
+    assert p[probe_spread] == pytest.approx(1 - 1 / m)
+    assert np.isnan(p[22])  # no edges
+    # unit 0 has one edge, to the probe in community 4: p = 0 as well
+    assert p[0] == pytest.approx(0.0)
+    # uneven spread: weights 3:1 over two communities → 1 − (0.75² + 0.25²) = 0.375
+    p2 = T.participation(np.array([0, 1, 1, 2]), np.array([0, 0]), np.array([1, 3]), np.array([0.3, -0.1]))
+    assert p2[0] == pytest.approx(0.375)
+
+
+def test_nmi_matrix_is_symmetric_with_unit_diagonal():
+    a = np.array([0, 0, 1, 1, 2, 2])
+    b = np.array([1, 1, 0, 0, 2, 2])  # the same partition relabelled
+    c = np.array([0, 1, 0, 1, 0, 1])  # independent of a
+    mat = T.nmi_matrix([a, b, c])
+    np.testing.assert_allclose(np.diag(mat), 1.0)
+    np.testing.assert_allclose(mat, mat.T)
+    assert mat[0, 1] == pytest.approx(1.0)
+    assert mat[0, 2] == pytest.approx(0.0, abs=1e-12)
+
+
+# -- boundary-node statistics ------------------------------------------------------------------------
+
+
+def test_cohens_d_and_exact_permutation_p_hand_case():
+    # 20 units; norms 1..20 rise with participation. Tails: p ≤ q10 → units 0, 1 (norms 1, 2);
+    # p ≥ q90 → units 18, 19 (norms 19, 20). d = (19.5 − 1.5) / std(1..20, ddof=1).
+    part = np.arange(20) / 19
+    norms = np.arange(1.0, 21.0)
+    out = T.boundary_test(part, norms, rng=np.random.default_rng(0))
+    assert (out["n_top"], out["n_bottom"]) == (2, 2)
+    assert out["cohens_d"] == pytest.approx(18 / np.std(norms, ddof=1))
+    # The pooled values {1, 2, 19, 20} split 2 + 2 in 6 ways; differences +18, −18, ±1, 0, 0:
+    # two of six are at least as extreme as +18 → p = 2/6.
+    assert out["p_perm"] == pytest.approx(1 / 3)
+    assert out["spearman_rho"] == pytest.approx(1.0)
+
+
+def test_permutation_p_with_resampling_matches_full_enumeration():
+    rng = np.random.default_rng(5)
+    part = np.arange(100) / 99.0
+    norms = rng.normal(size=100)
+    norms[90:] += 0.6  # boundary units a little amplified
+    out = T.boundary_test(part, norms, n_perm=5000, rng=np.random.default_rng(1))
+    top, bottom = norms[90:], norms[:10]
+    pool = np.concatenate([top, bottom])
+    obs = top.mean() - bottom.mean()
+    combos = np.array(list(itertools.combinations(range(20), 10)))  # all 184,756 splits
+    sums = pool[combos].sum(axis=1)
+    diffs = sums / 10 - (pool.sum() - sums) / 10
+    exact = np.mean(np.abs(diffs) >= abs(obs) - 1e-12)
+    assert out["p_perm"] == pytest.approx(exact, abs=4 * np.sqrt(exact * (1 - exact) / 5000) + 2e-4)
+
+
+def test_tails_include_ties_and_all_tied_gives_nan():
+    part = np.array([0, 0, 0, 0.5, 0.5, 0.5, 0.5, 1, 1, 1.0])
+    top, bottom = T.participation_tails(part)
+    assert top.sum() == 3 and bottom.sum() == 3
+    out = T.boundary_test(np.zeros(10), np.arange(10.0))
+    assert np.isnan(out["cohens_d"]) and np.isnan(out["p_perm"])
+
+
+def test_bh_on_benjamini_hochberg_1995_example():
+    # The 15 p-values of Benjamini & Hochberg (1995), §4: BH at q = 0.05 rejects the 4 smallest
+    # (Bonferroni would reject only 3).
+    p = np.array([0.0001, 0.0004, 0.0019, 0.0095, 0.0201, 0.0278, 0.0298, 0.0344, 0.0459,
+                  0.3240, 0.4262, 0.5719, 0.6528, 0.7590, 1.000])
+    q, sig = T.bh_fdr(p[::-1], alpha=0.05)  # order must not matter
+    q, sig = q[::-1], sig[::-1]
+    assert sig.tolist() == [True] * 4 + [False] * 11
+    assert q[3] == pytest.approx(0.0095 * 15 / 4)
+    assert q[2] == pytest.approx(0.0095)  # step-up: min over larger ranks
+    q2, sig2 = T.bh_fdr(np.array([0.01, np.nan, 0.02]))
+    assert np.isnan(q2[1]) and not sig2[1] and q2[0] == pytest.approx(0.02)
+
+
+def test_permutation_spearman_exact_small_case():
+    # n = 5 pairs: 5! = 120 < 10,000 orderings, so scipy enumerates them all. A monotone pair has
+    # ρ = 1; only the identity and the reversal reach |ρ| = 1 → p = 2/120.
+    rho, p = T.permutation_spearman([1, 2, 3, 4, 5], [10, 20, 25, 40, 41], rng=np.random.default_rng(0))
+    assert rho == pytest.approx(1.0)
+    assert p == pytest.approx(2 / 120)
+    assert np.isnan(T.permutation_spearman([1, 2], [3, 4])[0])
+
+
+# -- mesoscale operator ---------------------------------------------------------------------------
+
+
+def test_mesoscale_operator_matches_dense_community_basis():
+    rng = np.random.default_rng(3)
+    d = 30
+    lab_in, lab_out = rng.integers(0, 4, d), rng.integers(0, 5, d)
+    lab_in, lab_out = T.canonical_labels(lab_in), T.canonical_labels(lab_out)
+    jac = rng.standard_normal((d, d))
+
+    def basis(lab):
+        c = np.zeros((d, lab.max() + 1))
+        c[np.arange(d), lab] = 1.0
+        return c / np.sqrt(c.sum(axis=0))
+
+    c_in, c_out = basis(lab_in), basis(lab_out)
+    k = c_out.T @ jac @ c_in
+    np.testing.assert_allclose(T.mesoscale_operator(jac, lab_out, lab_in), k, atol=1e-12)
+    vc = np.linalg.norm(c_out @ k @ c_in.T) ** 2 / np.linalg.norm(jac) ** 2
+    assert T.variance_captured(jac, lab_out, lab_in) == pytest.approx(vc)
+
+
+def test_variance_captured_is_one_for_block_constant_jacobian():
+    rng = np.random.default_rng(4)
+    lab_in, lab_out = T.canonical_labels(rng.integers(0, 6, 60)), T.canonical_labels(rng.integers(0, 3, 60))
+    blocks = rng.standard_normal((lab_out.max() + 1, lab_in.max() + 1))
+    jac = blocks[np.ix_(lab_out, lab_in)]
+    assert T.variance_captured(jac, lab_out, lab_in) == pytest.approx(1.0, abs=1e-12)
+    res = T.mesoscale_test(jac + 0.05 * rng.standard_normal(jac.shape), lab_out, lab_in,
+                           rng=np.random.default_rng(0))
+    assert res["variance_captured"] > res["null_q95"] and res["z"] > 5
+    assert res["p_empirical"] == pytest.approx(1 / 101)
+    # a partition unrelated to J captures no more than chance
+    noise = T.mesoscale_test(rng.standard_normal((60, 60)), lab_out, lab_in, rng=np.random.default_rng(0))
+    assert abs(noise["z"]) < 4
+
+
+# -- stages ------------------------------------------------------------------------------------------
+
+CONTRACT = {
+    "units": ["snapshot", "method", "unit", "community", "participation", "column_norm"],
+    "communities": ["snapshot", "method", "community", "size"],
+    "nmi": ["method", "snapshot_a", "snapshot_b", "nmi"],
+    "graph_edges": ["snapshot", "i", "j", "weight"],
+    "mesoscale": ["layer", "method", "snapshot_in", "snapshot_out", "variance_captured", "null_mean", "null_std",
+                  "z", "sigma_max_K", "disruption", "d_sigma_max", "d_variance_captured"],
+    "coupling": ["layer", "method", "snapshot", "cohens_d", "p_perm", "q_bh", "fdr_significant", "spearman_rho",
+                 "self_alignment"],
+}
+
+
+def _ctx(root, run_id, communities="cpm"):
+    return RunContext(RunConfig(runs_dir=root, run_id=run_id, communities=communities), RunStore(root / run_id),
+                      quiet=True)
+
+
+@pytest.fixture(scope="module")
+def topo_run(tmp_path_factory, synthetic_runs_dir):
+    """A copy of the shared trained synthetic run with both topology stages computed (all methods)."""
+    root = tmp_path_factory.mktemp("topo")
+    shutil.copytree(synthetic_runs_dir / TRAINED_RUN, root / TRAINED_RUN)
+    store = RunStore(root / TRAINED_RUN)
+    store.write_table("summary", pd.DataFrame({"name": ["other.stage.value"], "value": [7.0]}))
+    ctx = _ctx(root, TRAINED_RUN, "all")
+    T.compute_communities(ctx)
+    T.compute_coupling(ctx)
+    return ctx
+
+
+def test_stages_write_every_table_with_the_contract_columns(topo_run):
+    store = topo_run.store
+    L, d = SYNTHETIC_SIZES["n_layers"], SYNTHETIC_SIZES["d"]
+    n_snap = 2 * L + 1  # the synthetic run has final_state.npy → snapshot 2L
+    for name, cols in CONTRACT.items():
+        df = store.read_table(name)
+        assert set(cols) <= set(df.columns), name
+    units = store.read_table("units")
+    assert len(units) == n_snap * len(T.METHODS) * d
+    jac = store.read_array("jacobians")
+    u2 = units[(units.method == "cpm") & (units.snapshot == 2)].sort_values("unit")
+    np.testing.assert_allclose(u2["column_norm"], np.linalg.norm(jac[1].astype(np.float64), axis=0), rtol=1e-6)
+    assert units.loc[units.snapshot % 2 == 1, "column_norm"].isna().all()
+    comms = store.read_table("communities")
+    assert (comms.groupby(["method", "snapshot"])["size"].sum() == d).all()
+    nmi = store.read_table("nmi")
+    assert len(nmi) == len(T.METHODS) * n_snap**2
+    diag = nmi[nmi.snapshot_a == nmi.snapshot_b]
+    np.testing.assert_allclose(diag["nmi"], 1.0)
+    edges = store.read_table("graph_edges")
+    assert (edges.i < edges.j).all() and set(edges.snapshot) == set(range(n_snap))
+    meso = store.read_table("mesoscale")
+    assert len(meso) == len(T.METHODS) * L
+    assert meso.loc[meso.layer == L - 1, "snapshot_out"].eq(2 * L).all()
+    assert meso.loc[meso.layer < L - 1, "disruption"].between(0, 1).all()
+    assert meso.loc[meso.layer == L - 1, "disruption"].isna().all()
+    coup = store.read_table("coupling")
+    assert len(coup) == len(T.METHODS) * L and coup["fdr_significant"].dtype == bool
+    lay = store.read_table("layers")
+    sa = lay[lay.operator == "J"].sort_values("layer")["self_alignment"].to_numpy()
+    np.testing.assert_allclose(coup[coup.method == "cpm"].sort_values("layer")["self_alignment"], sa)
+    summary = dict(store.read_table("summary").itertuples(index=False))
+    assert summary["other.stage.value"] == 7.0  # another stage's row survives the merge
+    for m in T.METHODS:
+        assert f"topology.{m}.selfalign_vs_d.rho" in summary
+        assert summary[f"topology.{m}.fdr_sig_pos"] + summary[f"topology.{m}.fdr_sig_neg"] == \
+            coup[coup.method == m]["fdr_significant"].sum()
+    assert not (store.path / ".partial" / "communities").exists()
+
+
+def test_communities_stage_resumes_from_checkpoints_with_identical_tables(tmp_path, synthetic_runs_dir,
+                                                                         monkeypatch, topo_run):
+    shutil.copytree(synthetic_runs_dir / TRAINED_RUN, tmp_path / TRAINED_RUN)
+    ctx = _ctx(tmp_path, TRAINED_RUN, "all")
+    real, calls = T.detect, []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 10:  # die part-way, after a few snapshots were checkpointed
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(T, "detect", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        T.compute_communities(ctx)
+    assert any((tmp_path / TRAINED_RUN / ".partial" / "communities").iterdir())
+    monkeypatch.setattr(T, "detect", real)
+    T.compute_communities(ctx)
+    for name in ("units", "communities", "nmi", "graph_edges"):
+        pd.testing.assert_frame_equal(ctx.store.read_table(name), topo_run.store.read_table(name))
+
+
+def test_planted_synthetic_communities_are_found(tmp_path):
+    # Activations → correlation → top-k graph → signed Leiden, against the generator's planted
+    # signed communities (12 groups of 8 units, pairs of groups anti-correlated). Signed modularity
+    # separates the anti-correlated pairs; at this tiny d CPM γ = 0.001 merges groups smaller than k.
+    store = make_synthetic_run(tmp_path, "planted", n_layers=1, d=96, n_samples=256, seed=3, exact=False)
+    ctx = _ctx(tmp_path, "planted", "modularity1")
+    T.compute_communities(ctx)
+    planted = store.read_array("planted_communities")
+    units = store.read_table("units")
+    for s in range(2):
+        found = units[units.snapshot == s].sort_values("unit")["community"].to_numpy()
+        assert T.nmi(found, planted[s]) > 0.75
+
+
+def test_methods_for_rejects_unknown_choice():
+    assert T.methods_for("all") == list(T.METHODS)
+    assert T.methods_for("infomap") == ["infomap"]
+    with pytest.raises(Exception, match="unknown --communities"):
+        T.methods_for("louvain")
