@@ -33,21 +33,44 @@ def _remember(name: str, value: str) -> None:
     st.query_params[name] = value
 
 
+def leave_legacy_pages_mode() -> None:
+    """Make a deep link into a freshly started server go through app.py's navigation.
+
+    Streamlit decides per process whether it is in the legacy "pages/ directory" mode: yes while
+    a ``pages/`` folder exists and ``st.navigation`` has not yet been called. So when the first
+    request after a start is ``/spectrum?...``, Streamlit runs pages/spectrum.py alone, with an
+    auto-generated sidebar and without app.py (no wide layout, no sections). ``st.navigation``
+    switches that mode off as its first act; here we do the same one run earlier and rerun, so
+    the request is served by app.py, which resolves the same page (same URL path -> same page
+    hash). No-op under AppTest of a single page and once the mode is off.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # a future Streamlit without the legacy mode
+        return
+    if getattr(PagesManager, "uses_pages_directory", None):
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def select_run(label: str = "Run", key: str = "run") -> RunStore | None:
     """Sidebar picker of one run; synced to ``?run=``. Returns None (with a message) if no runs."""
+    leave_legacy_pages_mode()  # every page calls select_run first
     df = queries.runs()
     if df.empty:
         st.info(f"No runs in `{queries.runs_dir()}`. Compute one with `python -m resdyn.compute run` or `make demo`.")
         return None
     ids = df["run_id"].tolist()
+    complete = df.loc[df["status"] == "complete", "run_id"].tolist()
+    default = complete[0] if complete else ids[0]  # open on a run that has everything to show
     wanted = _param(key)
     if wanted is not None and wanted not in ids:
-        fallback = _remembered(key) if _remembered(key) in ids else ids[0]
+        fallback = _remembered(key) if _remembered(key) in ids else default
         st.sidebar.warning(f"Run {wanted!r} from the link does not exist; showing {fallback!r}.")
         wanted = fallback
     if wanted is None:
         wanted = _remembered(key)
-    index = ids.index(wanted) if wanted in ids else 0
+    index = ids.index(wanted) if wanted in ids else ids.index(default)
     run_id = st.sidebar.selectbox(label, ids, index=index, key=f"_sel_{key}")
     _remember(key, run_id)
     return open_run(queries.runs_dir(), run_id)
@@ -55,6 +78,7 @@ def select_run(label: str = "Run", key: str = "run") -> RunStore | None:
 
 def select_runs(label: str = "Runs", key: str = "runs", default: list[str] | None = None) -> list[str]:
     """Sidebar multiselect of several runs; synced to ``?runs=a,b``. Unknown ids are dropped with a warning."""
+    leave_legacy_pages_mode()
     df = queries.runs()
     if df.empty:
         st.info(f"No runs in `{queries.runs_dir()}`. Compute one with `python -m resdyn.compute run` or `make demo`.")
@@ -154,9 +178,12 @@ def presentation_toggle(key: str = "present") -> bool:
     raw = _param(key) or _remembered(key)
     on = st.sidebar.toggle("Presentation mode", value=raw in ("1", "true", "True"), key=f"_sel_{key}",
                            help="Larger fonts and thicker lines for a projector; hides Streamlit's toolbar.")
-    _remember(key, "1" if on else "0")
+    st.session_state[_SESSION + key] = "1" if on else "0"
     if on:
+        st.query_params[key] = "1"
         st.html(_PRESENTATION_CSS)
+    elif key in st.query_params:  # keep ordinary links short
+        del st.query_params[key]
     return on
 
 

@@ -127,7 +127,8 @@ def run_overview(root: str | os.PathLike | None = None) -> pd.DataFrame:
     """One row per run for the Runs page: the manifest facts plus k and per-stage timings.
 
     Columns: run_id, status, model, revision, init, architecture, mode, d_model, n_layers,
-    n_samples, k, stages_done, seconds (total), timings ("stage 1.2 s · ...").
+    n_samples, k, stages_done, seconds (total), timings ("stage 1.2 s · ..."), and one
+    ``seconds_<stage>`` column per stage seen in any run (NaN where a run lacks it).
     """
     rows = []
     for store in list_runs(root or runs_dir()):
@@ -144,5 +145,6 @@ def run_overview(root: str | os.PathLike | None = None) -> pd.DataFrame:
             "stages_done": ", ".join(m.get("stages_done", [])),
             "seconds": round(float(sum(timings.values())), 1),
             "timings": " · ".join(f"{name} {sec:.1f} s" for name, sec in timings.items()),
+            **{f"seconds_{name}": float(sec) for name, sec in timings.items()},
         })
     return pd.DataFrame(rows)

@@ -1,0 +1,99 @@
+"""Communities: activation-correlation matrices, signed Leiden partitions and their drift (METHODS §7)."""
+
+import numpy as np
+import streamlit as st
+
+from resdyn import ui
+from resdyn.compute.topology import correlation  # numpy only, no torch
+from resdyn.core import queries
+from resdyn.core.figures import topology as fig
+
+st.title("Activation-graph communities")
+store = ui.select_run()
+if store is None:
+    st.stop()
+m = store.manifest()
+n_layers = int(m["n_layers"])
+present = ui.presentation_toggle()
+ui.runs_dir_caption()
+ui.partial_banner(store)
+if not ui.require(store, "units", "communities", "nmi"):
+    st.caption(f"Compute them with `python -m resdyn.compute run --run-id {store.run_id} "
+               f"--runs-dir {store.path.parent} --stages communities`.")
+    st.stop()
+
+root = store.path.parent
+comms = queries.table(store.run_id, "communities", root=root)
+methods = [x for x in fig.METHOD_LABELS if x in set(comms["method"])]
+method = st.sidebar.selectbox("Community method", methods, format_func=fig.method_label, key="_sel_method")
+snapshots = sorted(int(s) for s in comms["snapshot"].unique())
+raw = st.query_params.get("snapshot")
+start = int(raw) if raw is not None and raw.isdigit() and int(raw) in snapshots else snapshots[0]
+snapshot = st.sidebar.select_slider("Snapshot", snapshots, value=start,
+                                    format_func=lambda s: fig.snapshot_label(s, n_layers), key="_sel_snapshot")
+st.query_params["snapshot"] = str(snapshot)
+
+st.caption(
+    "Each unit of the residual stream is a node; it keeps its 20 strongest correlations over the "
+    "samples (positive and negative). Signed Leiden groups units that rise and fall together and "
+    "separates anti-correlated ones. Snapshot 2l is the input of block l (pre-attention), 2l+1 its "
+    "pre-MLP state, 'final' the state after the last block. Box-select a block of either matrix to "
+    "see it unit by unit below."
+)
+
+units = queries.table(store.run_id, "units", "snapshot = ? AND method = ?", [snapshot, method], root=root)
+units = units.sort_values("unit")
+labels = units["community"].to_numpy()
+sizes = np.bincount(labels)
+c = st.columns(4)
+c[0].metric("communities", f"{len(sizes)}")
+c[1].metric("with ≥ 2 units", f"{int((sizes >= 2).sum())}")
+c[2].metric("largest", f"{int(sizes.max())} units")
+c[3].metric("median participation", f"{np.nanmedian(units['participation']):.3f}")
+
+
+@st.cache_data(max_entries=4, show_spinner="Correlating units…")
+def _corr(path: str, snap: int, stamp: int, final: bool) -> np.ndarray:
+    from resdyn.core.store import RunStore
+
+    s = RunStore(path)
+    x = s.read_array("final_state") if final else s.read_array("activations")[:, snap, :]
+    return correlation(x)
+
+
+@st.cache_data(max_entries=8, show_spinner="Drawing the matrix…")
+def _matrix_figure(path: str, snap: int, stamp: int, final: bool, method: str, labels_key: bytes,
+                   title: str, present: bool):
+    # Cached apart from the correlation so a box selection (a rerun) does not re-encode the image.
+    labels = np.frombuffer(labels_key, dtype=np.int64)
+    return fig.correlation_figure(_corr(path, snap, stamp, final), labels, title=title, presentation=present)
+
+
+final = snapshot >= 2 * n_layers
+src = store.array_path("final_state" if final else "activations")
+if not src.is_file():
+    st.info(f"Run `{store.run_id}` has no `{src.name}`, so the correlation matrix cannot be drawn.")
+else:
+    stamp = src.stat().st_mtime_ns
+    corr = _corr(str(store.path), snapshot, stamp, final)
+    title = f"{fig.snapshot_label(snapshot, n_layers)} · {fig.method_label(method)}"
+    matrix = _matrix_figure(str(store.path), snapshot, stamp, final, method, labels.astype(np.int64).tobytes(),
+                            title, present)
+    event = st.plotly_chart(matrix, key="communities-corr", on_select="rerun", selection_mode=("box",),
+                            width="stretch", config=ui.PLOTLY_CONFIG)
+    order = fig.community_order(labels)
+    boxes = (event.selection.get("box") if event and getattr(event, "selection", None) else None) or []
+    block = fig.selection_block(boxes[-1], order) if boxes else None
+    if block is None:  # no selection yet: the largest community's block, in community order
+        block = (order[: min(sizes[0], 512)],) * 2
+        st.caption("Showing the largest community; box-select a region above to zoom in.")
+    ui.plot(fig.block_figure(corr, *block, title=f"{len(block[0])} × {len(block[1])} units at full resolution",
+                             presentation=present), key="communities-block")
+
+left, right = st.columns(2) if not present else (st.container(), st.container())
+with left:
+    nmi = queries.table(store.run_id, "nmi", "method = ?", [method], root=root)
+    ui.plot(fig.nmi_figure(nmi, n_layers, presentation=present), key="communities-nmi")
+with right:
+    ui.plot(fig.community_sizes_figure(comms, n_layers, snapshot=snapshot, presentation=present),
+            key="communities-sizes")

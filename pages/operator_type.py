@@ -1,0 +1,51 @@
+"""Operator type: alignment, non-normality, residual share, conditioning and expansion per layer (METHODS §4)."""
+
+import streamlit as st
+
+from resdyn import ui
+from resdyn.config import resolve_k
+from resdyn.core.figures import operator
+
+st.title("Operator type across depth")
+store = ui.select_run()
+if store is None:
+    st.stop()
+m = store.manifest()
+n_layers, d = int(m["n_layers"]), int(m["d_model"])
+k = int(m.get("k") or resolve_k(None, d))
+layer = ui.select_layer(n_layers)
+present = ui.presentation_toggle()
+ui.runs_dir_caption()
+ui.partial_banner(store)
+if not ui.require(store, "layers"):
+    st.stop()
+
+st.caption(
+    f"Is each block a symmetric stretch or a rotation-like, non-normal map? Self-alignment compares "
+    f"the top-{k} input and output singular directions (1 = the same, k/d = {k / d:.3f} = unrelated); "
+    "Henrici δ measures how far the operator is from normal (0 = normal). The shaded column is the "
+    "layer chosen in the sidebar."
+)
+lay = ui.load_layers(store)
+sel = lay[lay["layer"] == layer].set_index("operator")
+if {"J", "R"} <= set(sel.index):
+    c = st.columns(5)
+    c[0].metric(f"self-alignment J̄, layer {layer}", f"{sel.loc['J', 'self_alignment']:.3f}",
+                delta=f"{sel.loc['J', 'self_alignment'] - k / d:+.3f} vs k/d", delta_color="off")
+    c[1].metric("self-alignment R", f"{sel.loc['R', 'self_alignment']:.3f}")
+    c[2].metric("Henrici δ of J̄", f"{sel.loc['J', 'henrici']:.3f}")
+    c[3].metric("median κ", f"{sel.loc['J', 'kappa_median']:.3g}" if "kappa_median" in sel else "–")
+    c[4].metric("expanding (|λ| > 1)", f"{sel.loc['J', 'frac_expanding']:.1%}")
+
+ui.plot(operator.self_alignment_profile(lay, k=k, d=d, highlight=layer, presentation=present),
+        key="operator-self-alignment")
+builders = [b for _, b in operator.PROFILES]
+if present:  # one figure per row on a projector
+    for name, b in operator.PROFILES:
+        ui.plot(b(lay, highlight=layer, presentation=present), key=f"operator-{name}")
+else:
+    for i in range(0, len(builders), 2):
+        cols = st.columns(2)
+        for col, (name, b) in zip(cols, operator.PROFILES[i:i + 2]):
+            with col:
+                ui.plot(b(lay, highlight=layer, presentation=present), key=f"operator-{name}")

@@ -1,0 +1,44 @@
+"""Spectrum: eigenvalues of the mean Jacobians J̄_l (or R_l = J̄_l − I) across depth (METHODS §3)."""
+
+import streamlit as st
+
+from resdyn import ui
+from resdyn.core.figures import spectrum
+
+st.title("Spectrum of the mean Jacobians")
+store = ui.select_run()
+if store is None:
+    st.stop()
+m = store.manifest()
+n_layers = int(m["n_layers"])
+layer = ui.select_layer(n_layers)
+op = ui.select_operator()
+present = ui.presentation_toggle()
+ui.runs_dir_caption()
+ui.partial_banner(store)
+if not ui.require(store, "eigenvalues"):
+    st.stop()
+
+st.caption(
+    "Every eigenvalue λ of the mean block Jacobian J̄_l (d of them per layer). Outside the unit "
+    "circle a direction is amplified by the block, inside it is damped; off the real axis the block "
+    "rotates. Switch to R = J̄ − I to see the residual branch alone."
+)
+if store.has_table("layers"):
+    row = ui.load_layers(store, op)
+    row = row[row["layer"] == layer]
+    if len(row):
+        r = row.iloc[0]
+        c = st.columns(4)
+        c[0].metric(f"complex pairs, layer {layer}", f"{r['frac_complex']:.1%}")
+        c[1].metric("expanding (|λ| > 1)", f"{r['frac_expanding']:.1%}")
+        c[2].metric("spectral radius ρ", f"{r['spectral_radius']:.3f}")
+        c[3].metric("mean |λ|", f"{r['mean_abs_eig']:.3f}")
+
+default_others = [l for l in (0, n_layers - 1) if l != layer]
+others = ui.select_layers(n_layers, default=default_others, label="Compare with layers")
+shown = [layer] + [l for l in others if l != layer]
+ui.plot(spectrum.eigenvalue_scatter(ui.load_eigenvalues(store, shown, op), shown, operator=op,
+                                    n_layers=n_layers, presentation=present), key="spectrum-scatter")
+ui.plot(spectrum.eigenvalue_density(ui.load_eigenvalues(store, None, op), operator=op, n_layers=n_layers,
+                                    presentation=present), key="spectrum-density")

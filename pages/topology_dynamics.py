@@ -1,0 +1,73 @@
+"""Topology ↔ dynamics: are community boundary units amplified by the Jacobian? (METHODS §8)."""
+
+import numpy as np
+import streamlit as st
+
+from resdyn import ui
+from resdyn.core import queries
+from resdyn.core.figures import topology as fig
+
+st.title("Topology ↔ dynamics")
+store = ui.select_run()
+if store is None:
+    st.stop()
+m = store.manifest()
+n_layers = int(m["n_layers"])
+layer = ui.select_layer(n_layers)
+present = ui.presentation_toggle()
+ui.runs_dir_caption()
+ui.partial_banner(store)
+if not ui.require(store, "units", "communities", "coupling", "mesoscale"):
+    st.caption(f"Compute them with `python -m resdyn.compute run --run-id {store.run_id} "
+               f"--runs-dir {store.path.parent} --stages communities,topology_coupling`.")
+    st.stop()
+
+root = store.path.parent
+coupling = queries.table(store.run_id, "coupling", root=root)
+meso_all = queries.table(store.run_id, "mesoscale", root=root)
+methods = [x for x in fig.METHOD_LABELS if x in set(coupling["method"])]
+method = st.sidebar.selectbox("Community method", methods, format_func=fig.method_label, key="_sel_method")
+
+st.caption(
+    "A unit's participation coefficient says how evenly its graph edges spread over communities "
+    "(0 = inside one, high = a boundary unit). Its amplification is the norm of its column of J̄_l, "
+    "the response to a perturbation of that unit. Partitions of snapshot 2l (the block's input) "
+    "pair with J̄_l; the output side of the mesoscale operator uses snapshot 2l+2."
+)
+row = coupling[(coupling["method"] == method) & (coupling["layer"] == layer)]
+if len(row):
+    r = row.iloc[0]
+    c = st.columns(4)
+    c[0].metric(f"Cohen's d, layer {layer}", f"{r['cohens_d']:+.3f}")
+    c[1].metric("permutation p / BH q", f"{r['p_perm']:.3g} / {r['q_bh']:.3g}")
+    c[2].metric("Spearman ρ (all units)", f"{r['spearman_rho']:+.3f}")
+    sig = coupling[(coupling["method"] == method)]["fdr_significant"]
+    c[3].metric("FDR-significant layers", f"{int(sig.sum())}/{len(sig)}")
+
+units = queries.table(store.run_id, "units", "snapshot = ? AND method = ?", [2 * layer, method], root=root)
+sub = coupling[coupling["method"] == method]
+meso = meso_all[meso_all["method"] == method]
+pvals = {}
+if store.has_table("summary"):
+    summ = queries.table(store.run_id, "summary", "starts_with(name, ?)", [f"topology.{method}.rate."], root=root)
+    got = dict(zip(summ["name"], summ["value"]))
+    pvals = {k: got.get(f"topology.{method}.rate.{k}.p", np.nan) for k in ("dsigma", "dvar")}
+
+pairs = [
+    (fig.participation_scatter(units, title=f"Layer {layer}", presentation=present), "topo-scatter"),
+    (fig.cohens_d_figure(coupling, n_layers, highlight=layer, presentation=present), "topo-cohens-d"),
+    (fig.selfalign_vs_d_figure(sub, n_layers, title="Operator type vs coupling.", presentation=present),
+     "topo-selfalign"),
+    (fig.mesoscale_figure(meso, n_layers, highlight=layer, title="Mesoscale:", presentation=present),
+     "topo-mesoscale"),
+]
+for i in range(0, len(pairs), 1 if present else 2):
+    cols = st.columns(1 if present else 2)
+    for col, (f, key) in zip(cols, pairs[i:i + len(cols)]):
+        with col:
+            ui.plot(f, key=key)
+ui.plot(fig.rate_figure(meso, n_layers, pvalues=pvals, presentation=present), key="topo-rate")
+
+st.subheader("Community methods compared (paper Table 1)")
+comms = queries.table(store.run_id, "communities", root=root)
+st.dataframe(fig.method_table(coupling, comms).style.format(precision=3), hide_index=True, width="stretch")

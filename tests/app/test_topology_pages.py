@@ -1,0 +1,95 @@
+"""The Communities and Topology ↔ dynamics pages, each rendered on its own under AppTest."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from resdyn.compute import topology as T
+from resdyn.compute.context import RunContext
+from resdyn.config import RunConfig
+from resdyn.core.store import RunStore
+from tests.figtools import decode
+from tests.conftest import RANDOM_RUN, SYNTHETIC_SIZES, TRAINED_RUN
+
+PAGES = Path(__file__).resolve().parents[2] / "pages"
+L = SYNTHETIC_SIZES["n_layers"]
+
+
+@pytest.fixture(scope="module")
+def topo_root(tmp_path_factory, synthetic_runs_dir) -> Path:
+    """The shared synthetic runs, copied; the trained one gets both topology stages (all methods),
+    the random one none."""
+    root = tmp_path_factory.mktemp("topo_pages")
+    shutil.copytree(synthetic_runs_dir, root, dirs_exist_ok=True)
+    ctx = RunContext(RunConfig(runs_dir=root, run_id=TRAINED_RUN, communities="all"),
+                     RunStore(root / TRAINED_RUN), quiet=True)
+    T.compute_communities(ctx)
+    T.compute_coupling(ctx)
+    return root
+
+
+def _page(name: str, root: Path, monkeypatch, **params) -> AppTest:
+    monkeypatch.setenv("RESDYN_RUNS_DIR", str(root))
+    at = AppTest.from_file(str(PAGES / name), default_timeout=60)
+    for k, v in params.items():
+        at.query_params[k] = v
+    return at.run()
+
+
+def _figures(at: AppTest) -> list[dict]:
+    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def _metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def test_communities_page_shows_matrix_nmi_and_sizes(topo_root, monkeypatch):
+    at = _page("communities.py", topo_root, monkeypatch, run=TRAINED_RUN)
+    assert not at.exception and not at.error
+    figs = _figures(at)
+    assert len(figs) == 4  # matrix pair, zoomed block, NMI, sizes
+    assert [t["type"] for t in figs[0]["data"]][:2] == ["heatmap", "heatmap"]
+    comms = RunStore(topo_root / TRAINED_RUN).read_table("communities")
+    cpm0 = comms[(comms.method == "cpm") & (comms.snapshot == 0)]
+    assert _metric(at, "communities") == str(len(cpm0))
+    nmi = np.asarray(decode(figs[2]["data"][0]["z"]), dtype=float)
+    assert nmi.shape == (2 * L + 1, 2 * L + 1)  # every snapshot and the final state
+    np.testing.assert_allclose(np.diag(nmi), 1.0, atol=1e-6)
+
+
+def test_communities_page_follows_snapshot_and_method(topo_root, monkeypatch):
+    at = _page("communities.py", topo_root, monkeypatch, run=TRAINED_RUN, snapshot="3")
+    assert not at.exception
+    at.selectbox(key="_sel_method").set_value("infomap").run()
+    assert not at.exception
+    comms = RunStore(topo_root / TRAINED_RUN).read_table("communities")
+    expected = comms[(comms.method == "infomap") & (comms.snapshot == 3)]
+    assert _metric(at, "communities") == str(len(expected))
+    assert at.query_params["snapshot"] == "3"
+
+
+def test_topology_dynamics_page_shows_every_view(topo_root, monkeypatch):
+    at = _page("topology_dynamics.py", topo_root, monkeypatch, run=TRAINED_RUN, layer="2")
+    assert not at.exception and not at.error
+    assert len(_figures(at)) == 5  # scatter, Cohen's d, self-alignment, mesoscale, rate-level
+    coup = RunStore(topo_root / TRAINED_RUN).read_table("coupling")
+    d2 = coup[(coup.method == "cpm") & (coup.layer == 2)]["cohens_d"].iloc[0]
+    assert _metric(at, "Cohen's d, layer 2") == f"{d2:+.3f}"
+    table = at.dataframe[0].value
+    assert len(table) == len(T.METHODS)
+
+
+@pytest.mark.parametrize("page", ["communities.py", "topology_dynamics.py"])
+def test_pages_say_what_is_missing_on_a_run_without_topology(topo_root, monkeypatch, page):
+    at = _page(page, topo_root, monkeypatch, run=RANDOM_RUN)
+    assert not at.exception
+    assert not at.get("plotly_chart")
+    assert any("units.parquet" in i.value for i in at.info)
+    assert any("--stages communities" in c.value for c in at.caption)

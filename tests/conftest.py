@@ -1,0 +1,36 @@
+"""Fixtures shared by every test package.
+
+``synthetic_runs_dir`` is a session-wide runs directory holding two small synthetic runs (see
+``resdyn.core.synthetic``): ``TRAINED_RUN`` (trained-like operators) and ``RANDOM_RUN``
+(near-identity, the random-init null model), each with ``SYNTHETIC_SIZES``. It is shared by all
+tests of the session, so treat it as read-only: a test that must change a run copies the directory
+first (``shutil.copytree(synthetic_runs_dir, tmp_path / "runs")``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from resdyn.core.synthetic import make_synthetic_run
+
+TRAINED_RUN = "synthetic-trained"
+RANDOM_RUN = "synthetic-random"
+SYNTHETIC_SIZES = {"n_layers": 4, "d": 32, "n_samples": 16}
+
+
+@pytest.fixture(scope="session")
+def synthetic_runs_dir(tmp_path_factory) -> Path:
+    """A runs directory with ``synthetic-trained`` (seed 0) and ``synthetic-random`` (seed 1): L=4, d=32, N=16."""
+    root = tmp_path_factory.mktemp("runs")
+    make_synthetic_run(root, TRAINED_RUN, init="pretrained", seed=0, **SYNTHETIC_SIZES)
+    make_synthetic_run(root, RANDOM_RUN, init="random", seed=1, **SYNTHETIC_SIZES)
+    return root
+
+
+@pytest.fixture
+def synthetic_runs_env(synthetic_runs_dir, monkeypatch) -> Path:
+    """``synthetic_runs_dir`` with ``RESDYN_RUNS_DIR`` pointing at it for this test."""
+    monkeypatch.setenv("RESDYN_RUNS_DIR", str(synthetic_runs_dir))
+    return synthetic_runs_dir

@@ -1,0 +1,155 @@
+"""Topology figure builders, read through ``fig.to_dict()`` (no Streamlit)."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from resdyn.core.figures import topology as F
+from tests.figtools import plain
+
+
+def _corr(d, seed=0):
+    rng = np.random.default_rng(seed)
+    lab = rng.integers(0, 5, d)
+    x = rng.standard_normal((200, 5))[:, lab] + rng.standard_normal((200, d))
+    return np.corrcoef(x.T).astype(np.float32), lab
+
+
+def test_snapshot_labels():
+    assert [F.snapshot_label(s, 2) for s in range(5)] == ["L0 attn", "L0 mlp", "L1 attn", "L1 mlp", "final"]
+
+
+def test_small_correlation_figure_sorts_by_community_and_outlines_communities():
+    corr, lab = _corr(60)
+    lab = np.array(lab)
+    lab[0] = 5  # a singleton: not outlined
+    fig = plain(F.correlation_figure(corr, lab))
+    heat = [t for t in fig["data"] if t["type"] == "heatmap"]
+    assert len(heat) == 2
+    order = F.community_order(lab)
+    np.testing.assert_allclose(np.asarray(heat[0]["z"]), corr)
+    np.testing.assert_allclose(np.asarray(heat[1]["z"]), corr[np.ix_(order, order)])
+    # sorted order groups labels, ascending units inside a community
+    assert np.all(np.diff(lab[order]) >= 0)
+    sizes = np.bincount(lab)
+    rects = fig["layout"]["shapes"]
+    assert len(rects) == int((sizes >= 2).sum())
+    first = min(rects, key=lambda r: r["x0"])  # community 0 starts at position 0
+    assert (first["x0"], first["x1"]) == (-0.5, sizes[0] - 0.5)
+    assert fig["layout"]["dragmode"] == "select"
+
+
+def test_large_correlation_figure_is_a_png_image_with_colour_bar():
+    d = 600  # > HEATMAP_MAX
+    corr = np.zeros((d, d), np.float32)
+    corr[:300, :300] = 1.0   # red block top-left
+    corr[300:, 300:] = -1.0  # blue block bottom-right
+    fig = plain(F.correlation_figure(corr, np.repeat([0, 1], 300), max_px=200))
+    imgs = [t for t in fig["data"] if t["type"] == "image"]
+    assert len(imgs) == 2 and not any(t["type"] == "heatmap" for t in fig["data"])
+    f = int(np.ceil(d / 200))
+    assert imgs[0]["dx"] == f and imgs[0]["x0"] == (f - 1) / 2
+    png = base64.b64decode(imgs[0]["source"].split(",", 1)[1])
+    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    assert rgb.shape == (200, 200, 3)
+    red, blue = rgb[10, 10], rgb[-10, -10]
+    assert red[0] > red[2] and blue[2] > blue[0]
+    assert fig["layout"]["coloraxis"]["cmin"] == -1  # the colour bar of the dummy trace
+
+
+def test_block_average_and_colormap():
+    m = np.arange(16, dtype=np.float32).reshape(4, 4)
+    small, f = F.block_average(m, 2)
+    assert f == 2
+    np.testing.assert_allclose(small, [[2.5, 4.5], [10.5, 12.5]])
+    small, f = F.block_average(np.ones((5, 5)), 2)  # ragged edge blocks average what they hold
+    assert f == 3 and small.shape == (2, 2) and np.allclose(small, 1)
+    rgb = F.colormap_rgb(np.array([[-1.0, 0.0, 1.0, np.nan]]))
+    assert rgb.dtype == np.uint8
+    assert tuple(rgb[0, 1]) == (247, 247, 247)  # RdBu_r midpoint: white-ish
+    assert rgb[0, 0, 2] > rgb[0, 0, 0] and rgb[0, 2, 0] > rgb[0, 2, 2]
+    assert tuple(rgb[0, 3]) == (220, 220, 220)
+
+
+def test_selection_block_maps_sorted_panel_back_to_units():
+    lab = np.array([1, 0, 1, 0, 2])
+    order = F.community_order(lab)  # [1, 3, 0, 2, 4]
+    rows, cols = F.selection_block({"xref": "x2", "yref": "y2", "x": [-0.3, 1.2], "y": [1.6, 3.4]}, order)
+    assert cols.tolist() == [1, 3] and rows.tolist() == [0, 2]
+    rows, cols = F.selection_block({"xref": "x", "x": [2.6, 4.4], "y": [0, 0]}, order)
+    assert cols.tolist() == [3, 4] and rows.tolist() == [0]
+    assert F.selection_block({}, order) is None
+
+
+def test_nmi_figure_matrix_and_labels():
+    nmi = pd.DataFrame({"snapshot_a": [0, 0, 1, 1], "snapshot_b": [0, 1, 0, 1], "nmi": [1.0, 0.4, 0.4, 1.0]})
+    fig = plain(F.nmi_figure(nmi, n_layers=1))
+    z = np.asarray(fig["data"][0]["z"])
+    np.testing.assert_allclose(z, [[1, 0.4], [0.4, 1]])
+    assert list(fig["data"][0]["x"]) == ["L0 attn", "L0 mlp"]
+
+
+def _coupling():
+    return pd.DataFrame({
+        "layer": [0, 1, 2, 3] * 2, "method": ["cpm"] * 4 + ["infomap"] * 4,
+        "cohens_d": [-0.4, 0.1, 0.3, 0.5, 0.0, 0.1, 0.2, -0.1],
+        "p_perm": [0.001, 0.5, 0.01, 0.001, 0.9, 0.5, 0.2, 0.7],
+        "q_bh": [0.002, 0.5, 0.013, 0.002, 0.9, 0.6, 0.4, 0.9],
+        "fdr_significant": [True, False, True, True, False, False, False, False],
+        "self_alignment": [0.05, 0.2, 0.6, 0.9] * 2,
+    })
+
+
+def test_cohens_d_figure_marks_significant_layers_filled():
+    fig = plain(F.cohens_d_figure(_coupling(), n_layers=4))
+    filled = [t for t in fig["data"] if t.get("marker", {}).get("symbol") == "circle"]
+    open_ = [t for t in fig["data"] if t.get("marker", {}).get("symbol") == "circle-open"]
+    cpm_filled = [t for t in filled if t["legendgroup"] == "cpm"][0]
+    assert list(cpm_filled["x"]) == [0, 2, 3]
+    assert list([t for t in open_ if t["legendgroup"] == "cpm"][0]["x"]) == [1]
+
+
+def test_selfalign_figure_reports_spearman():
+    c = _coupling()
+    fig = plain(F.selfalign_vs_d_figure(c[c.method == "cpm"], n_layers=4))
+    # ranks of self-alignment 1..4, of d 1..4 → ρ = +1
+    assert "ρ = +1.000" in fig["layout"]["title"]["text"]
+
+
+def test_method_table_fractions_and_medians():
+    comms = pd.DataFrame({"snapshot": [0, 0, 0, 1, 1], "method": ["cpm"] * 5, "community": [0, 1, 2, 0, 1],
+                          "size": [5, 3, 1, 6, 3]})
+    tab = F.method_table(_coupling(), comms).set_index("method")
+    row = tab.loc[F.method_label("cpm")]
+    assert row["frac. FDR sig. (+)"] == pytest.approx(0.5)   # layers 2, 3
+    assert row["frac. FDR sig. (−)"] == pytest.approx(0.25)  # layer 0
+    assert row["median Cohen's d"] == pytest.approx(0.2)
+    assert row["communities / snapshot (median)"] == pytest.approx(2.0)
+    assert row["ρ(self-alignment, d)"] == pytest.approx(1.0)
+    assert tab.loc[F.method_label("infomap"), "communities / snapshot (median)"] == 0
+
+
+def test_mesoscale_figure_counts_layers_above_null():
+    meso = pd.DataFrame({"layer": [0, 1, 2], "variance_captured": [0.3, 0.1, 0.4], "null_mean": [0.1] * 3,
+                         "null_q05": [0.08] * 3, "null_q95": [0.12] * 3, "z": [10.0, 0.5, 12.0]})
+    fig = plain(F.mesoscale_figure(meso, n_layers=3))
+    assert "2/3 layers" in fig["layout"]["title"]["text"]
+    band = fig["data"][0]
+    assert list(band["y"]) == [0.12, 0.12, 0.12, 0.08, 0.08, 0.08]
+
+
+def test_participation_scatter_colours_the_tails():
+    units = pd.DataFrame({"unit": np.arange(20), "participation": np.arange(20) / 19,
+                          "column_norm": np.arange(1.0, 21.0)})
+    fig = plain(F.participation_scatter(units))
+    by_name = {t["name"]: t for t in fig["data"]}
+    top = [v for k, v in by_name.items() if k.startswith("top")][0]
+    bottom = [v for k, v in by_name.items() if k.startswith("bottom")][0]
+    assert sorted(top["customdata"]) == [18, 19] and sorted(bottom["customdata"]) == [0, 1]
+    assert "ρ = +1.000" in fig["layout"]["title"]["text"]
