@@ -10,7 +10,7 @@ ADDRESS ?= 127.0.0.1
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo demo-runs serve test bench clean-runs
+.PHONY: setup demo demo-runs serve test bench bench-gpu lint-docker docker clean-runs
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -38,6 +38,15 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/jacobians.py
+
+bench-gpu: setup
+	$(BIN)/python benchmarks/gpu_pipeline.py
+
+lint-docker: setup
+	$(BIN)/hadolint Dockerfile
+
+docker:
+	docker build -t resdyn --build-arg FLAVOUR=$(or $(FLAVOUR),cpu) .
 
 clean-runs:
 	rm -rf $(RUNS)

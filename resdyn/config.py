@@ -72,6 +72,19 @@ class RunConfig:
                           manifest=False, type=Path)
     run_id: str | None = _opt(None, "run name, [A-Za-z0-9_.-]+ (default derived from model and init)",
                               manifest=False)
+    coupling_samples: int = _opt(4, "block_coupling: in-context Jacobians for the first S passages only "
+                                 "(each costs about L x d backward passes); also the prompts of the trajectory PCA")
+    coupling_window: int = _opt(0, "block_coupling: 0 = the last token's own trajectory (t1 = t2 = last); w >= 2 "
+                                "adds token-wise coupling over all t1 <= t2 among the last w tokens (cost ~ w^2)")
+    coupling_tokens: int = _opt(32, "block_coupling: each prompt is the first P tokens of its passage (0 = the "
+                                "whole passage); exact for causal models, and the Jacobian cost grows with P")
+    executor: str = _opt("local", "where the work runs: 'local' (this process) or 'ray' (a Ray cluster; "
+                         "results equal the local executor's)", choices=("local", "ray"), manifest=False)
+    address: str | None = _opt(None, "Ray cluster address for --executor ray, e.g. 'auto' or "
+                               "'ray://head:10001' (default: start a Ray instance on this machine)",
+                               manifest=False)
+    workers: int | None = _opt(None, "Ray workers for per-layer work (default: one per GPU of the cluster, "
+                               "else one per CPU)", manifest=False)
 
     def __post_init__(self):
         if self.runs_dir is None:

@@ -36,19 +36,58 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compute every stage of a run, skipping stages already done. Stages: " + stage_help,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    for f in dataclasses.fields(RunConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in (bool, "bool"):
-            run.add_argument(flag, action="store_true", help=f.metadata["help"])
-            continue
-        run.add_argument(flag, type=_flag_type(f), default=f.default, choices=f.metadata.get("choices"),
-                         help=f.metadata["help"])
+    _add_config_flags(run)
     run.add_argument("--redo", default="", help="comma-separated stages to recompute even if done "
                      "(e.g. after a corrupt file is reported)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    sweep = sub.add_parser(
+        "sweep", help="compute several runs: every model × revision × init",
+        description="Compute one run per combination of --model, --revision and --init (each takes "
+                    "several values), with the other settings shared. Run ids are derived from model, "
+                    "revision and init. With --executor ray the runs are computed at once, one Ray task "
+                    "(one GPU when the cluster has any) per run; on several nodes the --runs-dir must be "
+                    "on storage every node mounts. A failing run does not stop the others.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _add_config_flags(sweep, multi=SWEEP_AXES, skip=("run_id",))
+    sweep.add_argument("--quiet", action="store_true", help="no progress bars")
     lst = sub.add_parser("list", help="list the runs and their status")
     lst.add_argument("--runs-dir", type=str, default=None, help="default $RESDYN_RUNS_DIR or data/runs")
     return parser
+
+
+SWEEP_AXES = ("model", "revision", "init")
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, multi: tuple[str, ...] = (), skip: tuple[str, ...] = ()) -> None:
+    """One flag per RunConfig field; fields in ``multi`` take several values (a sweep's axes)."""
+    for f in dataclasses.fields(RunConfig):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in (bool, "bool"):
+            parser.add_argument(flag, action="store_true", help=f.metadata["help"])
+            continue
+        if f.name in multi:
+            parser.add_argument(flag, type=_flag_type(f), nargs="+", default=[f.default],
+                                choices=f.metadata.get("choices"), help=f.metadata["help"] + " (several allowed)")
+            continue
+        parser.add_argument(flag, type=_flag_type(f), default=f.default, choices=f.metadata.get("choices"),
+                            help=f.metadata["help"])
+
+
+def cmd_sweep(ns) -> int:
+    from resdyn.compute import executors
+
+    kwargs = {f.name: getattr(ns, f.name) for f in dataclasses.fields(RunConfig)
+              if f.name not in SWEEP_AXES and f.name != "run_id"}
+    base = RunConfig(**kwargs, run_id="sweep")
+    cfgs = executors.sweep_configs(base, ns.model, ns.revision, ns.init)
+    with executors.make_executor(base) as ex:
+        results = executors.run_sweep(cfgs, ex, quiet=ns.quiet)
+    for run_id, outcome in results:
+        print(f"run {run_id}: {outcome}")
+    return 2 if any(o.startswith("error") for _, o in results) else 0
 
 
 def cmd_run(ns) -> int:
@@ -91,7 +130,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
     try:
-        return cmd_run(ns) if ns.command == "run" else cmd_list(ns)
+        return {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list}[ns.command](ns)
     except ResdynError as exc:
         print(f"resdyn: error: {exc}", file=sys.stderr)
         return 2

@@ -2,7 +2,9 @@
 
 The engine is ``torch.func.vmap(jacrev(block))``: one forward per sample batch and one batched
 backward over all d output rows, so there is no Python loop over columns. Memory is bounded by
-``row_chunk`` (output rows per backward) and the sample batch size.
+``row_chunk`` (output rows per backward; on CUDA chosen from the free GPU memory) and the sample
+batch size. Each layer is a pure ``compute_layer`` call, so an executor may run layers anywhere
+(``SPLITS``; see ``resdyn.compute.executors``).
 
 Per sample it keeps σ_max, σ_min, κ, ‖J‖_F and PR, taken from the float64 Gram matrix JᵀJ
 (eigvalsh), and it accumulates the mean Jacobian in float64. Each finished layer is checkpointed
@@ -21,7 +23,8 @@ from torch.func import jacrev, vmap
 
 from resdyn.compute.blocks import in_context_fn, isolated_calls, isolated_fn, traced_forward
 from resdyn.compute.stages import Stage
-from resdyn.core.store import save_npy
+from resdyn.compute.executors import Split
+from resdyn.core.store import npy_ok, save_npy
 from resdyn.errors import ResdynError
 
 STAT_COLUMNS = ("sigma_max", "sigma_min", "kappa", "fro", "pr")
@@ -83,44 +86,103 @@ def layer_jacobians_in_context(bundle, layer: int, seqs: list[torch.Tensor], row
             yield i, jacrev(fn, chunk_size=row_chunk)(x)[None]
 
 
+def auto_row_chunk(bundle, batch: int) -> int | None:
+    """Output rows per batched backward, bounded by memory; results change by float32 rounding at most.
+
+    On CPU: ``default_row_chunk(d)``. On CUDA: the largest power of two of rows whose backward
+    fits in half the free GPU memory, counting about 8·d + 4·ff floats of saved intermediates per
+    output row and sample (ff = the MLP width); None (all rows at once) when d rows fit.
+    """
+    d = bundle.d_model
+    if bundle.device.type != "cuda":
+        return default_row_chunk(d)
+    free, _ = torch.cuda.mem_get_info(bundle.device)
+    ff = int(getattr(bundle.config, "intermediate_size", None) or 4 * d)
+    per_row = batch * (8 * d + 4 * ff) * torch.finfo(bundle.dtype).bits // 8
+    rows = max(1, int(0.5 * free) // per_row)
+    if rows >= d:
+        return None
+    return 1 << (rows.bit_length() - 1)
+
+
+def checkpoint_paths(part, layer: int):
+    """(.partial/jacobians/mean_LLL.npy, stats_LLL.npy) of one layer."""
+    return part / f"mean_{layer:03d}.npy", part / f"stats_{layer:03d}.npy"
+
+
+def pending_layers(ctx) -> list[int]:
+    """Layers without a complete checkpoint (a damaged one is recomputed)."""
+    store = ctx.store
+    n_layers = store.read_array("activations").shape[1] // 2
+    part = store.partial_dir("jacobians")
+    return [l for l in range(n_layers) if not all(npy_ok(p) for p in checkpoint_paths(part, l))]
+
+
+def layer_inputs(ctx, layer: int) -> dict:
+    """What computing one layer needs besides the model: its input states (isolated) or the passages."""
+    if ctx.cfg.mode == "isolated":
+        return {"states": np.array(ctx.store.read_array("activations")[:, 2 * layer])}
+    return {"texts": list(ctx.texts())}
+
+
+def prepare_worker(bundle, cfg):
+    """Per-worker state: the model and, in isolated mode, its recorded one-token block calls."""
+    return bundle, (isolated_calls(bundle) if cfg.mode == "isolated" else None)
+
+
+def compute_layer(state, cfg, layer: int, inputs: dict, bar=None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean Jacobian (d, d) float64 and per-sample statistics (N, 5) float64 of block ``layer``.
+
+    A pure function of the model and ``inputs`` (from ``layer_inputs``): the local executor calls
+    it in the driver, the Ray executor on a worker that holds its own copy of the model.
+    """
+    bundle, calls = state
+    d = bundle.d_model
+    if cfg.mode == "isolated":
+        n = len(inputs["states"])
+        row_chunk = auto_row_chunk(bundle, cfg.batch_size)
+        batches = layer_jacobians_isolated(bundle, calls[layer], inputs["states"], cfg.batch_size, row_chunk)
+    else:
+        from resdyn.compute.activations import tokenize
+
+        seqs = tokenize(bundle, inputs["texts"])
+        n = len(seqs)
+        batches = layer_jacobians_in_context(bundle, layer, seqs, auto_row_chunk(bundle, 1))
+    total = torch.zeros((d, d), dtype=torch.float64, device=bundle.device)
+    stats = np.zeros((n, len(STAT_COLUMNS)), dtype=np.float64)
+    for start, jac in batches:
+        if not torch.isfinite(jac).all():
+            raise ResdynError(f"non-finite Jacobian at layer {layer}, samples {start}..; recompute under a new "
+                              "--run-id with --dtype float64")
+        total += jac.to(torch.float64).sum(0)
+        stats[start:start + len(jac)] = gram_stats(jac).cpu().numpy()
+        if bar is not None:
+            bar.update(len(jac))
+    return (total / n).cpu().numpy(), stats
+
+
+def save_layer(store, layer: int, result: tuple[np.ndarray, np.ndarray]) -> None:
+    """Checkpoint one layer. Atomic: a kill mid-layer leaves no checkpoint for that layer."""
+    mean_path, stats_path = checkpoint_paths(store.partial_dir("jacobians"), layer)
+    save_npy(mean_path, result[0])
+    save_npy(stats_path, result[1])
+
+
 def run(ctx) -> None:
-    bundle = ctx.model()
     store = ctx.store
     acts = store.read_array("activations")
     N, twoL, d = acts.shape
     L = twoL // 2
+    todo = pending_layers(ctx)
+    if todo:  # the model is loaded only when a layer is left (after a Ray executor, none is)
+        state = prepare_worker(ctx.model(), ctx.cfg)
+        bar = ctx.progress(total=len(todo) * N, desc=f"jacobians ({ctx.cfg.mode})", unit="J")
+        for l in todo:
+            save_layer(store, l, compute_layer(state, ctx.cfg, l, layer_inputs(ctx, l), bar))
+        bar.close()
     part = store.partial_dir("jacobians")
-    row_chunk = default_row_chunk(d)
-    calls = isolated_calls(bundle) if ctx.cfg.mode == "isolated" else None
-    seqs = None
-    if ctx.cfg.mode == "in-context":
-        from resdyn.compute.activations import tokenize
-
-        seqs = tokenize(bundle, ctx.texts())
-    bar = ctx.progress(total=L * N, desc=f"jacobians ({ctx.cfg.mode})", unit="J")
-    for l in range(L):
-        mean_path, stats_path = part / f"mean_{l:03d}.npy", part / f"stats_{l:03d}.npy"
-        if mean_path.is_file() and stats_path.is_file():
-            bar.update(N)
-            continue
-        total = torch.zeros((d, d), dtype=torch.float64, device=bundle.device)
-        stats = np.zeros((N, len(STAT_COLUMNS)), dtype=np.float64)
-        if calls is not None:
-            batches = layer_jacobians_isolated(bundle, calls[l], acts[:, 2 * l], ctx.cfg.batch_size, row_chunk)
-        else:
-            batches = layer_jacobians_in_context(bundle, l, seqs, row_chunk)
-        for start, jac in batches:
-            if not torch.isfinite(jac).all():
-                raise ResdynError(f"non-finite Jacobian at layer {l}, samples {start}..; rerun with --dtype float64")
-            total += jac.to(torch.float64).sum(0)
-            stats[start:start + len(jac)] = gram_stats(jac).cpu().numpy()
-            bar.update(len(jac))
-        # Atomic: a kill mid-layer leaves no checkpoint for that layer.
-        save_npy(mean_path, (total / N).cpu().numpy())
-        save_npy(stats_path, stats)
-    bar.close()
-    means = np.stack([np.load(part / f"mean_{l:03d}.npy", allow_pickle=False) for l in range(L)])
-    stats = np.stack([np.load(part / f"stats_{l:03d}.npy", allow_pickle=False) for l in range(L)])
+    means = np.stack([np.load(checkpoint_paths(part, l)[0], allow_pickle=False) for l in range(L)])
+    stats = np.stack([np.load(checkpoint_paths(part, l)[1], allow_pickle=False) for l in range(L)])
     store.write_array("jacobians", means.astype(np.float32))
     samples = pd.DataFrame(stats.reshape(L * N, -1), columns=list(STAT_COLUMNS))
     samples.insert(0, "sample", np.tile(np.arange(N, dtype=np.int32), L))
@@ -134,3 +196,7 @@ STAGE = Stage(
     outputs=("jacobians.npy", "samples.parquet"),
     description="exact per-sample block Jacobians, their statistics and the float64 mean",
 )
+
+# Per-layer units for the executors (resdyn.compute.executors): a Ray worker computes whole layers.
+SPLITS = {"jacobians": Split(pending=pending_layers, inputs=layer_inputs, prepare=prepare_worker,
+                             compute=compute_layer, save=save_layer)}

@@ -175,7 +175,7 @@ def load_bundle(cfg: RunConfig) -> ModelBundle:
             model = auto.from_config(config, attn_implementation=attn, dtype=torch.float32,
                                      trust_remote_code=cfg.trust_remote_code)
         else:
-            model = auto.from_pretrained(src, attn_implementation=attn, dtype=torch.float32, **kw)
+            model = auto.from_pretrained(src, attn_implementation=attn, dtype=torch.float32, use_safetensors=True, **kw)
     except ResdynError:
         raise
     except OSError as exc:

@@ -1,19 +1,23 @@
 """Run the stages of a run in order, skipping finished ones, under a writer lock.
 
 The manifest is written before the first stage (status "partial") and updated after each, so a
-killed run is visible as partial and a rerun continues where it stopped.
+killed run is visible as partial and a rerun continues where it stopped. The executor
+(``--executor local|ray``, ``resdyn.compute.executors``) decides where a stage's per-layer work
+runs; the stages themselves, their order and the store writes are the same for both.
 """
 
 from __future__ import annotations
 
+import json
 import platform
 import time
 
 from resdyn import __version__
+from resdyn.compute import executors
 from resdyn.compute.context import RunContext
 from resdyn.compute.stages import Stage, all_stages
 from resdyn.config import RunConfig
-from resdyn.core.store import RunStore
+from resdyn.core.store import MANIFEST, SCHEMA_VERSION, CorruptFileError, RunStore
 from resdyn.errors import ResdynError
 
 
@@ -53,6 +57,12 @@ def _check_same_settings(old: dict, cfg: RunConfig) -> None:
             )
 
 
+def _stored_schema(store: RunStore):
+    """The schema_version written in the run's manifest.json (0 when absent), before migration."""
+    with open(store.path / MANIFEST, encoding="utf-8") as fh:
+        return json.load(fh).get("schema_version", 0)
+
+
 def init_manifest(ctx: RunContext, stage_list: list[Stage]) -> dict:
     """Create or validate the manifest; model facts need the model, so it is loaded here."""
     store, cfg = ctx.store, ctx.cfg
@@ -61,6 +71,10 @@ def init_manifest(ctx: RunContext, stage_list: list[Stage]) -> dict:
         _check_same_settings(m, cfg)
         if m.get("n_samples") not in (None, cfg.samples):
             raise ResdynError(f"run {cfg.run_id} has n_samples={m['n_samples']}, not {cfg.samples}; use another --run-id")
+        if _stored_schema(store) != SCHEMA_VERSION or "stages_all" not in m:
+            # Persist the migration (migrate_manifest ran on read) before any stage runs.
+            m.setdefault("stages_all", [s.name for s in all_stages()])
+            store.write_manifest(m)
         return m
     ctx.texts()  # a bad corpus should fail before a slow model load
     bundle = ctx.model()
@@ -77,6 +91,7 @@ def init_manifest(ctx: RunContext, stage_list: list[Stage]) -> dict:
         "n_samples": cfg.samples,
         "k": resolve_k(cfg.k, bundle.d_model),
         "status": "partial",
+        "stages_all": [s.name for s in all_stages()],
         "stages_done": [],
         "timings": {},
         "versions": _versions(),
@@ -91,7 +106,7 @@ def run(cfg: RunConfig, quiet: bool = False, redo: tuple[str, ...] = ()) -> RunS
     stages = all_stages()
     todo = select_stages(cfg.stages, stages)
     store = RunStore(cfg.run_dir)
-    with store.lock():
+    with store.lock(), executors.make_executor(cfg) as executor, executors.use_executor(executor):
         ctx = RunContext(cfg, store, quiet=quiet)
         m = init_manifest(ctx, todo)
         names = [s.name for s in stages]
@@ -112,7 +127,25 @@ def run(cfg: RunConfig, quiet: bool = False, redo: tuple[str, ...] = ()) -> RunS
             if missing:
                 raise ResdynError(f"stage {stage.name} needs {', '.join(missing)} first; run without --stages")
             t0 = time.perf_counter()
-            stage.fn(ctx)
-            store.mark_stage_done(stage.name, time.perf_counter() - t0, names)
+            run_stage(ctx, stage, executor, stages)
+            store.mark_stage_done(stage.name, time.perf_counter() - t0, names, outputs=stage.outputs)
             done.add(stage.name)
     return store
+
+
+def run_stage(ctx: RunContext, stage: Stage, executor, stages: list[Stage]) -> None:
+    """One stage: its per-layer units on the executor first (when it declares a ``Split``), then
+    its own function, which computes anything left and writes the outputs. A damaged input file
+    is reported with the stage that writes it, so the fix (``--redo STAGE``) is in the message."""
+    try:
+        split = executors.split_for(stage)
+        if split is not None:
+            executor.run_split(ctx, stage, split)
+        stage.fn(ctx)
+    except CorruptFileError as exc:
+        writer = next((s.name for s in stages if exc.path.name in s.outputs), None)
+        if writer is None or f"--redo {writer}`" in str(exc):
+            raise
+        raise CorruptFileError(
+            f"corrupt file {exc.path}; recompute it: rerun your `python -m resdyn.compute run "
+            f"--run-id {ctx.cfg.run_id} ...` command with `--redo {writer}`", exc.path) from exc

@@ -36,8 +36,12 @@ os.umask(_UMASK)
 
 def _atomic_write(path: Path, write) -> None:
     """Call ``write(tmp_path)`` then rename onto ``path``; clean up on any failure."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        _raise_for_write_error(exc, path)
+        raise
     os.close(fd)
     try:
         write(Path(tmp))
@@ -48,15 +52,59 @@ def _atomic_write(path: Path, write) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        if exc.errno == errno.ENOSPC:
-            raise ResdynError(f"disk full while writing {path}; free space and rerun (finished stages are kept)") from exc
-        if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
-            raise ResdynError(f"cannot write {path}: the runs directory is read-only; choose --runs-dir elsewhere") from exc
+        _raise_for_write_error(exc, path)
         raise
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+class CorruptFileError(ResdynError):
+    """A run file that exists but cannot be read (truncated, damaged, or not what its name says).
+
+    ``path`` is the file; the message names the stage to recompute when the manifest records it.
+    """
+
+    def __init__(self, message: str, path: Path):
+        super().__init__(message)
+        self.path = path
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_READ_ONLY = (errno.EACCES, errno.EROFS, errno.EPERM)
+
+
+def _raise_for_write_error(exc: OSError, path: Path) -> None:
+    """Turn a full disk or a read-only directory into one line; other errors pass through.
+
+    Some writers (pyarrow) raise OSError without an errno, with the C library's text instead.
+    """
+    text = str(exc)
+    if exc.errno in _DISK_FULL or "No space left on device" in text or "Disk quota exceeded" in text:
+        raise ResdynError(f"disk full while writing {path}; free space and rerun the same command "
+                          "(finished stages and layers are kept)") from exc
+    if exc.errno in _READ_ONLY or "Read-only file system" in text or "Permission denied" in text:
+        raise ResdynError(f"cannot write {path}: the runs directory is read-only; "
+                          "choose a writable --runs-dir") from exc
+
+
+def npy_ok(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a complete, pickle-free .npy file: a valid header and every data byte.
+
+    Reads only the header, so it is cheap for checkpoints of any size.
+    """
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _fortran, dtype = read(fh)
+            offset = fh.tell()
+        if dtype.hasobject:
+            return False
+        return os.path.getsize(path) == offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    except (OSError, ValueError, EOFError):
+        return False
 
 
 def save_npy(path: Path, arr: np.ndarray) -> None:
@@ -107,13 +155,19 @@ class RunStore:
         self.write_manifest(m)
         return m
 
-    def mark_stage_done(self, stage: str, seconds: float, all_stages: list[str]) -> dict:
-        """Record a finished stage; status becomes "complete" once every stage in ``all_stages`` is done."""
+    def mark_stage_done(self, stage: str, seconds: float, all_stages: list[str],
+                        outputs: tuple[str, ...] = ()) -> dict:
+        """Record a finished stage; status becomes "complete" once every stage in ``all_stages`` is done.
+
+        ``outputs`` (file names) are recorded under ``files`` so that a corrupt file's message can
+        name the stage to recompute.
+        """
         m = self.manifest()
         done = [s for s in m.get("stages_done", []) if s != stage] + [stage]
         timings = dict(m.get("timings", {}), **{stage: round(float(seconds), 3)})
         status = "complete" if all(s in done for s in all_stages) else "partial"
-        m.update(stages_done=done, timings=timings, status=status)
+        files = dict(m.get("files") or {}, **{name: stage for name in outputs})
+        m.update(stages_done=done, timings=timings, status=status, files=files)
         self.write_manifest(m)
         return m
 
@@ -144,10 +198,7 @@ class RunStore:
         try:
             return pd.read_parquet(path, columns=columns)
         except Exception as exc:  # pyarrow raises several types for damaged files
-            raise ResdynError(
-                f"corrupt table {path}: {type(exc).__name__}; recompute with "
-                f"`python -m resdyn.compute run --run-id {self.run_id} --redo {name}`"
-            ) from exc
+            raise CorruptFileError(self._corrupt_message("table", path, exc), path) from exc
 
     # -- arrays -----------------------------------------------------------------------------
     def array_path(self, name: str) -> Path:
@@ -166,18 +217,33 @@ class RunStore:
         path = self.array_path(name)
         if not path.is_file():
             raise ResdynError(f"run {self.run_id} has no array {name!r}; compute its stage first")
+        if not npy_ok(path):  # a truncated file would otherwise fail later, or mmap garbage
+            raise CorruptFileError(self._corrupt_message("array", path, "truncated or not a .npy file"), path)
         try:
             return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
-            raise ResdynError(
-                f"corrupt array {path}: {exc}; recompute with "
-                f"`python -m resdyn.compute run --run-id {self.run_id} --redo {name}`"
-            ) from exc
+            raise CorruptFileError(self._corrupt_message("array", path, exc), path) from exc
+
+    def stage_of(self, filename: str) -> str | None:
+        """The stage that wrote ``filename`` (e.g. "samples.parquet"), as the manifest records it."""
+        with contextlib.suppress(ResdynError, AttributeError):
+            return (self.manifest().get("files") or {}).get(filename)
+        return None
+
+    def _corrupt_message(self, kind: str, path: Path, exc) -> str:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        stage = self.stage_of(path.name) or "<the stage that writes it>"
+        return (f"corrupt {kind} {path} ({reason}); recompute it: rerun your "
+                f"`python -m resdyn.compute run --run-id {self.run_id} ...` command with `--redo {stage}`")
 
     # -- stage checkpoints ------------------------------------------------------------------
     def partial_dir(self, stage: str) -> Path:
         d = self.path / ".partial" / stage
-        d.mkdir(parents=True, exist_ok=True)
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            _raise_for_write_error(exc, d)
+            raise
         return d
 
     def clear_partial(self, stage: str) -> None:
@@ -194,8 +260,12 @@ class RunStore:
         """Exclusive writer lock; a second compute on the same run fails with one line."""
         import fcntl
 
-        self.path.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path / LOCK, "w")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fh = os.fdopen(os.open(self.path / LOCK, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666), "w")
+        except OSError as exc:
+            _raise_for_write_error(exc, self.path / LOCK)
+            raise
         try:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)

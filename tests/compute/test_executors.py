@@ -1,0 +1,151 @@
+"""The Ray executor gives the local executor's numbers (METHODS §2–3), on a local Ray with 2 CPUs.
+
+Which results are bit-identical and which agree to float rounding is stated per array below.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from resdyn.compute import executors
+from resdyn.compute.cli import main
+from resdyn.core import spectral
+from resdyn.errors import ResdynError
+from tests.compute.test_cli import TEXTS, _save_tiny_llama
+
+ray = pytest.importorskip("ray")
+
+STAGES = "activations,jacobians,spectra"
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+             object_store_memory=256 * 1024**2)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def model_and_corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("exec")
+    _save_tiny_llama(root / "tiny-llama")
+    (root / "corpus.txt").write_text("\n".join(TEXTS) + "\n")
+    return root
+
+
+def _compute(root, run_id, *extra):
+    argv = ["run", "--model", str(root / "tiny-llama"), "--corpus", str(root / "corpus.txt"), "--samples", "5",
+            "--runs-dir", str(root / "runs"), "--run-id", run_id, "--quiet", "--batch-size", "2",
+            "--stages", STAGES, *extra]
+    assert main(argv) == 0
+    return root / "runs" / run_id
+
+
+def _assert_same_run(a, b, layers=slice(None)):
+    """Bit-identical: each layer is the same pure function of the same states whichever process
+    runs it, and isolated mode's closed form reduces in a fixed order. (In-context mode, checked by
+    hand, agrees to float32 rounding, 1.2e-7: autodiff's reductions split differently over a
+    worker's one thread than over the driver's two.)"""
+    np.testing.assert_array_equal(np.load(a / "activations.npy"), np.load(b / "activations.npy"))
+    np.testing.assert_array_equal(np.load(a / "final_state.npy"), np.load(b / "final_state.npy"))
+    np.testing.assert_array_equal(np.load(a / "jacobians.npy")[layers], np.load(b / "jacobians.npy")[layers])
+    sa, sb = pd.read_parquet(a / "samples.parquet"), pd.read_parquet(b / "samples.parquet")
+    keep = sa["layer"].isin(np.arange(len(np.load(a / "jacobians.npy")))[layers])
+    pd.testing.assert_frame_equal(sa[keep], sb[keep], check_exact=True)
+
+
+@pytest.fixture(scope="module")
+def local_run(model_and_corpus):
+    return _compute(model_and_corpus, "local")
+
+
+def test_ray_run_equals_local_run_and_resumes_from_checkpoints(ray_local, model_and_corpus, local_run):
+    """Two workers compute layers 0 and 2; layer 1's checkpoint, already on disk, is not recomputed."""
+    from resdyn.core.store import save_npy
+
+    root = model_and_corpus
+    run = _compute(root, "ray", "--stages", "activations")
+    part = run / ".partial" / "jacobians"
+    part.mkdir(parents=True)
+    save_npy(part / "mean_001.npy", np.full((32, 32), 7.0))  # a sentinel no worker would produce
+    save_npy(part / "stats_001.npy", np.ones((5, 5)))
+    _compute(root, "ray", "--executor", "ray", "--workers", "2")
+    jac = np.load(run / "jacobians.npy")
+    assert (jac[1] == 7.0).all()
+    _assert_same_run(local_run, run, layers=[0, 2])
+    assert not (run / ".partial").exists()  # the driver assembled every layer and cleaned up
+    for name in ("layers", "eigenvalues"):  # the spectra of layers 0 and 2 follow bit for bit
+        x, y = pd.read_parquet(local_run / f"{name}.parquet"), pd.read_parquet(run / f"{name}.parquet")
+        x, y = (t[t.layer.isin([0, 2])].drop(columns=["forward_alignment"], errors="ignore").reset_index(drop=True)
+                for t in (x, y))  # (layer 0's forward alignment pairs it with the sentinel layer 1)
+        pd.testing.assert_frame_equal(x, y, check_exact=True)
+
+
+def _schur_diag(a: np.ndarray) -> np.ndarray:
+    """Eigenvalues of one layer from its complex Schur form (a pure per-layer numpy function)."""
+    _, t = spectral.schur_complex(np.asarray(a, dtype=np.float64))
+    return _canonical(np.diag(t))
+
+
+def _canonical(z: np.ndarray) -> np.ndarray:
+    """Eigenvalues in an order that rounding cannot flip (conjugates share a rounded real part)."""
+    return z[np.lexsort((np.round(z.imag, 8), np.round(z.real, 8)))]
+
+
+def test_parallel_map_on_ray_equals_local(ray_local, local_run):
+    jac = np.load(local_run / "jacobians.npy")
+    local = executors.parallel_map(_schur_diag, list(jac))
+    with executors.RayExecutor() as ex, executors.use_executor(ex):
+        remote = executors.parallel_map(_schur_diag, list(jac))
+    assert ray.is_initialized()  # an executor leaves a Ray it did not start running
+    assert len(remote) == len(jac)
+    for l, (x, y) in enumerate(zip(local, remote)):
+        # LAPACK on one worker thread versus the driver's threads: equal to float64 rounding.
+        np.testing.assert_allclose(x, y, rtol=0, atol=1e-12, err_msg=f"layer {l}")
+        np.testing.assert_allclose(x, _canonical(np.linalg.eigvals(jac[l].astype(np.float64))), atol=1e-9)
+
+
+def test_ray_sweep_computes_every_cell_like_the_local_executor(ray_local, model_and_corpus, local_run, capsys):
+    root = model_and_corpus
+    model = str(root / "tiny-llama")
+    argv = ["sweep", "--model", model, "--init", "pretrained", "random", "--corpus", str(root / "corpus.txt"),
+            "--samples", "5", "--runs-dir", str(root / "sweep"), "--quiet", "--batch-size", "2",
+            "--stages", STAGES, "--executor", "ray"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "run tiny-llama: complete" in out or "run tiny-llama: partial" in out
+    assert "run tiny-llama-random:" in out and "error" not in out
+    local = local_run
+    _assert_same_run(local, root / "sweep" / "tiny-llama")
+    rnd = np.load(root / "sweep" / "tiny-llama-random" / "jacobians.npy")
+    assert not np.array_equal(rnd, np.load(local / "jacobians.npy"))  # a different cell, not a copy
+
+
+def test_sweep_run_ids_name_each_cell():
+    from resdyn.config import RunConfig
+
+    base = RunConfig(run_id="x")
+    cfgs = executors.sweep_configs(base, ["allenai/OLMo-2-1B"], ["stage1-step1000", "main"], ["pretrained", "random"])
+    assert [c.run_id for c in cfgs] == ["OLMo-2-1B-stage1-step1000", "OLMo-2-1B-stage1-step1000-random",
+                                        "OLMo-2-1B-main", "OLMo-2-1B-main-random"]
+    assert [c.revision for c in cfgs] == ["stage1-step1000", "stage1-step1000", "main", "main"]
+    with pytest.raises(ResdynError, match="share run ids"):
+        executors.sweep_configs(base, ["a/m", "b/m"], [None], ["pretrained"])
+
+
+def test_everything_but_the_ray_executor_works_without_ray(monkeypatch):
+    code = ("import sys; sys.modules['ray'] = None\n"
+            "from resdyn.compute import executors, pipeline, jacobians\n"
+            "print(executors.parallel_map(abs, [-1, 2]))\n"
+            "try:\n    executors.RayExecutor()\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "[1, 2]"
+    assert lines[1].startswith("ResdynError --executor ray needs Ray: pip install 'ray==2.60.0'")

@@ -1,0 +1,359 @@
+"""Faults and bad input: each gives one clear line (exit 2) and loses nothing already computed.
+
+A fault test checks three things: the line (what went wrong and what to do), that finished work
+survives byte for byte, and, where a rerun is the fix, that the rerun's numbers equal an
+uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from resdyn.compute.cli import main
+from resdyn.core.store import RunStore
+from tests.compute.test_cli import TEXTS, _save_tiny_llama
+
+STAGES = "activations,jacobians,spectra"
+OUTPUTS = ("activations.npy", "final_state.npy", "jacobians.npy", "samples.parquet", "layers.parquet",
+           "eigenvalues.parquet")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """A tiny Llama, a 5-passage corpus and one uninterrupted reference run ("ref")."""
+    root = tmp_path_factory.mktemp("faults")
+    _save_tiny_llama(root / "tiny-llama")
+    (root / "corpus.txt").write_text("\n".join(TEXTS) + "\n")
+    assert main(_argv(root, "ref")) == 0
+    return root
+
+
+def _argv(root: Path, run_id: str, *extra: str, runs: Path | None = None) -> list[str]:
+    return ["run", "--model", str(root / "tiny-llama"), "--corpus", str(root / "corpus.txt"), "--samples", "4",
+            "--runs-dir", str(runs or root / "runs"), "--run-id", run_id, "--quiet", "--batch-size", "3",
+            "--stages", STAGES, *extra]
+
+
+def _copy_ref(root: Path, tmp_path: Path, run_id: str = "ref") -> Path:
+    runs = tmp_path / "runs"
+    shutil.copytree(root / "runs" / "ref", runs / run_id)
+    return runs
+
+
+def _one_line_error(capsys, code: int, *fragments: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("resdyn: error:") and "\n" not in err, err
+    for f in fragments:
+        assert f in err, err
+    return err
+
+
+def _snapshot(run: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name in OUTPUTS}
+
+
+def _assert_same_numbers(a: Path, b: Path) -> None:
+    for name in ("activations.npy", "final_state.npy", "jacobians.npy"):
+        np.testing.assert_array_equal(np.load(a / name), np.load(b / name), err_msg=name)
+    for name in ("samples", "layers", "eigenvalues"):
+        pd.testing.assert_frame_equal(pd.read_parquet(a / f"{name}.parquet"), pd.read_parquet(b / f"{name}.parquet"),
+                                      check_exact=True, obj=name)
+
+
+def _manifest(run: Path) -> dict:
+    return json.loads((run / "manifest.json").read_text())
+
+
+# -- SIGKILL ----------------------------------------------------------------------------------
+def _kill_when(argv: list[str], trigger: Path, timeout: float = 240) -> None:
+    """Run the CLI in a subprocess and SIGKILL it the moment ``trigger`` exists."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    proc = subprocess.Popen([sys.executable, "-m", "resdyn.compute", *argv], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.monotonic()
+    try:
+        while not trigger.exists():
+            assert proc.poll() is None, f"the run ended (rc {proc.returncode}) before {trigger.name} appeared"
+            assert time.monotonic() - t0 < timeout, f"{trigger.name} never appeared"
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_sigkill_mid_stage_then_rerun_completes_with_identical_numbers(env, tmp_path):
+    """Killed inside the Jacobian stage after its first layer, a rerun completes with the numbers of
+    an uninterrupted run, keeping the activations and the finished layer.
+
+    In-context mode is used because its layers take about a second each here, which leaves a
+    wide window between the first layer's checkpoint and the next."""
+    root = env
+    ref = root / "runs" / "ref-ic"
+    if not ref.exists():
+        assert main(_argv(root, "ref-ic", "--mode", "in-context")) == 0
+    runs = tmp_path / "runs"
+    argv = _argv(root, "ic", "--mode", "in-context", runs=runs)
+    run = runs / "ic"
+    _kill_when(argv, run / ".partial" / "jacobians" / "stats_000.npy")  # layer 0's second file
+    m = _manifest(run)
+    assert m["status"] == "partial" and m["stages_done"] == ["activations"]
+    kept = sorted(p.name for p in (run / ".partial" / "jacobians").iterdir() if not p.name.startswith("."))
+    assert {"mean_000.npy", "stats_000.npy"} <= set(kept) and "stats_002.npy" not in kept  # died mid-stage
+    acts = (run / "activations.npy").read_bytes()
+
+    from resdyn.compute import jacobians
+
+    pending = []
+    real = jacobians.compute_layer
+    jacobians.compute_layer = lambda state, cfg, layer, *a, **k: pending.append(layer) or real(state, cfg, layer, *a, **k)
+    try:
+        assert main(argv) == 0
+    finally:
+        jacobians.compute_layer = real
+    assert 0 not in pending and pending  # the finished layer was kept, not recomputed
+    assert (run / "activations.npy").read_bytes() == acts
+    assert _manifest(run)["stages_done"] == ["activations", "jacobians", "spectra"]
+    _assert_same_numbers(ref, run)
+    assert not list(run.glob(".*.tmp"))  # no temporary file outlives a kill and a rerun
+
+
+# -- disk full, read-only ---------------------------------------------------------------------
+@pytest.mark.parametrize("victim", ["stats_001.npy", "layers.parquet"])
+def test_disk_full_gives_one_line_and_keeps_finished_work(env, tmp_path, monkeypatch, capsys, victim):
+    root = env
+    runs = tmp_path / "runs"
+    assert main(_argv(root, "full", runs=runs)[:-2] + ["--stages", "activations"]) == 0
+    run = runs / "full"
+    acts = (run / "activations.npy").read_bytes()
+    real_fsync = os.fsync
+
+    def fsync(fd):  # the write of ``victim`` finds the disk full; every other write succeeds
+        if Path(os.readlink(f"/proc/self/fd/{fd}")).name.startswith(f".{victim}."):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    code = main(_argv(root, "full", runs=runs))
+    _one_line_error(capsys, code, "disk full while writing", victim, "free space and rerun")
+    assert (run / "activations.npy").read_bytes() == acts
+    assert not [p for p in run.rglob("*.tmp")]  # the half-written temporary file is gone
+    if victim == "stats_001.npy":  # layer 0 was checkpointed before the disk filled up
+        assert (run / ".partial" / "jacobians" / "mean_000.npy").is_file()
+    else:
+        assert "jacobians" in _manifest(run)["stages_done"]
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert main(_argv(root, "full", runs=runs)) == 0  # space freed: the rerun finishes the run
+    _assert_same_numbers(root / "runs" / "ref", run)
+
+
+def _read_only(monkeypatch, root: Path) -> None:
+    """Make ``root`` behave like a read-only mount. (chmod cannot: the tests run as root.)"""
+    real_open, real_mkdir = os.open, os.mkdir
+
+    def ro_open(path, flags, *args, **kwargs):
+        if str(path).startswith(str(root)) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    def ro_mkdir(path, *args, **kwargs):
+        if str(path).startswith(str(root)):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", ro_open)
+    monkeypatch.setattr(os, "mkdir", ro_mkdir)
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_read_only_runs_dir_gives_one_line(env, tmp_path, monkeypatch, capsys, existing):
+    runs = _copy_ref(env, tmp_path) if existing else tmp_path / "runs"
+    runs.mkdir(exist_ok=True)
+    before = _snapshot(runs / "ref") if existing else {}
+    _read_only(monkeypatch, runs)
+    code = main(_argv(env, "ref", runs=runs))
+    _one_line_error(capsys, code, "read-only", "choose a writable --runs-dir")
+    if existing:
+        assert _snapshot(runs / "ref") == before
+    else:
+        assert not (runs / "ref").exists()
+
+
+# -- corrupt files ----------------------------------------------------------------------------
+@pytest.mark.parametrize("name, reader, writer", [
+    ("samples.parquet", "spectra", "jacobians"),
+    ("jacobians.npy", "spectra", "jacobians"),
+    ("activations.npy", "jacobians", "activations"),
+])
+def test_corrupt_file_is_named_with_the_stage_to_redo(env, tmp_path, capsys, name, reader, writer):
+    runs = _copy_ref(env, tmp_path)
+    path = runs / "ref" / name
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # truncated, as by a dying disk
+    code = main(_argv(env, "ref", "--redo", reader, runs=runs))
+    _one_line_error(capsys, code, "corrupt", str(path), f"--redo {writer}`")
+    assert main(_argv(env, "ref", "--redo", writer, runs=runs)) == 0  # the fix the line names
+    _assert_same_numbers(env / "runs" / "ref", runs / "ref")
+
+
+def test_damaged_layer_checkpoint_is_recomputed(env, tmp_path):
+    """A checkpoint cut short (not by resdyn's atomic writes: by a copy, a disk) is not trusted."""
+    runs = tmp_path / "runs"
+    argv = _argv(env, "ck", runs=runs)
+    assert main(argv[:-2] + ["--stages", "activations"]) == 0
+    part = runs / "ck" / ".partial" / "jacobians"
+    part.mkdir(parents=True)
+    ref = np.load(env / "runs" / "ref" / "jacobians.npy")
+    from resdyn.core.store import save_npy
+
+    save_npy(part / "mean_000.npy", ref[0].astype(np.float64))
+    save_npy(part / "stats_000.npy", np.zeros((4, 5)))
+    (part / "stats_000.npy").write_bytes((part / "stats_000.npy").read_bytes()[:-8])
+    assert main(argv) == 0
+    _assert_same_numbers(env / "runs" / "ref", runs / "ck")
+
+
+# -- manifest schema --------------------------------------------------------------------------
+def test_manifest_from_an_older_schema_is_migrated(env, tmp_path, capsys):
+    runs = _copy_ref(env, tmp_path)
+    run = runs / "ref"
+    m = _manifest(run)
+    for key in ("schema_version", "stages_all", "files"):  # what a version-0 manifest lacked
+        m.pop(key, None)
+    (run / "manifest.json").write_text(json.dumps(m))
+    before = _snapshot(run)
+    assert main(_argv(env, "ref", runs=runs)) == 0
+    assert _manifest(run)["schema_version"] == 1
+    assert _snapshot(run) == before  # migration recomputes nothing
+    assert main(["list", "--runs-dir", str(runs)]) == 0
+    assert "ref" in capsys.readouterr().out
+
+
+def test_manifest_from_a_newer_schema_is_refused(env, tmp_path, capsys):
+    runs = _copy_ref(env, tmp_path)
+    run = runs / "ref"
+    m = dict(_manifest(run), schema_version=99)
+    (run / "manifest.json").write_text(json.dumps(m))
+    before = (run / "manifest.json").read_bytes()
+    code = main(_argv(env, "ref", runs=runs))
+    _one_line_error(capsys, code, "schema_version 99", "newer than this resdyn (1)", "upgrade resdyn")
+    assert (run / "manifest.json").read_bytes() == before
+
+
+# -- non-finite numbers -----------------------------------------------------------------------
+def test_nan_or_inf_activations_give_one_line(env, tmp_path, capsys):
+    import torch
+    import transformers as tf
+
+    model = tf.AutoModelForCausalLM.from_pretrained(env / "tiny-llama")
+    with torch.no_grad():  # an overflowing MLP, as an fp16 model overflows
+        model.model.layers[1].mlp.down_proj.weight.fill_(float("inf"))
+    bad = tmp_path / "overflow"
+    model.save_pretrained(bad)
+    shutil.copy(env / "tiny-llama" / "tokenizer.json", bad)
+    shutil.copy(env / "tiny-llama" / "tokenizer_config.json", bad)
+    runs = tmp_path / "runs"
+    argv = _argv(env, "nan", runs=runs)
+    argv[argv.index("--model") + 1] = str(bad)
+    code = main(argv)
+    _one_line_error(capsys, code, "activations contain NaN or Inf", "--dtype")
+    assert not (runs / "nan" / "activations.npy").exists()
+    assert _manifest(runs / "nan")["stages_done"] == []
+
+
+def test_nan_in_jacobians_gives_one_line_and_keeps_earlier_layers(env, tmp_path, monkeypatch, capsys):
+    from resdyn.compute import jacobians
+
+    real, calls = jacobians.isolated_jacobians, {"n": 0}
+
+    def poisoned(*args, **kwargs):  # 4 samples in batches of 3: call 3 is layer 1's first batch
+        calls["n"] += 1
+        jac = real(*args, **kwargs)
+        return jac * float("nan") if calls["n"] == 3 else jac
+
+    monkeypatch.setattr(jacobians, "isolated_jacobians", poisoned)
+    runs = tmp_path / "runs"
+    code = main(_argv(env, "nanj", runs=runs))
+    _one_line_error(capsys, code, "non-finite Jacobian at layer 1", "--dtype float64", "new --run-id")
+    run = runs / "nanj"
+    assert _manifest(run)["stages_done"] == ["activations"]
+    assert sorted(p.name for p in (run / ".partial" / "jacobians").glob("*.npy")) == ["mean_000.npy", "stats_000.npy"]
+
+
+# -- bad input ----------------------------------------------------------------------------------
+def test_unknown_hub_model_gives_one_line(env, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code = main(_argv(env, "x", runs=tmp_path)[:1] + ["--model", "no-such-org/no-such-model", "--corpus",
+                                                      str(env / "corpus.txt"), "--samples", "2",
+                                                      "--runs-dir", str(tmp_path), "--quiet"])
+    _one_line_error(capsys, code, "cannot load model 'no-such-org/no-such-model'")
+    assert not list(tmp_path.rglob("manifest.json"))
+
+
+def test_unsupported_architecture_gives_one_line(env, tmp_path, capsys):
+    import transformers as tf
+
+    tf.MambaConfig(hidden_size=16, num_hidden_layers=1, vocab_size=32).save_pretrained(tmp_path / "mamba")
+    argv = _argv(env, "m", runs=tmp_path / "runs")
+    argv[argv.index("--model") + 1] = str(tmp_path / "mamba")
+    _one_line_error(capsys, main(argv), "unsupported architecture 'mamba'", "supported:", "llama")
+
+
+@pytest.mark.parametrize("lines, samples, message", [
+    ([], 4, "holds no passages"),
+    (["", "   ", ""], 4, "holds no passages"),
+    (TEXTS[:2], 4, "has only 2 passages, asked for 4; lower --samples"),
+])
+def test_empty_or_short_corpus_gives_one_line(env, tmp_path, capsys, lines, samples, message):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(lines))
+    argv = _argv(env, "c", runs=tmp_path / "runs")
+    argv[argv.index("--corpus") + 1] = str(corpus)
+    argv[argv.index("--samples") + 1] = str(samples)
+    _one_line_error(capsys, main(argv), message)
+    assert not (tmp_path / "runs" / "c" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--samples", "0", "--samples must be at least 1, got 0"),
+    ("--k", "32", "k = 32 must be smaller than d_model = 32"),
+    ("--k", "0", "--k must be at least 1"),
+    ("--batch-size", "0", "--batch-size must be at least 1"),
+])
+def test_bad_numbers_give_one_line(env, tmp_path, capsys, flag, value, message):
+    argv = _argv(env, "n", runs=tmp_path / "runs") + [flag, value]  # argparse: the last value wins
+    _one_line_error(capsys, main(argv), message)
+    assert not (tmp_path / "runs" / "n" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("run_id", ["../x", "a/b", "..", "/abs", "a\\b", "x y", ""])
+def test_path_like_run_id_is_refused(env, tmp_path, capsys, run_id):
+    runs = tmp_path / "sub" / "runs"
+    argv = _argv(env, run_id, runs=runs)
+    _one_line_error(capsys, main(argv), "invalid run id", "no path separators")
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # nothing written anywhere
+
+
+# -- two writers --------------------------------------------------------------------------------
+def test_second_compute_on_the_same_run_is_refused_by_the_lock(env, tmp_path, capsys):
+    runs = _copy_ref(env, tmp_path)
+    before = _snapshot(runs / "ref")
+    # The lock is flock(2) on .lock: another open file description conflicts even in one process,
+    # exactly as a second `python -m resdyn.compute run` would.
+    with RunStore(runs / "ref").lock():
+        code = main(_argv(env, "ref", "--redo", "spectra", runs=runs))
+        _one_line_error(capsys, code, "run ref is being written by another process", "wait for it to finish")
+    assert _snapshot(runs / "ref") == before
+    assert main(_argv(env, "ref", runs=runs)) == 0  # released: the next compute proceeds
