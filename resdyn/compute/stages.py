@@ -16,6 +16,7 @@ STAGE_MODULES = [
     "resdyn.compute.activations",
     "resdyn.compute.jacobians",
     "resdyn.compute.spectra",
+    "resdyn.compute.geometry",
     "resdyn.compute.topology",
 ]
 

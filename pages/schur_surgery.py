@@ -1,0 +1,136 @@
+"""Schur surgery: scale the non-normal part N of every J̄_l = Q(Λ + N)Q* by a dose c (METHODS §6, §11)."""
+
+import numpy as np
+import streamlit as st
+
+from resdyn import ui
+from resdyn.core import dose, queries
+from resdyn.core.figures import surgery
+from resdyn.core.store import open_run
+from resdyn.errors import ResdynError
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _table(root: str, run_id: str, name: str, stamp: int, where: str = "", params: tuple = ()):
+    return queries.table(run_id, name, where=where, params=list(params), root=root)
+
+
+def load(store, name, where: str = "", params: tuple = ()):
+    """A run's table (optionally filtered) through the cache, or None if absent."""
+    if not store.has_table(name):
+        return None
+    return _table(str(store.path.parent), store.run_id, name, store.table_path(name).stat().st_mtime_ns,
+                  where, params)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _trained_sigma(root: str, run_id: str, layer: int, mode: str, stamp: int):
+    """σ of J̄_l itself (c = 1), the reference curve; one SVD, cached per run, layer and mode."""
+    return dose.layer_sigma(open_run(root, run_id), layer, 1.0, mode)
+
+
+def dose_from_link() -> float:
+    """The dose c from ``?c=`` (default 1.0 = the trained model); bad values warn and fall back."""
+    raw = st.query_params.get("c")
+    if raw is None:
+        return 1.0
+    try:
+        c = float(raw)
+        if not dose.C_MIN <= c <= dose.C_MAX:
+            raise ValueError
+        return round(c, 2)
+    except ValueError:
+        st.sidebar.warning(f"Dose {raw!r} from the link is not in [0, 2]; showing c = 1.")
+        return 1.0
+
+
+st.title("Schur surgery: dose response of the non-normal part")
+store = ui.select_run()
+if store is None:
+    st.stop()
+n_layers = int(store.manifest()["n_layers"])
+layer = ui.select_layer(n_layers)
+mode = ui.select_operator("Dose mode", key="mode")
+overlay = ui.select_runs("Overlay runs", key="overlay", default=[store.run_id])
+c = st.sidebar.slider("Dose c", 0.0, 2.0, dose_from_link(), step=0.01, key="_sel_c",
+                      help="0: every J̄_l made normal at its own spectrum; 1: the trained model; 2: doubled N.")
+st.query_params["c"] = f"{c:.2f}"
+present = ui.presentation_toggle()
+ui.runs_dir_caption()
+ui.partial_banner(store)
+
+runs = [store] + [open_run(queries.runs_dir(), r) for r in overlay if r != store.run_id]
+tables, readouts = {}, {}
+for s in runs:
+    df = load(s, "schur_dose")
+    if df is None or not dose.has_schur(s, mode):
+        st.warning(f"Run `{s.run_id}` lacks the **schur** stage, so it is not drawn. Compute it with "
+                   f"`python -m resdyn.compute run --run-id {s.run_id} --stages schur`.")
+        continue
+    tables[s.run_id] = df
+if store.run_id not in tables:
+    st.stop()
+
+st.caption(
+    "Each mean Jacobian is written in complex Schur form J̄_l = Q(Λ + N)Q* and only its strictly "
+    "upper-triangular part N is scaled: J_l(c) = Q(Λ + cN)Q*. The spectrum never changes; c = 0 "
+    "removes all non-normality, c = 1 is the trained model. The readouts are for the whole "
+    "linearised stack P_{0:L−1}(c) = J_{L−1}(c)···J_0(c). Mode R does the same to R = J̄ − I "
+    "(J(c) = I + R(c)); with the same eigenvalue order in both Schur forms the two modes coincide "
+    "exactly, so any gap between them measures the order LAPACK chose."
+)
+try:
+    res = dose.dose_response(store, c, mode, layers=[layer])
+    for s in runs[1:]:
+        if s.run_id in tables:
+            r = dose.dose_response(s, c, mode, layers=[], path="interpolated")
+            readouts[s.run_id] = {"erank": r.erank, "log10_fro": r.log10_fro, "henrici": r.henrici, "path": r.path}
+except ResdynError as exc:
+    st.error(str(exc))
+    st.stop()
+readouts[store.run_id] = {"erank": res.erank, "log10_fro": res.log10_fro, "henrici": res.henrici, "path": res.path}
+
+trained = tables[store.run_id]
+trained = trained[(trained["mode"] == mode) & (trained["construction"] == "dose") & (trained["c"] == 1.0)]
+ref = trained.iloc[0] if len(trained) else None
+cols = st.columns(3)
+for col, key, label, fmt in ((cols[0], "erank", "erank(P_{0:L−1})", "{:.3g}"),
+                             (cols[1], "log10_fro", "log10 ‖P_{0:L−1}‖_F", "{:.2f}"),
+                             (cols[2], "henrici", "Henrici δ(P_{0:L−1})", "{:.3f}")):
+    value = getattr(res, key)
+    delta = None if ref is None or not np.isfinite(value) else f"{value - ref[key]:+.3g} vs trained"
+    col.metric(f"{label} at c = {c:.2f}", fmt.format(value), delta=delta, delta_color="off")
+how = ("recomputed live from the stored Schur factors" if res.path == "live"
+       else "interpolated from the stored dose grid (the run is too large to recompute live here)")
+st.caption(f"Run `{store.run_id}`, mode {mode}: {how} in {res.seconds:.2f} s. Overlaid runs are interpolated.")
+
+ui.plot(surgery.dose_curves(tables, c=c, readouts=readouts, presentation=present), key="surgery-dose")
+
+st.subheader(f"Layer {layer} at c = {c:.2f}")
+sigma = res.sigma.get(layer)
+t_file = store.array_path(dose.schur_names(mode)[1])
+reference = _trained_sigma(str(store.path.parent), store.run_id, layer, mode, t_file.stat().st_mtime_ns)
+eigs = dose.layer_eigenvalues(store, layer, mode)
+ps = load(store, "pseudospectra", "layer = ?", (layer,))
+nr = load(store, "numerical_range", "layer = ?", (layer,))
+c_shown = None
+if ps is not None and len(ps):
+    stored = np.unique(ps["c"].to_numpy(float))
+    c_shown = float(stored[np.argmin(np.abs(stored - c))])
+    ps = ps[ps["c"] == c_shown]
+    nr = nr[nr["c"] == c_shown] if nr is not None else None
+    note = "" if mode == "J" else " They are those of J̄'s own Schur form (mode J)."
+    st.caption(f"Pseudospectra and numerical range are stored at c ∈ {{{', '.join(f'{x:g}' for x in stored)}}}; "
+               f"showing c = {c_shown:g}, the nearest to the slider.{note} Contours: "
+               "log10 ε of the ε-pseudospectrum {z : σ_min(zI − J) < ε}.")
+else:
+    st.info(f"Run `{store.run_id}` lacks the **pseudospectra** stage. Compute it with "
+            f"`python -m resdyn.compute run --run-id {store.run_id} --stages pseudospectra`.")
+left, right = st.columns(2)
+with left:
+    ui.plot(surgery.layer_singular_values(sigma, c=c, layer=layer, reference=reference, presentation=present),
+            key="surgery-sigma")
+with right:
+    ui.plot(surgery.layer_complex_plane(eigs, layer=layer, pseudo=ps,
+                                        numrange=nr, c_shown=c_shown, presentation=present),
+            key="surgery-plane")

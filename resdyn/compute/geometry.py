@@ -1,0 +1,228 @@
+"""Stages "cumulative", "schur" and "pseudospectra": the spectral geometry of the mean Jacobians.
+
+numpy/scipy only (no model, no torch); the math lives in ``resdyn.core.spectral`` so the
+dashboard's live slider and the tests share it. Each stage reads ``jacobians.npy`` (L, d, d)
+float32 and writes:
+
+- "cumulative" (METHODS §5): ``cumulative.parquet`` (layer, erank, log10_fro),
+  ``cumulative_spectra.parquet`` (layer, idx, sigma, log10_sigma) for l = 0, L//2, L−1, and
+  summary rows ``cumulative.*`` (Spearman of erank(P_l) against ρ(J̄_l) from ``layers.parquet``).
+- "schur" (METHODS §6): ``schur_Q.npy``/``schur_T.npy`` (J̄ = Q T Q*) and ``schur_R_Q.npy``/
+  ``schur_R_T.npy`` (R = J̄ − I), all (L, d, d) complex64, and ``schur_dose.parquet`` (mode,
+  construction, draw, c, erank, log10_fro, henrici) over the paper's dose grid.
+- "pseudospectra" (METHODS §11): ``pseudospectra.parquet`` (layer, c, x, y, log10_sigma_min) on
+  a grid per layer and dose, ``numerical_range.parquet`` (layer, c, idx, x, y) and
+  ``transient_growth.parquet`` (layer, k, log10_norm).
+
+``summary.parquet`` holds named scalars (name, value) shared by every stage: ``update_summary``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from resdyn.compute.stages import Stage
+from resdyn.core import spectral
+from resdyn.core.store import RunStore
+from resdyn.errors import ResdynError
+
+# Doses at which the per-layer pseudospectra and numerical ranges are stored (c = 0 is normal,
+# so exact and nearly free); the page shows the stored dose nearest to its slider.
+PSEUDO_DOSES = (0.0, 1.0, 2.0)
+PSEUDO_GRID = 40  # grid points per axis
+PSEUDO_PAD = 0.08  # margin around the numerical range, as a fraction of its larger side
+NR_ANGLES = 72
+
+
+def update_summary(store: RunStore, values: dict[str, float]) -> pd.DataFrame:
+    """Upsert named scalars into ``summary.parquet`` (columns name, value), keeping other rows."""
+    new = pd.DataFrame({"name": [str(k) for k in values], "value": [float(v) for v in values.values()]})
+    if store.has_table("summary"):
+        old = store.read_table("summary")
+        new = pd.concat([old[~old["name"].isin(new["name"])], new], ignore_index=True)
+    store.write_table("summary", new)
+    return new
+
+
+def spectra_layers(n_layers: int) -> list[int]:
+    """Injection layers whose cumulative singular values are kept: 0, L//2 and L−1."""
+    return sorted({0, n_layers // 2, n_layers - 1})
+
+
+def _jacobians(store: RunStore) -> np.ndarray:
+    jac = store.read_array("jacobians")
+    if jac.ndim != 3 or jac.shape[1] != jac.shape[2]:
+        raise ResdynError(f"jacobians.npy of run {store.run_id} has shape {jac.shape}, expected (L, d, d)")
+    return jac
+
+
+# ------------------------------------------------------------------------------------------------
+# "cumulative"
+# ------------------------------------------------------------------------------------------------
+
+def compute_cumulative(ctx) -> None:
+    store = ctx.store
+    jac = _jacobians(store)
+    n_layers = jac.shape[0]
+    keep = spectra_layers(n_layers)
+    cum = spectral.cumulative_products(jac, keep=keep, progress=ctx.progress)
+    layers = np.arange(n_layers, dtype=np.int32)
+    store.write_table("cumulative", pd.DataFrame({"layer": layers, "erank": cum.erank, "log10_fro": cum.log10_fro}))
+    frames = []
+    for l in keep:
+        ls = cum.log10_sigma.get(l)
+        if ls is None:  # the product became the zero map above this layer
+            continue
+        frames.append(pd.DataFrame({"layer": np.int32(l), "idx": np.arange(len(ls), dtype=np.int32),
+                                    "sigma": 10.0**ls, "log10_sigma": ls}))
+    store.write_table("cumulative_spectra", pd.concat(frames, ignore_index=True))
+    # METHODS §5: Spearman(erank(P_l), ρ(J̄_l)) across layers (the paper: ρ_s = −0.33 on Llama).
+    rho = np.full(n_layers, np.nan)
+    if store.has_table("layers"):
+        lay = store.read_table("layers", columns=["layer", "operator", "spectral_radius"])
+        lay = lay[lay["operator"] == "J"]
+        rho[lay["layer"].to_numpy(int)] = lay["spectral_radius"].to_numpy(float)
+    r, p = spectral.spearman(cum.erank, rho)
+    update_summary(store, {
+        "cumulative.k": cum.k,
+        "cumulative.erank_P0": cum.erank[0],
+        "cumulative.erank_Pmid": cum.erank[n_layers // 2],
+        "cumulative.erank_Plast": cum.erank[-1],
+        "cumulative.log10_fro_P0": cum.log10_fro[0],
+        "cumulative.spearman_erank_radius.rho": r,
+        "cumulative.spearman_erank_radius.p": p,
+    })
+
+
+# ------------------------------------------------------------------------------------------------
+# "schur"
+# ------------------------------------------------------------------------------------------------
+
+def schur_factors(jac: np.ndarray, shift: float = 0.0, progress=spectral._no_progress, desc: str = "schur",
+                  ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Complex Schur factors of J̄_l − shift·I for every layer, as stored.
+
+    Returns Q, T (L, d, d) complex64 and the largest relative reconstruction error of the
+    complex64 factors, ‖shift·I + Q T Q* − J̄‖_F / ‖J̄‖_F (checked against SCHUR_RTOL_32).
+    """
+    n_layers, d, _ = jac.shape
+    q_all = np.empty((n_layers, d, d), np.complex64)
+    t_all = np.empty((n_layers, d, d), np.complex64)
+    worst = 0.0
+    for l in progress(range(n_layers), desc=desc, total=n_layers, unit="layer"):
+        j = np.asarray(jac[l], np.float64)
+        q, t = spectral.schur_complex(j - shift * np.eye(d) if shift else j)
+        q_all[l], t_all[l] = q, t
+        err = spectral.schur_error(q_all[l], t_all[l], j, shift)
+        if not err <= spectral.SCHUR_RTOL_32:
+            raise ResdynError(f"layer {l}: stored Schur factors reproduce J̄ only to {err:.1e} "
+                              f"(limit {spectral.SCHUR_RTOL_32:.0e}); the Jacobian may be corrupt")
+        worst = max(worst, err)
+    return q_all, t_all, worst
+
+
+def _families(q: np.ndarray, t: np.ndarray, jac: np.ndarray, shift: float, seed: int, mode_index: int):
+    """Yield (construction, draw, DoseFamily) for the dose and N_DRAWS draws of controls A and B."""
+    n_layers, d, _ = t.shape
+    yield "dose", 0, spectral.family_from_layers(
+        (spectral.dose_layer(q[l], t[l], jac[l], shift) for l in range(n_layers)), n_layers, d)
+    for ci, (name, make) in enumerate((("control_a", spectral.control_a_layer),
+                                       ("control_b", spectral.control_b_layer))):
+        for draw in range(spectral.N_DRAWS):
+            # One generator per (seed, mode, control, draw): draws are reproducible one by one.
+            rng = np.random.default_rng([seed, mode_index, ci, draw])
+            yield name, draw, spectral.family_from_layers(
+                (make(q[l], t[l], rng, shift) for l in range(n_layers)), n_layers, d)
+
+
+def dose_table(q: np.ndarray, t: np.ndarray, jac: np.ndarray, mode: str, seed: int,
+               progress=spectral._no_progress) -> pd.DataFrame:
+    """Rows (mode, construction, draw, c, erank, log10_fro, henrici) of one mode over DOSE_GRID."""
+    shift = 1.0 if mode == "R" else 0.0
+    n_fam = 1 + 2 * spectral.N_DRAWS
+    rows = []
+    fams = _families(q, t, jac, shift, seed, spectral.MODES.index(mode))
+    for construction, draw, fam in progress(fams, desc=f"dose grid ({mode})", total=n_fam, unit="family"):
+        for c in spectral.DOSE_GRID:
+            if construction == "control_a" and c == 0.0:
+                # c = 0 adds 0·M: identical to the dose at c = 0, no need to recompute.
+                st = next(r for r in rows if r["construction"] == "dose" and r["c"] == 0.0)
+                rows.append({**st, "construction": construction, "draw": draw})
+                continue
+            s = spectral.family_stats(fam, c)
+            rows.append({"mode": mode, "construction": construction, "draw": draw, "c": float(c),
+                         "erank": s.erank, "log10_fro": s.log10_fro, "henrici": s.henrici})
+    df = pd.DataFrame(rows)
+    df["draw"] = df["draw"].astype(np.int32)
+    return df
+
+
+def compute_schur(ctx) -> None:
+    store = ctx.store
+    jac = _jacobians(store)
+    frames, errors = [], {}
+    for mode, (qn, tn) in (("J", ("schur_Q", "schur_T")), ("R", ("schur_R_Q", "schur_R_T"))):
+        shift = 1.0 if mode == "R" else 0.0
+        q, t, worst = schur_factors(jac, shift, ctx.progress, desc=f"schur ({mode})")
+        store.write_array(qn, q)
+        store.write_array(tn, t)
+        errors[f"schur.reconstruction_error.{mode}"] = worst
+        frames.append(dose_table(q, t, jac, mode, ctx.cfg.seed, ctx.progress))
+        del q, t
+    df = pd.concat(frames, ignore_index=True)
+    store.write_table("schur_dose", df)
+    dose = df[df["construction"] == "dose"].set_index(["mode", "c"])
+    values = dict(errors)
+    for mode in spectral.MODES:
+        for c in (0.0, 1.0, 2.0):
+            values[f"schur.erank.{mode}.c{c:g}"] = dose.loc[(mode, c), "erank"]
+    update_summary(store, values)
+
+
+# ------------------------------------------------------------------------------------------------
+# "pseudospectra"
+# ------------------------------------------------------------------------------------------------
+
+def compute_pseudospectra(ctx) -> None:
+    store = ctx.store
+    t_all = store.read_array("schur_T")
+    n_layers = t_all.shape[0]
+    ps, nr = [], []
+    for l in ctx.progress(range(n_layers), desc="pseudospectra", total=n_layers, unit="layer"):
+        t = np.asarray(t_all[l])
+        for c in PSEUDO_DOSES:
+            tc = spectral.dosed_schur_factor(t, c)
+            w = spectral.numerical_range(tc, n_angles=NR_ANGLES)
+            nr.append(pd.DataFrame({"layer": np.int32(l), "c": float(c), "idx": np.arange(len(w), dtype=np.int32),
+                                    "x": w.real, "y": w.imag}))
+            # The grid spans W(J_l(c)) plus a margin: every drawn ε-contour closes inside it.
+            x, y, g = spectral.pseudospectrum_grid(tc, n=PSEUDO_GRID, pad=PSEUDO_PAD, around=w)
+            xx, yy = np.meshgrid(x, y)
+            ps.append(pd.DataFrame({"layer": np.int32(l), "c": float(c), "x": xx.ravel(), "y": yy.ravel(),
+                                    "log10_sigma_min": g.ravel()}))
+    store.write_table("pseudospectra", pd.concat(ps, ignore_index=True))
+    store.write_table("numerical_range", pd.concat(nr, ignore_index=True))
+    tg = spectral.transient_growth(_jacobians(store), progress=ctx.progress)
+    li, ki = np.nonzero(~np.isnan(tg))
+    store.write_table("transient_growth", pd.DataFrame({
+        "layer": li.astype(np.int32), "k": (ki + 1).astype(np.int32), "log10_norm": tg[li, ki]}))
+    # Transient amplification of the whole stack: peak over k of ‖P_{0:k}‖₂ against its end value.
+    update_summary(store, {
+        "transient.log10_peak_P0": float(np.nanmax(tg[0])),
+        "transient.peak_k_P0": float(np.nanargmax(tg[0]) + 1),
+        "transient.log10_end_P0": float(tg[0, n_layers - 1]),
+    })
+
+
+STAGES = [
+    Stage("cumulative", compute_cumulative, requires=("jacobians", "spectra"),
+          outputs=("cumulative.parquet", "cumulative_spectra.parquet"),
+          description="effective rank and norm of the cumulative products P_l (METHODS §5)"),
+    Stage("schur", compute_schur, requires=("jacobians",),
+          outputs=("schur_Q.npy", "schur_T.npy", "schur_R_Q.npy", "schur_R_T.npy", "schur_dose.parquet"),
+          description="complex Schur forms and the dose / control A / control B grid, modes J and R (METHODS §6)"),
+    Stage("pseudospectra", compute_pseudospectra, requires=("schur",),
+          outputs=("pseudospectra.parquet", "numerical_range.parquet", "transient_growth.parquet"),
+          description="ε-pseudospectra, numerical ranges and transient growth (METHODS §11)"),
+]

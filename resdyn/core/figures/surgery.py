@@ -1,0 +1,186 @@
+"""Figures of the Schur dose surgery (METHODS §6) and of one layer's J_l(c) (METHODS §11).
+
+Inputs: the ``schur_dose`` table (mode, construction ∈ {dose, control_a, control_b}, draw, c,
+erank, log10_fro, henrici), live readouts at the slider's c, per-layer singular values and
+eigenvalues (arrays), and the ``pseudospectra`` (layer, c, x, y, log10_sigma_min) and
+``numerical_range`` (layer, c, idx, x, y) rows of one layer. Pure functions, ``go.Figure`` out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from resdyn.core.figures.common import (BASELINE_COLOR, PALETTE, empty_figure, line_width, marker_size,
+                                        style)
+
+METRICS = {
+    "erank": "erank(P_{0:L−1})",
+    "log10_fro": "log10 ‖P_{0:L−1}‖_F",
+    "henrici": "Henrici δ(P_{0:L−1})",
+}
+CONSTRUCTION_NAMES = {"dose": "dose Q(Λ+cN)Q*", "control_a": "control A (random M, ‖M‖ = c‖N‖)",
+                      "control_b": "control B (Haar-random basis)"}
+CONSTRUCTION_DASH = {"control_a": "dash", "control_b": "dot"}
+MODE_DASH = {"J": "solid", "R": "dashdot"}
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    h = hex_color.lstrip("#")
+    r, g, b = (int(h[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def _band(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Mean and std over draws per c (ddof = 1 when there are several draws)."""
+    g = df.groupby("c")[metric]
+    out = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1).fillna(0.0)}).reset_index()
+    return out.sort_values("c")
+
+
+def dose_curves(tables: Mapping[str, pd.DataFrame], *, c: float | None = None,
+                readouts: Mapping[str, Mapping[str, float]] | None = None,
+                modes: Sequence[str] = ("J", "R"), controls: bool = True,
+                metrics: Sequence[str] = ("erank", "log10_fro", "henrici"),
+                presentation: bool = False) -> go.Figure:
+    """One panel per metric against the dose c: the trained dose (solid, mode J), mode R
+    (dash-dot), and controls A/B (mode J) as mean ± std bands over their draws.
+
+    Args:
+        tables: run_id -> ``schur_dose`` table; colour = run.
+        c: the slider's dose (a vertical line).
+        readouts: run_id -> {"erank": ..., "log10_fro": ..., "henrici": ..., "path": "live" |
+            "interpolated"} at ``c``, drawn as a diamond (live) or an open diamond (interpolated).
+        modes: which modes' dose curves to draw. controls: draw the control bands.
+    """
+    if not tables:
+        return empty_figure("no run has the 'schur' stage", presentation)
+    readouts = readouts or {}
+    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[METRICS[m] for m in metrics],
+                        horizontal_spacing=0.08)
+    lw, ms = line_width(presentation), marker_size(presentation)
+    for ri, (run_id, df) in enumerate(tables.items()):
+        color = PALETTE[ri % len(PALETTE)]
+        for mi, metric in enumerate(metrics, start=1):
+            show = mi == 1
+            if controls:
+                for cons in ("control_a", "control_b"):
+                    rows = df[(df["mode"] == "J") & (df["construction"] == cons)]
+                    if rows.empty:
+                        continue
+                    b = _band(rows, metric)
+                    x = np.concatenate([b["c"], b["c"][::-1]])
+                    y = np.concatenate([b["mean"] + b["std"], (b["mean"] - b["std"])[::-1]])
+                    group = f"{run_id}-{cons}"
+                    fig.add_trace(go.Scatter(x=x, y=y, mode="lines", fill="toself", fillcolor=_rgba(color, 0.15),
+                                             line={"width": 0}, hoverinfo="skip", showlegend=False,
+                                             legendgroup=group), row=1, col=mi)
+                    fig.add_trace(go.Scatter(
+                        x=b["c"], y=b["mean"], mode="lines", name=f"{run_id}: {CONSTRUCTION_NAMES[cons]}",
+                        line={"color": color, "width": lw * 0.75, "dash": CONSTRUCTION_DASH[cons]},
+                        legendgroup=group, showlegend=show,
+                        customdata=b["std"],
+                        hovertemplate="c = %{x}<br>%{y:.3g} ± %{customdata:.2g} (std over draws)<extra>"
+                                      + f"{run_id} {cons}</extra>",
+                    ), row=1, col=mi)
+            for mode in modes:
+                rows = df[(df["mode"] == mode) & (df["construction"] == "dose")].sort_values("c")
+                if rows.empty:
+                    continue
+                fig.add_trace(go.Scatter(
+                    x=rows["c"], y=rows[metric], mode="lines+markers",
+                    name=f"{run_id}: dose, mode {mode}", legendgroup=f"{run_id}-dose-{mode}", showlegend=show,
+                    line={"color": color, "width": lw if mode == "J" else lw * 0.75, "dash": MODE_DASH[mode]},
+                    marker={"size": ms if mode == "J" else ms * 0.6},
+                    hovertemplate="c = %{x}<br>%{y:.4g}<extra>" + f"{run_id} mode {mode}</extra>",
+                ), row=1, col=mi)
+            ro = readouts.get(run_id)
+            if ro is not None and c is not None and np.isfinite(ro.get(metric, np.nan)):
+                live = ro.get("path", "live") == "live"
+                fig.add_trace(go.Scatter(
+                    x=[c], y=[ro[metric]], mode="markers", showlegend=False,
+                    marker={"symbol": "diamond" if live else "diamond-open", "size": ms * 2.6, "color": color,
+                            "line": {"width": 1.5, "color": "#000"}},
+                    hovertemplate=(f"c = {c:.2f}<br>" + "%{y:.4g}<extra>"
+                                   + f"{run_id} ({ro.get('path', 'live')})</extra>"),
+                ), row=1, col=mi)
+    if c is not None:
+        for mi in range(1, len(metrics) + 1):
+            fig.add_vline(x=c, line={"color": BASELINE_COLOR, "width": 1, "dash": "dot"}, row=1, col=mi)
+    style(fig, title="Schur dose surgery: J_l(c) = Q(Λ + cN)Q* at every layer", presentation=presentation)
+    # Room for the figure title above the panel titles (the legend stays where style() puts it).
+    fig.update_layout(margin={"t": 110 if not presentation else 140})
+    fig.update_xaxes(title_text="dose c (0 = normal, 1 = trained)", range=[-0.05, 2.05])
+    if "erank" in metrics:
+        fig.update_yaxes(type="log", row=1, col=list(metrics).index("erank") + 1)
+    if "henrici" in metrics:
+        fig.update_yaxes(range=[0, 1.02], row=1, col=list(metrics).index("henrici") + 1)
+    return fig
+
+
+def layer_singular_values(sigma: np.ndarray, *, c: float, layer: int, reference: np.ndarray | None = None,
+                          presentation: bool = False) -> go.Figure:
+    """Singular values of J_l(c) (descending, log y), against those of the trained J̄_l (c = 1)."""
+    fig = go.Figure()
+    lw = line_width(presentation)
+    if reference is not None:
+        fig.add_trace(go.Scatter(x=np.arange(1, len(reference) + 1), y=reference, mode="lines",
+                                 name="trained J̄_l (c = 1)",
+                                 line={"color": BASELINE_COLOR, "width": lw * 0.75, "dash": "dot"}))
+    fig.add_trace(go.Scatter(x=np.arange(1, len(sigma) + 1), y=sigma, mode="lines", name=f"J_l(c = {c:.2f})",
+                             line={"color": PALETTE[1], "width": lw},
+                             hovertemplate="i = %{x}<br>σ_i = %{y:.4g}<extra></extra>"))
+    style(fig, title=f"Singular values of J_{layer}(c)", presentation=presentation)
+    fig.update_xaxes(title_text="index i (descending)")
+    fig.update_yaxes(title_text="σ_i", type="log", exponentformat="power")
+    return fig
+
+
+def layer_complex_plane(eigenvalues: np.ndarray, *, layer: int, pseudo: pd.DataFrame | None = None,
+                        numrange: pd.DataFrame | None = None, c_shown: float | None = None,
+                        levels: tuple[float, float, float] = (-3.0, -0.5, 0.5),
+                        presentation: bool = False) -> go.Figure:
+    """Eigenvalues of J_l(c) (fixed by construction), ε-pseudospectrum boundaries and the
+    numerical range of J_l(c) at the stored dose ``c_shown``.
+
+    Args:
+        eigenvalues: (d,) complex.
+        pseudo: rows (x, y, log10_sigma_min) of one layer and dose (a regular grid).
+        numrange: rows (idx, x, y) of one layer and dose: the boundary of W(J_l(c)).
+        levels: (start, end, step) of the contour levels in log10 ε.
+    """
+    lam = np.asarray(eigenvalues)
+    lw, ms = line_width(presentation), marker_size(presentation)
+    fig = go.Figure()
+    cs = f" (c = {c_shown:g})" if c_shown is not None else ""
+    if pseudo is not None and not pseudo.empty:
+        grid = pseudo.pivot_table(index="y", columns="x", values="log10_sigma_min")
+        start, end, step = levels
+        fig.add_trace(go.Contour(
+            x=grid.columns.to_numpy(float), y=grid.index.to_numpy(float), z=grid.to_numpy(float),
+            contours={"start": start, "end": end, "size": step, "coloring": "lines", "showlabels": True,
+                      "labelfont": {"size": 10}},
+            colorscale="Viridis", line={"width": lw * 0.6}, name=f"ε-pseudospectra{cs}",
+            colorbar={"title": {"text": "log10 ε"}}, showscale=True,
+            hovertemplate="z = %{x:.3f} %{y:+.3f}i<br>log10 σ_min(zI − J) = %{z:.2f}<extra></extra>",
+        ))
+    if numrange is not None and not numrange.empty:
+        nr = numrange.sort_values("idx")
+        x = np.append(nr["x"].to_numpy(float), nr["x"].iloc[0])
+        y = np.append(nr["y"].to_numpy(float), nr["y"].iloc[0])
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"numerical range W{cs}",
+                                 line={"color": PALETTE[1], "width": lw}, hoverinfo="skip"))
+    t = np.linspace(0, 2 * np.pi, 241)
+    fig.add_trace(go.Scatter(x=np.cos(t), y=np.sin(t), mode="lines", name="|z| = 1",
+                             line={"color": BASELINE_COLOR, "dash": "dash", "width": lw * 0.5}, hoverinfo="skip"))
+    fig.add_trace(go.Scattergl(x=lam.real, y=lam.imag, mode="markers", name="eigenvalues (any c)",
+                               marker={"color": PALETTE[0], "size": ms},
+                               hovertemplate="λ = %{x:.4f} %{y:+.4f}i<extra></extra>"))
+    style(fig, title=f"Layer {layer}: spectrum, pseudospectra and numerical range{cs}", presentation=presentation)
+    fig.update_xaxes(title_text="Re z")
+    fig.update_yaxes(title_text="Im z", scaleanchor="x", scaleratio=1)
+    return fig

@@ -1,0 +1,149 @@
+"""The Bottleneck and Schur-surgery pages under AppTest, against synthetic runs with the geometry stages."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from resdyn.compute import geometry
+from resdyn.compute.context import RunContext
+from resdyn.config import RunConfig
+from resdyn.core import dose
+from resdyn.core.store import RunStore
+from resdyn.core.synthetic import make_synthetic_run
+from tests.conftest import RANDOM_RUN, TRAINED_RUN
+from tests.figtools import plain
+
+ROOT = Path(__file__).resolve().parents[2]
+BARE_RUN = "bare"  # a complete foundation run without the geometry stages
+TIMEOUT = 60
+
+
+@pytest.fixture(scope="module")
+def geometry_runs(synthetic_runs_dir, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("geometry-pages") / "runs"
+    shutil.copytree(synthetic_runs_dir, root)
+    for run_id in (TRAINED_RUN, RANDOM_RUN):
+        store = RunStore(root / run_id)
+        ctx = RunContext(RunConfig(runs_dir=root, run_id=run_id), store, quiet=True)
+        for stage in geometry.STAGES:
+            stage.fn(ctx)
+    make_synthetic_run(root, BARE_RUN, n_layers=3, d=16, n_samples=8)
+    return root
+
+
+@pytest.fixture
+def env(geometry_runs, monkeypatch) -> Path:
+    monkeypatch.setenv("RESDYN_RUNS_DIR", str(geometry_runs))
+    return geometry_runs
+
+
+def _app(page: str, **params: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / page), default_timeout=TIMEOUT)
+    for k, v in params.items():
+        at.query_params[k] = v
+    return at.run()
+
+
+def _charts(at: AppTest) -> list[dict]:
+    return [plain(json.loads(c.proto.spec)) for c in at.get("plotly_chart")]
+
+
+def _ok(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def _metric(at: AppTest, label_start: str) -> str:
+    return next(m.value for m in at.metric if m.label.startswith(label_start))
+
+
+def _grid(root: Path, run_id: str, mode: str = "J"):
+    df = RunStore(root / run_id).read_table("schur_dose")
+    return df[(df["mode"] == mode) & (df["construction"] == "dose")].set_index("c")
+
+
+# -- Bottleneck -----------------------------------------------------------------------------------
+
+def test_bottleneck_page_shows_the_cumulative_tables(env):
+    at = _app("pages/bottleneck.py", run=TRAINED_RUN)
+    _ok(at)
+    cum = RunStore(env / TRAINED_RUN).read_table("cumulative")
+    assert _metric(at, "erank(P_0)") == f"{cum['erank'].iloc[0]:.3g}"
+    charts = _charts(at)
+    assert len(charts) == 4  # profile, erank vs ρ, spectra, transient growth
+    profile = charts[0]["data"][0]
+    np.testing.assert_allclose(profile["y"], cum["erank"])
+    assert not at.warning
+
+
+def test_bottleneck_overlays_several_runs(env):
+    at = _app("pages/bottleneck.py", run=TRAINED_RUN, overlay=f"{TRAINED_RUN},{RANDOM_RUN}")
+    _ok(at)
+    names = " ".join(t.get("name", "") for t in _charts(at)[0]["data"])
+    assert TRAINED_RUN in names and RANDOM_RUN in names
+
+
+def test_bottleneck_says_when_a_run_lacks_the_stage(env):
+    at = _app("pages/bottleneck.py", run=BARE_RUN)
+    _ok(at)
+    assert any("lacks the **cumulative** stage" in w.value for w in at.warning)
+    assert not at.get("plotly_chart")
+
+
+# -- Schur surgery --------------------------------------------------------------------------------
+
+def test_moving_the_dose_slider_changes_the_live_readouts(env):
+    grid = _grid(env, TRAINED_RUN)
+    at = _app("pages/schur_surgery.py", run=TRAINED_RUN, layer="1")
+    _ok(at)
+    assert _metric(at, "erank") == f"{grid.loc[1.0, 'erank']:.3g}"
+    assert f"{grid.loc[0.0, 'erank']:.3g}" != f"{grid.loc[1.0, 'erank']:.3g}"  # the move below is visible
+    assert len(_charts(at)) == 3  # dose curves, layer σ, layer complex plane
+    at.slider(key="_sel_c").set_value(0.0).run()
+    _ok(at)
+    assert at.query_params["c"] == "0.00"  # the link follows the slider
+    assert _metric(at, "erank") == f"{grid.loc[0.0, 'erank']:.3g}"
+    assert _metric(at, "Henrici") == f"{grid.loc[0.0, 'henrici']:.3f}"
+    at.slider(key="_sel_c").set_value(0.37).run()
+    _ok(at)
+    live = dose.dose_response(RunStore(env / TRAINED_RUN), 0.37, "J", layers=[])
+    assert _metric(at, "log10") == f"{live.log10_fro:.2f}"
+    assert _metric(at, "log10") != f"{grid.loc[0.0, 'log10_fro']:.2f}"
+    # The per-layer panel follows the slider: σ of J_1(0.37).
+    sigma = _charts(at)[1]["data"][-1]["y"]
+    np.testing.assert_allclose(sigma, dose.layer_sigma(RunStore(env / TRAINED_RUN), 1, 0.37), rtol=1e-6)
+    assert any("recomputed live" in c.value for c in at.caption)
+
+
+def test_dose_comes_from_the_link_and_bad_values_fall_back(env):
+    grid = _grid(env, TRAINED_RUN, "R")
+    at = _app("pages/schur_surgery.py", run=TRAINED_RUN, c="0.5", mode="R")
+    _ok(at)
+    assert "c = 0.50" in at.metric[0].label
+    assert _metric(at, "erank") == f"{grid.loc[0.5, 'erank']:.3g}"
+    at = _app("pages/schur_surgery.py", run=TRAINED_RUN, c="7")
+    _ok(at)
+    assert any("not in [0, 2]" in w.value for w in at.sidebar.warning)
+    assert "c = 1.00" in at.metric[0].label
+
+
+def test_surgery_overlays_runs_with_interpolated_readouts(env):
+    at = _app("pages/schur_surgery.py", run=TRAINED_RUN, overlay=f"{TRAINED_RUN},{RANDOM_RUN}", c="0.6")
+    _ok(at)
+    traces = _charts(at)[0]["data"]
+    names = " ".join(t.get("name", "") for t in traces)
+    assert f"{RANDOM_RUN}: dose, mode J" in names and f"{TRAINED_RUN}: control A" in names
+    markers = [t for t in traces if t.get("marker", {}).get("symbol") in ("diamond", "diamond-open")]
+    assert {m["marker"]["symbol"] for m in markers} == {"diamond", "diamond-open"}  # live + interpolated
+
+
+def test_surgery_says_when_a_run_lacks_the_stage(env):
+    at = _app("pages/schur_surgery.py", run=BARE_RUN)
+    _ok(at)
+    assert any("lacks the **schur** stage" in w.value for w in at.warning)
+    assert not at.get("plotly_chart")

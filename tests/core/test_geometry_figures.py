@@ -1,0 +1,138 @@
+"""Figure builders of the Bottleneck and Schur-surgery pages, tested through ``fig.to_dict()``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from resdyn.core.figures import bottleneck, surgery
+from tests.figtools import plain
+
+L = 6
+
+
+def _cum(scale: float = 1.0) -> pd.DataFrame:
+    return pd.DataFrame({"layer": np.arange(L), "erank": scale * np.array([3.0, 5, 9, 20, 41, 90]),
+                         "log10_fro": np.linspace(4, 0.5, L)})
+
+
+def _layers() -> pd.DataFrame:
+    rows = []
+    for op in ("J", "R"):
+        for l in range(L):
+            rows.append({"layer": l, "operator": op, "frac_expanding": 0.1 * l if op == "J" else 0.9,
+                         "spectral_radius": [1.9, 1.3, 1.5, 1.1, 1.05, 1.0][l] if op == "J" else 5.0})
+    return pd.DataFrame(rows)
+
+
+def _traces(fig):
+    return plain(fig)["data"]
+
+
+def test_erank_profile_puts_erank_left_log_and_expanding_fraction_right():
+    fig = bottleneck.erank_profile({"a": _cum(), "b": _cum(2)}, {"a": _layers(), "b": None}, layer=2)
+    d = plain(fig)
+    er = [t for t in d["data"] if "erank" in t["name"]]
+    assert [t["name"] for t in er] == ["a: erank(P_l)", "b: erank(P_l)"]
+    np.testing.assert_allclose(er[1]["y"], 2 * _cum()["erank"])
+    exp = [t for t in d["data"] if "|λ| > 1" in t["name"]]
+    assert len(exp) == 1 and exp[0]["yaxis"] == "y2"
+    np.testing.assert_allclose(exp[0]["y"], 0.1 * np.arange(L))  # operator J rows only
+    assert d["layout"]["yaxis"]["type"] == "log"
+    assert er[0]["line"]["color"] != er[1]["line"]["color"]
+
+
+def test_erank_vs_radius_annotates_scipy_spearman():
+    fig = bottleneck.erank_vs_radius(_cum(), _layers(), run_id="a")
+    d = plain(fig)
+    ref = stats.spearmanr(_cum()["erank"], [1.9, 1.3, 1.5, 1.1, 1.05, 1.0])
+    assert f"ρ_s = {ref.statistic:+.2f}" in d["layout"]["annotations"][0]["text"]
+    assert f"p = {ref.pvalue:.2g}" in d["layout"]["annotations"][0]["text"]
+    np.testing.assert_allclose(d["data"][0]["x"], [1.9, 1.3, 1.5, 1.1, 1.05, 1.0])
+    np.testing.assert_allclose(d["data"][0]["marker"]["color"], np.arange(L))
+
+
+def test_cumulative_spectra_draws_each_depth_on_log_axes():
+    spec = pd.concat([pd.DataFrame({"layer": l, "idx": np.arange(5), "sigma": 10.0 ** -np.arange(5) * (l + 1)})
+                      for l in (0, 3, 5)])
+    fig = bottleneck.cumulative_spectra({"a": spec})
+    d = plain(fig)
+    assert [t["name"] for t in d["data"]] == ["a: P_0", "a: P_3", "a: P_5"]
+    np.testing.assert_allclose(d["data"][1]["y"], 4 * 10.0 ** -np.arange(5))
+    np.testing.assert_allclose(d["data"][1]["x"], np.arange(1, 6))
+    assert d["layout"]["yaxis"]["type"] == "log" and d["layout"]["xaxis"]["type"] == "log"
+    assert {t["line"]["dash"] for t in d["data"]} == {"solid", "dash", "dot"}
+
+
+def test_transient_growth_marks_the_maximum_over_k():
+    df = pd.DataFrame({"layer": [0, 0, 0, 1, 1, 2], "k": [1, 2, 3, 1, 2, 1],
+                       "log10_norm": [0.5, 1.4, 0.2, 0.1, 0.3, 0.0]})
+    d = plain(bottleneck.transient_growth(df, [0, 1]))
+    stars = [t for t in d["data"] if t.get("marker", {}).get("symbol") == "star"]
+    assert [(s["x"][0], s["y"][0]) for s in stars] == [(2, 1.4), (2, 0.3)]
+
+
+def _dose_table() -> pd.DataFrame:
+    rows = []
+    for mode in ("J", "R"):
+        for cons, draws in (("dose", 1), ("control_a", 4), ("control_b", 4)):
+            for draw in range(draws):
+                for c in (0.0, 1.0, 2.0):
+                    base = {"dose": 10 - 3 * c, "control_a": 50 + 5 * c, "control_b": 20.0}[cons]
+                    rows.append({"mode": mode, "construction": cons, "draw": draw, "c": c,
+                                 "erank": base + draw + (0.5 if mode == "R" else 0),
+                                 "log10_fro": c, "henrici": 0.1 * c})
+    return pd.DataFrame(rows)
+
+
+def test_dose_curves_show_dose_mode_r_and_control_bands():
+    df = _dose_table()
+    fig = surgery.dose_curves({"run": df}, c=0.5, readouts={"run": {"erank": 8.5, "log10_fro": 0.5,
+                                                                      "henrici": 0.05, "path": "live"}})
+    d = plain(fig)
+    dose_j = next(t for t in d["data"] if t.get("name") == "run: dose, mode J")
+    np.testing.assert_allclose(dose_j["y"], [10, 7, 4])
+    dose_r = next(t for t in d["data"] if t.get("name") == "run: dose, mode R")
+    np.testing.assert_allclose(dose_r["y"], [10.5, 7.5, 4.5])
+    mean_a = next(t for t in d["data"] if t.get("name", "").startswith("run: control A"))
+    np.testing.assert_allclose(mean_a["y"], [51.5, 56.5, 61.5])  # mean over draws 0..3
+    band = next(t for t in d["data"] if t.get("fill") == "toself")
+    sd = np.std([0, 1, 2, 3], ddof=1)
+    np.testing.assert_allclose(band["y"][:3], np.array([51.5, 56.5, 61.5]) + sd)
+    live = [t for t in d["data"] if t.get("marker", {}).get("symbol") == "diamond"]
+    assert len(live) == 3 and live[0]["x"][0] == 0.5 and live[0]["y"][0] == 8.5
+    assert d["layout"]["yaxis"]["type"] == "log"  # erank panel
+    assert d["layout"]["yaxis3"]["range"] == [0, 1.02]  # Henrici panel
+
+
+def test_dose_curves_mark_interpolated_readouts_open_and_handle_no_runs():
+    d = plain(surgery.dose_curves({"run": _dose_table()}, c=1.0, controls=False, modes=("J",),
+                                  readouts={"run": {"erank": 7.0, "log10_fro": 1.0, "henrici": 0.1,
+                                                    "path": "interpolated"}}))
+    assert not any(t.get("fill") for t in d["data"])
+    assert {t["marker"]["symbol"] for t in d["data"] if "diamond" in str(t.get("marker", {}).get("symbol"))} \
+        == {"diamond-open"}
+    empty = plain(surgery.dose_curves({}))
+    assert "no run" in empty["layout"]["annotations"][0]["text"]
+
+
+def test_layer_panels_carry_the_data():
+    sigma = np.array([3.0, 2.0, 0.5])
+    d = plain(surgery.layer_singular_values(sigma, c=0.4, layer=2, reference=np.array([2.5, 2.0, 1.0])))
+    np.testing.assert_allclose(d["data"][-1]["y"], sigma)
+    assert d["layout"]["yaxis"]["type"] == "log"
+    x, y = np.linspace(-1, 1, 4), np.linspace(-2, 2, 3)
+    xx, yy = np.meshgrid(x, y)
+    ps = pd.DataFrame({"x": xx.ravel(), "y": yy.ravel(), "log10_sigma_min": (xx + 10 * yy).ravel()})
+    nr = pd.DataFrame({"idx": [0, 1, 2], "x": [1.0, 0.0, -1.0], "y": [0.0, 1.0, 0.0]})
+    lam = np.array([0.5 + 0.1j, -0.2])
+    d = plain(surgery.layer_complex_plane(lam, layer=2, pseudo=ps, numrange=nr, c_shown=1.0))
+    contour = next(t for t in d["data"] if t["type"] == "contour")
+    np.testing.assert_allclose(np.asarray(contour["z"]), xx + 10 * yy)
+    poly = next(t for t in d["data"] if "numerical range" in t.get("name", ""))
+    np.testing.assert_allclose(poly["x"], [1.0, 0.0, -1.0, 1.0])  # closed
+    eig = next(t for t in d["data"] if "eigenvalues" in t.get("name", ""))
+    np.testing.assert_allclose(eig["x"], lam.real)
+    np.testing.assert_allclose(eig["y"], lam.imag)
+    assert d["layout"]["yaxis"]["scaleanchor"] == "x"
