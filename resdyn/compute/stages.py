@@ -18,6 +18,7 @@ STAGE_MODULES = [
     "resdyn.compute.spectra",
     "resdyn.compute.geometry",
     "resdyn.compute.topology",
+    "resdyn.compute.coupling",
 ]
 
 

@@ -1,0 +1,464 @@
+"""Stages "block_coupling" and "trajectories": the second paper's measurements (METHODS §9).
+
+"block_coupling" computes residual in-context Jacobians
+J^l_{t1 t2} = ∂f^l(X)_{t2} / ∂x_{t1} (the block's output at token t2 as a function of its input at
+token t1, the rest of the sequence held at its true values, the skip's identity removed) on a
+subset of prompts (``--coupling-samples``: the first S passages, each cut to its first
+``--coupling-tokens`` P tokens, which for a causal model are exactly the passage's own states), by
+default for the last token's own trajectory (t1 = t2 = last); with ``--coupling-window w ≥ 2``
+for every t1 ≤ t2 among the last w tokens as well. From them, ``resdyn.core.trajectory`` gives the
+normalised miscoupling of the coupling matrices A = U_bᵀ J_a V_b for K ∈ {10, 30, 50} (K < d):
+
+- depth-wise: J^l_{tt} against J^{l'}_{tt} for every layer pair (t = last token);
+- token-wise (window only, same layer): self (J_{tt} vs J_{t't'}), fixed input (J_{t1 t2} vs
+  J_{t1 t2'}) and fixed output (J_{t1 t2} vs J_{t1' t2}).
+
+Writes ``block_coupling.parquet`` (kind, K, layer_a, layer_b, token_a, token_b, token_fixed,
+sample, aggregate, n, miscoupling): one row per sample and, with ``aggregate`` true and sample −1,
+the mean over samples. Tokens are counted from the end of the prompt (−1 = last token), so rows
+of prompts of different lengths line up. ``layer_a``/``token_a`` name the Jacobian J_a that is
+measured, ``layer_b``/``token_b`` the one whose singular basis is used; ``token_fixed`` is the
+shared input (fixed_input) or output (fixed_output) token, null otherwise. Summary rows
+``block_coupling.*``: the mean miscoupling over layer pairs l ≠ l' per K and the run's coupling
+score 1 − mean m̃ (K = 30, or the largest K < d). ``block_coupling_A.npy`` (L, L, K_max, K_max)
+float32 holds the first prompt's depth-wise coupling matrices, [l, l'] = U_{l'}ᵀ J^l V_{l'}.
+
+Cost. A generic in-context Jacobian costs d backward passes through the block over all T tokens.
+For decoders we feed the block only the suffix from token t1 on and hand it the other tokens'
+keys and values of that layer as a read-only cache (the model's own KV cache from a forward over
+the prefix): the same function of x_{t1}, exact (tests hold it equal to the full-sequence
+``in_context_fn``), at a fraction of the cost. Encoders (BERT) use the full sequence. Each finished
+sample is checkpointed under ``.partial/block_coupling/``.
+
+"trajectories" runs every sample once and, for every token, takes the trajectory x⁰..x^L (block
+inputs plus the last block's output): ``trajectories.parquet`` (sample, token, position, layer,
+norm, alpha, lss_window, ed_window, lss, ed) with LSS / ED over the whole depth and over sliding
+windows of 11 states (centred at ``layer``), and ``trajectory_pca.parquet`` (sample, fit, token,
+position, layer, pc1, pc2, var1, var2): each coupling prompt's trajectories projected on the 2-D
+PCA of its last-layer states (``fit`` "all": every token, the paper's; "skip_first": fitted and
+drawn without the first token, whose outsized norm can take the whole first axis). Summary rows
+``trajectories.*``: median LSS and ED.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.func import jacrev
+
+from resdyn.compute.blocks import BlockCall, traced_forward
+from resdyn.compute.geometry import update_summary  # the run's shared table of named scalars
+from resdyn.compute.stages import Stage
+from resdyn.core import trajectory as tj
+from resdyn.core.store import RunStore
+from resdyn.errors import ResdynError
+
+SCORE_K = 30
+"""K of the run's single coupling score (the largest valid K when d ≤ 30)."""
+KINDS = ("depth", "self", "fixed_input", "fixed_output")
+COLUMNS = ("kind", "K", "layer_a", "layer_b", "token_a", "token_b", "token_fixed", "sample", "aggregate", "n",
+           "miscoupling")
+# Names under which decoder blocks take their KV cache, across the supported families.
+_CACHE_ARGS = ("past_key_values", "layer_past", "past_key_value")
+
+
+# ------------------------------------------------------------------------------------------------
+# In-context Jacobians with a read-only prefix cache
+# ------------------------------------------------------------------------------------------------
+
+class FrozenPrefix:
+    """A read-only stand-in for one layer of a KV cache: ``update`` returns the stored prefix keys
+    and values with the new ones appended, and stores nothing (a replayed block may run many
+    times, under vmap, and must not grow a real cache)."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor):
+        self.keys, self.values = keys, values
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        return torch.cat([self.keys, key_states], dim=-2), torch.cat([self.values, value_states], dim=-2)
+
+
+class _WithCache(torch.nn.Module):
+    """The model, called with a given ``past_key_values`` (so that ``traced_forward`` records the
+    block calls of a suffix step: its positions, rotary tables and mask)."""
+
+    def __init__(self, model: torch.nn.Module, cache):
+        super().__init__()
+        self.inner = model
+        self._cache = cache
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:  # adapter paths such as "model.layers" resolve on the real model
+            return getattr(self.inner, name)
+
+    def forward(self, **kwargs):
+        return self.inner(**kwargs, past_key_values=self._cache)
+
+
+def _cache_arg(block: torch.nn.Module) -> str | None:
+    params = inspect.signature(block.forward).parameters
+    return next((n for n in _CACHE_ARGS if n in params), None)
+
+
+def _with_cache(call: BlockCall, frozen: FrozenPrefix) -> BlockCall:
+    """The recorded call with its (stripped) cache argument replaced by ``frozen``, all by keyword."""
+    sig = inspect.signature(call.block.forward)
+    first = next(iter(sig.parameters))
+    bound = sig.bind_partial(None, *call.args, **call.kwargs)
+    kwargs = {}
+    for name, value in bound.arguments.items():
+        if name == first:
+            continue
+        if sig.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+            kwargs.update(value)
+        else:
+            kwargs[name] = value
+    kwargs[_cache_arg(call.block)] = frozen
+    return BlockCall(call.block, (), kwargs)
+
+
+@dataclasses.dataclass
+class InputSite:
+    """What the Jacobians with respect to one input token t1 need, for every layer.
+
+    Attributes:
+        t1: absolute position of the perturbed input token.
+        offset: absolute position of index 0 of ``inputs`` (t1 with a prefix cache, else 0).
+        calls: per block, the call to replay (with the prefix cache bound when offset > 0).
+        inputs: per block, its input states at positions offset..T−1, (1, T − offset, d).
+    """
+
+    t1: int
+    offset: int
+    calls: list[BlockCall]
+    inputs: list[torch.Tensor]
+
+
+def prefix_site(bundle, ids: torch.Tensor, t1: int) -> InputSite | None:
+    """The site of token t1 using the model's KV cache of tokens < t1, or None when the
+    architecture cannot (encoder, no cache argument, or t1 = 0)."""
+    layers = bundle.adapter.layers(bundle.model)
+    if not bundle.adapter.causal or t1 == 0 or _cache_arg(layers[0]) is None:
+        return None
+    ids = ids.reshape(1, -1).to(bundle.device)
+    with torch.no_grad():
+        cache = bundle.model(input_ids=ids[:, :t1], use_cache=True).past_key_values
+    cache_layers = getattr(cache, "layers", None)
+    if cache_layers is None or len(cache_layers) != len(layers):
+        return None
+    frozen = [FrozenPrefix(c.keys.clone(), c.values.clone()) for c in cache_layers]
+    trace = traced_forward(dataclasses.replace(bundle, model=_WithCache(bundle.model, cache)), ids[:, t1:])
+    calls = [_with_cache(c, f) for c, f in zip(trace.calls, frozen)]
+    return InputSite(t1, t1, calls, trace.inputs)
+
+
+def full_site(bundle, ids: torch.Tensor, t1: int, trace=None) -> InputSite:
+    """The site of token t1 replaying the block over the whole sequence (any architecture)."""
+    if trace is None:
+        trace = traced_forward(bundle, ids.reshape(1, -1))
+    return InputSite(t1, 0, trace.calls, trace.inputs)
+
+
+def input_site(bundle, ids: torch.Tensor, t1: int, trace=None) -> InputSite:
+    """The cheapest exact site for token t1: a prefix cache where possible, else the full sequence."""
+    return prefix_site(bundle, ids, t1) or full_site(bundle, ids, t1, trace)
+
+
+def residual_jacobians(site: InputSite, layer: int, t2s: list[int], row_chunk: int | None = None) -> torch.Tensor:
+    """J^l_{t1 t2} for the outputs t2 in ``t2s`` (absolute positions, each ≥ t1 for decoders):
+    (len(t2s), d, d) with rows = outputs, columns = inputs, the identity of the skip removed at
+    t2 = t1 (the paper's residual Jacobian, METHODS §9)."""
+    context = site.inputs[layer]
+    call = site.calls[layer]
+    i = site.t1 - site.offset
+    rows = [t - site.offset for t in t2s]
+    if min(rows) < 0:  # tokens before a prefix cache are not in the replayed suffix (and J = 0 there)
+        raise ValueError(f"output tokens {t2s} start before the site's first token {site.offset}")
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        h = torch.cat([context[:, :i], x.reshape(1, 1, -1), context[:, i + 1:]], dim=1)
+        return call(h)[0, rows]
+
+    with torch.enable_grad():
+        jac = jacrev(f, chunk_size=row_chunk)(context[0, i])
+    eye = torch.eye(jac.shape[-1], dtype=jac.dtype, device=jac.device)
+    same = torch.tensor([t == site.t1 for t in t2s], device=jac.device)
+    return jac - same[:, None, None] * eye
+
+
+# ------------------------------------------------------------------------------------------------
+# Stage "block_coupling"
+# ------------------------------------------------------------------------------------------------
+
+def _check_settings(cfg) -> tuple[int, int, int]:
+    s, w, p = int(cfg.coupling_samples), int(cfg.coupling_window), int(cfg.coupling_tokens)
+    if s < 1:
+        raise ResdynError(f"--coupling-samples must be at least 1, got {s}")
+    if w < 0:
+        raise ResdynError(f"--coupling-window must be 0 (last token only) or more, got {w}")
+    if p < 0:
+        raise ResdynError(f"--coupling-tokens must be 0 (whole passage) or more, got {p}")
+    return s, w, p
+
+
+def svd_factors(jac: torch.Tensor, kmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-kmax singular vectors u, v (..., d, kmax) of jac (..., d, d), float32 numpy, columns in
+    descending σ.
+
+    From the eigenvectors of the Gram matrix JᵀJ (v, σ²) and u = J v / σ: on a shared 2-core
+    machine a batched LAPACK SVD was 2–20× slower than this eigh (measured, d = 576). Float32 is
+    ample for m̃, a ratio of norms; tests hold it to the float64 SVD of ``trajectory``.
+    """
+    j = jac.detach().float().cpu()
+    evals, evecs = torch.linalg.eigh(j.transpose(-1, -2) @ j)  # ascending
+    v = evecs[..., -kmax:].flip(-1)
+    s = evals[..., -kmax:].flip(-1).clamp_min(0).sqrt()
+    u = (j @ v) / torch.where(s > 0, s, torch.ones_like(s))[..., None, :]
+    return u.numpy(), v.numpy()
+
+
+def coupling_rows(kind: str, ks, m: np.ndarray, layer_a, layer_b, token_a, token_b, token_fixed,
+                  sample: int) -> pd.DataFrame:
+    """Long rows from a miscoupling array m (nK, ...) and index arrays broadcast to m.shape[1:]."""
+    shape = m.shape[1:]
+    cols = {name: np.broadcast_to(np.asarray(v), shape) for name, v in
+            (("layer_a", layer_a), ("layer_b", layer_b), ("token_a", token_a), ("token_b", token_b),
+             ("token_fixed", token_fixed))}
+    frames = []
+    for i, k in enumerate(ks):
+        ok = np.isfinite(m[i])
+        frames.append(pd.DataFrame({
+            "kind": kind, "K": np.int32(k),
+            **{c: v[ok].astype(np.float64) if c == "token_fixed" else v[ok].astype(np.int32) for c, v in cols.items()},
+            "sample": np.int32(sample), "aggregate": False, "n": np.int32(1), "miscoupling": m[i][ok],
+        }))
+    return pd.concat(frames, ignore_index=True)
+
+
+def sample_coupling(bundle, ids: torch.Tensor, window: int, ks: list[int], sample: int = 0,
+                    progress=None) -> tuple[pd.DataFrame, np.ndarray]:
+    """Every coupling row of one prompt ``ids`` (T,): depth-wise for the last token and, for
+    window ≥ 2, token-wise over its last ``window`` tokens (same layer). ``progress`` is called
+    once per finished layer.
+
+    Returns the rows and the depth-wise coupling matrices A (L, L, K_max, K_max) float32,
+    [l, l'] = U_{l'}ᵀ J^l V_{l'} of the last token (K_max = max(ks)).
+    """
+    T = len(ids)
+    n_layers = bundle.n_layers
+    toks = list(range(max(0, T - max(window, 1)), T))
+    w = len(toks)
+    need_full = not bundle.adapter.causal or toks[0] == 0
+    trace = traced_forward(bundle, ids.reshape(1, -1)) if need_full else None
+    sites = [input_site(bundle, ids, t1, trace) for t1 in toks]
+    rel = np.asarray(toks) - T  # offsets from the end: −1 = last token
+    kmax = max(ks)
+    last = []
+    frames = []
+    for l in range(n_layers):
+        jac = {}
+        for a, site in enumerate(sites):
+            t2s = toks[a:] if w > 1 else [toks[-1]]
+            for t2, j in zip(t2s, residual_jacobians(site, l, t2s)):
+                jac[(site.t1, t2)] = j
+        last.append(jac[(toks[-1], toks[-1])].float().cpu())
+        if w > 1:
+            d = last[-1].shape[-1]
+            full = np.zeros((w, w, d, d), np.float32)
+            u = np.zeros((w, w, d, kmax), np.float32)
+            v = np.zeros_like(u)
+            idx = [(a, b) for a in range(w) for b in range(a, w)]
+            stack = torch.stack([jac[(toks[a], toks[b])] for a, b in idx])
+            uu, vv = svd_factors(stack, kmax)
+            for n, (a, b) in enumerate(idx):
+                full[a, b] = stack[n].float().cpu().numpy()
+                u[a, b], v[a, b] = uu[n], vv[n]
+            tw = tj.token_coupling(full, ks, (u, v))
+            ta, tb = rel[:, None], rel[None, :]
+            frames.append(coupling_rows("self", ks, tw["self"], l, l, ta, tb, np.nan, sample))
+            fixed, x, y = rel[:, None, None], rel[None, :, None], rel[None, None, :]
+            frames.append(coupling_rows("fixed_input", ks, tw["fixed_input"], l, l, x, y, fixed, sample))
+            frames.append(coupling_rows("fixed_output", ks, tw["fixed_output"], l, l, x, y, fixed, sample))
+        if progress is not None:
+            progress()
+    stack = torch.stack(last)
+    a = tj.coupling_matrices(stack.numpy(), kmax, svd_factors(stack, kmax))
+    m = np.stack([tj.miscoupling(a[..., :k, :k]) for k in ks])  # (nK, L, L), METHODS §9 depth-wise
+    la, lb = np.arange(n_layers)[:, None], np.arange(n_layers)[None, :]
+    frames.insert(0, coupling_rows("depth", ks, m, la, lb, -1, -1, np.nan, sample))
+    return pd.concat(frames, ignore_index=True), a.astype(np.float32)
+
+
+def aggregate_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per-sample rows plus their mean over samples (aggregate = True, sample = −1, n = count)."""
+    keys = ["kind", "K", "layer_a", "layer_b", "token_a", "token_b", "token_fixed"]
+    per = rows[~rows["aggregate"]]
+    agg = (per.groupby(keys, dropna=False, sort=False)["miscoupling"]
+           .agg(["mean", "count"]).reset_index()
+           .rename(columns={"mean": "miscoupling", "count": "n"}))
+    agg["sample"], agg["aggregate"] = np.int32(-1), True
+    out = pd.concat([agg, per], ignore_index=True)[list(COLUMNS)]
+    out["token_fixed"] = out["token_fixed"].astype("Int32")
+    for c in ("K", "layer_a", "layer_b", "token_a", "token_b", "sample", "n"):
+        out[c] = out[c].astype(np.int32)
+    return out
+
+
+def coupling_summary(rows: pd.DataFrame, ks: list[int]) -> dict[str, float]:
+    """Mean depth-wise miscoupling over layer pairs l ≠ l' (then over samples) per K, and the
+    run's coupling score 1 − mean m̃ at ``SCORE_K`` (the paper ranks models by it)."""
+    per = rows[(rows["kind"] == "depth") & ~rows["aggregate"] & (rows["layer_a"] != rows["layer_b"])]
+    out = {}
+    for k in ks:
+        sub = per[per["K"] == k]
+        by_sample = sub.groupby("sample")["miscoupling"].mean()
+        out[f"block_coupling.mean_miscoupling.K{k}"] = float(by_sample.mean()) if len(by_sample) else np.nan
+    score_k = SCORE_K if SCORE_K in ks else max(ks)
+    out["block_coupling.score_K"] = float(score_k)
+    out["block_coupling.coupling_score"] = 1.0 - out[f"block_coupling.mean_miscoupling.K{score_k}"]
+    out["block_coupling.n_samples"] = float(per["sample"].nunique())
+    return out
+
+
+def compute_block_coupling(ctx) -> None:
+    n_samples, window, n_tokens = _check_settings(ctx.cfg)
+    bundle = ctx.model()
+    store = ctx.store
+    ks = tj.valid_ks(bundle.d_model)
+    if not ks:
+        raise ResdynError(f"d_model = {bundle.d_model} is too small for block coupling (needs K = 10 < d)")
+    from resdyn.compute.activations import tokenize
+
+    texts = ctx.texts()[:n_samples]
+    # A decoder's prompt cut after P tokens has exactly the passage's own states for those tokens.
+    seqs = [s[:n_tokens] if n_tokens else s for s in tokenize(bundle, texts)]
+    part = store.partial_dir("block_coupling")
+    cache = RunStore(part)
+    bar = ctx.progress(total=len(seqs) * bundle.n_layers, desc="block coupling", unit="layer")
+    frames = []
+    for i, ids in enumerate(seqs):
+        name = f"sample_{i:05d}"
+        if cache.has_table(name):
+            bar.update(bundle.n_layers)
+        else:
+            rows, a = sample_coupling(bundle, ids, window, ks, sample=i, progress=lambda: bar.update(1))
+            if i == 0:  # the |A| images of the page: the first prompt's matrices
+                cache.write_array("A", a)
+            # Atomic, and the table last: a kill mid-sample leaves no checkpoint for it.
+            cache.write_table(name, rows)
+        frames.append(cache.read_table(name))
+    bar.close()
+    rows = aggregate_rows(pd.concat(frames, ignore_index=True))
+    store.write_array("block_coupling_A", cache.read_array("A", mmap=False))
+    store.write_table("block_coupling", rows)
+    update_summary(store, coupling_summary(rows, ks))
+    store.clear_partial("block_coupling")
+
+
+# ------------------------------------------------------------------------------------------------
+# Stage "trajectories"
+# ------------------------------------------------------------------------------------------------
+
+def trajectory_rows(traj: np.ndarray, sample: int, width: int) -> pd.DataFrame:
+    """Rows of one prompt's trajectories traj (T, L + 1, d): one per (token, layer)."""
+    T, n_points, _ = traj.shape
+    norms = np.linalg.norm(traj, axis=-1)
+    alpha = np.concatenate([np.full((T, 1), np.nan), tj.log_growth(norms)], axis=1)
+    lss_w = np.full((T, n_points), np.nan)
+    ed_w = np.full((T, n_points), np.nan)
+    centres = tj.window_centres(n_points, width)
+    lss_w[:, centres] = tj.lss_windows(traj, width)
+    ed_w[:, centres] = tj.ed_windows(norms, width)
+    lss = tj.line_shape_score(traj)
+    ed = tj.expodistance(norms)
+    pos = np.repeat(np.arange(T, dtype=np.int32), n_points)
+    return pd.DataFrame({
+        "sample": np.int32(sample), "token": pos - np.int32(T), "position": pos,
+        "layer": np.tile(np.arange(n_points, dtype=np.int32), T),
+        "norm": norms.ravel().astype(np.float32), "alpha": alpha.ravel().astype(np.float32),
+        "lss_window": lss_w.ravel().astype(np.float32), "ed_window": ed_w.ravel().astype(np.float32),
+        "lss": np.repeat(lss, n_points).astype(np.float32), "ed": np.repeat(ed, n_points).astype(np.float32),
+    })
+
+
+PCA_FITS = ("all", "skip_first")
+"""PCA over every token (the paper's), and without the first token, whose outsized norm (an
+attention sink in many trained models) can take the whole first axis."""
+
+
+def pca_rows(traj: np.ndarray, sample: int) -> pd.DataFrame:
+    """Rows (sample, fit, token, position, layer, pc1, pc2, var1, var2) of one prompt's PCA
+    projections, one per fit in ``PCA_FITS`` (``skip_first`` only when T ≥ 3)."""
+    T, n_points, _ = traj.shape
+    frames = []
+    for fit, first in zip(PCA_FITS, (0, 1)):
+        if first and T < 3:
+            continue
+        proj, ratio = tj.trajectory_pca(traj[first:])
+        pos = np.repeat(np.arange(first, T, dtype=np.int32), n_points)
+        frames.append(pd.DataFrame({
+            "sample": np.int32(sample), "fit": fit, "token": pos - np.int32(T), "position": pos,
+            "layer": np.tile(np.arange(n_points, dtype=np.int32), T - first),
+            "pc1": proj[..., 0].ravel(), "pc2": proj[..., 1].ravel(), "var1": ratio[0], "var2": ratio[1],
+        }))
+    return pd.concat(frames, ignore_index=True)
+
+
+def trajectory_summary(table: pd.DataFrame, width: int) -> dict[str, float]:
+    """Median whole-depth LSS and ED over every token of every sample, and over last tokens only."""
+    per = table[table["layer"] == 0]  # one row per trajectory
+    last = per[per["token"] == -1]
+    return {
+        "trajectories.window": float(width),
+        "trajectories.lss_median": float(per["lss"].median()),
+        "trajectories.lss_median_last": float(last["lss"].median()),
+        "trajectories.ed_median": float(per["ed"].median()),
+        "trajectories.ed_median_last": float(last["ed"].median()),
+    }
+
+
+def compute_trajectories(ctx) -> None:
+    n_pca = _check_settings(ctx.cfg)[0]
+    bundle = ctx.model()
+    from resdyn.compute.activations import BATCH, pad_batch, tokenize
+
+    seqs = tokenize(bundle, ctx.texts())
+    width = min(tj.WINDOW, bundle.n_layers + 1)
+    tok = bundle.tokenizer
+    pad = next((t for t in (tok.pad_token_id, tok.eos_token_id) if t is not None), 0)
+    rows, pcas = [], []
+    starts = range(0, len(seqs), BATCH)
+    for start in ctx.progress(starts, desc="trajectories", unit="batch"):
+        chunk = seqs[start:start + BATCH]
+        ids, mask = pad_batch(chunk, pad)
+        trace = traced_forward(bundle, ids, mask.to(bundle.device))
+        # (B, T, L + 1, d): block inputs x⁰..x^{L−1} and the last block's output x^L.
+        states = torch.stack(list(trace.inputs) + [trace.final], dim=2).double().cpu().numpy()
+        for b, s in enumerate(chunk):
+            traj = states[b, :len(s)]  # right padding: the real tokens are the first len(s)
+            rows.append(trajectory_rows(traj, start + b, width))
+            if start + b < n_pca:
+                pcas.append(pca_rows(traj, start + b))
+    table = pd.concat(rows, ignore_index=True)
+    if not np.isfinite(table["norm"]).all():
+        raise ResdynError("hidden states contain NaN or Inf; rerun with --dtype float64")
+    ctx.store.write_table("trajectories", table)
+    ctx.store.write_table("trajectory_pca", pd.concat(pcas, ignore_index=True))
+    update_summary(ctx.store, trajectory_summary(table, width))
+
+
+STAGES = [
+    Stage("block_coupling", compute_block_coupling, requires=("activations",), needs_model=True,
+          outputs=("block_coupling.parquet", "block_coupling_A.npy"),
+          description="in-context residual Jacobians of a sample subset and their depth/token-wise "
+                      "coupling (METHODS §9)"),
+    Stage("trajectories", compute_trajectories, requires=("activations",), needs_model=True,
+          outputs=("trajectories.parquet", "trajectory_pca.parquet"),
+          description="line-shape score, expodistance, norms and 2-D PCA of every token's trajectory (METHODS §9)"),
+]
