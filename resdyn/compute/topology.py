@@ -40,6 +40,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy import stats
 
+from resdyn.compute.geometry import update_summary  # the run's shared table of named scalars
 from resdyn.compute.stages import Stage
 from resdyn.errors import ResdynError
 
@@ -510,19 +511,6 @@ def compute_communities(ctx) -> None:
     store.clear_partial("communities")
 
 
-def _merge_summary(store, values: dict) -> None:
-    """Upsert (name, value) rows into summary.parquet, keeping other stages' rows.
-
-    TODO(lead): unify with the shared ``update_summary`` once it lands in resdyn.compute.geometry.
-    """
-    new = pd.DataFrame({"name": list(values), "value": [float(v) for v in values.values()]})
-    if store.has_table("summary"):
-        old = store.read_table("summary")
-        old = old[~old["name"].isin(new["name"])]
-        new = pd.concat([old, new], ignore_index=True)
-    store.write_table("summary", new)
-
-
 def _self_alignment(store, n_layers: int) -> np.ndarray:
     """(L,) self-alignment of J̄_l from layers.parquet, NaN where the spectra stage has not run."""
     out = np.full(n_layers, np.nan)
@@ -624,7 +612,7 @@ def compute_coupling(ctx) -> None:
                  "n_bottom", "spearman_rho", "spearman_p", "self_alignment"]]
     store.write_table("mesoscale", meso)
     store.write_table("coupling", coup)
-    _merge_summary(store, summary)
+    update_summary(store, summary)
 
 
 STAGES = [
