@@ -33,7 +33,9 @@ serve: setup
 
 demo: demo-runs serve
 
+# The end-to-end test drives Debian's chromium with Playwright; install it when missing.
 test: setup
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) || true
 	$(BIN)/python -m pytest
 
 bench: setup

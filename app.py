@@ -2,30 +2,52 @@
 
 Each page draws its own sidebar (run, layer, ...) through ``resdyn.ui`` so that it also renders on
 its own under ``AppTest.from_file("pages/<page>.py")``; the choices are shared between pages
-through the URL query parameters and the session state.
+through the URL query parameters and the session state, so a pasted link reopens the same view.
 """
+
+from pathlib import Path
 
 import streamlit as st
 
-st.set_page_config(page_title="resdyn", page_icon=":material/blur_on:", layout="wide")
+from resdyn import ui
+
+# No page_icon: a Material icon favicon would be fetched from fonts.gstatic.com (offline here).
+st.set_page_config(page_title="resdyn", layout="wide")
+
+HERE = Path(__file__).resolve().parent
 
 # ---- PAGES ------------------------------------------------------------------------------------
-# The navigation, grouped by section. Add a page by adding a st.Page here (paths are relative to
-# this file); a new section is a new key. Planned: Bottleneck, Schur surgery, Communities,
-# Topology ↔ dynamics, Block coupling, Compare.
-PAGES = {
-    "Overview": [
-        st.Page("pages/runs.py", title="Runs", icon=":material/table_view:", default=True),
+# The navigation, grouped by section: (file, title, icon). Add a page by adding a line; a page
+# whose file is not there yet is left out, so the app runs while a page is being written.
+SECTIONS = {
+    "Runs": [
+        ("pages/runs.py", "Runs", ":material/table_view:"),
     ],
     "Dynamics": [
-        st.Page("pages/spectrum.py", title="Spectrum", icon=":material/scatter_plot:"),
-        st.Page("pages/operator_type.py", title="Operator type", icon=":material/ssid_chart:"),
+        ("pages/spectrum.py", "Spectrum", ":material/scatter_plot:"),
+        ("pages/operator_type.py", "Operator type", ":material/ssid_chart:"),
+        ("pages/bottleneck.py", "Bottleneck", ":material/filter_alt:"),
+        ("pages/schur_surgery.py", "Schur surgery", ":material/tune:"),
     ],
     "Topology": [
-        st.Page("pages/communities.py", title="Communities", icon=":material/hub:"),
-        st.Page("pages/topology_dynamics.py", title="Topology ↔ dynamics", icon=":material/join_inner:"),
+        ("pages/communities.py", "Communities", ":material/hub:"),
+        ("pages/topology_dynamics.py", "Topology ↔ dynamics", ":material/join_inner:"),
+    ],
+    "Coupling": [
+        ("pages/block_coupling.py", "Block coupling", ":material/grid_on:"),
+    ],
+    "Compare": [
+        ("pages/compare.py", "Compare", ":material/compare_arrows:"),
     ],
 }
 # ---- end of PAGES -----------------------------------------------------------------------------
 
+PAGES = {
+    section: [st.Page(path, title=title, icon=icon, default=(path == "pages/runs.py"))
+              for path, title, icon in pages if (HERE / path).is_file()]
+    for section, pages in SECTIONS.items()
+}
+PAGES = {section: pages for section, pages in PAGES.items() if pages}
+
+ui.install_export_buttons()
 st.navigation(PAGES).run()

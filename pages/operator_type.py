@@ -37,15 +37,20 @@ if {"J", "R"} <= set(sel.index):
     c[3].metric("median κ", f"{sel.loc['J', 'kappa_median']:.3g}" if "kappa_median" in sel else "–")
     c[4].metric("expanding (|λ| > 1)", f"{sel.loc['J', 'frac_expanding']:.1%}")
 
-ui.plot(operator.self_alignment_profile(lay, k=k, d=d, highlight=layer, presentation=present),
-        key="operator-self-alignment")
-builders = [b for _, b in operator.PROFILES]
+# Figures are built once per run, table version and mode (server-wide cache); the sidebar's
+# layer is a band added to a copy, so moving the slider rebuilds nothing.
+base = (str(store.path), ui.stamps(store, "layers"), present)
+spec = ui.cached_figure("operator-self-alignment", base + (k, d),
+                        lambda: operator.self_alignment_profile(lay, k=k, d=d, presentation=present))
+ui.plot(ui.with_highlight(spec, layer), key="operator-self-alignment")
+specs = [(name, ui.cached_figure(f"operator-{name}", base, lambda b=b: b(lay, presentation=present)))
+         for name, b in operator.PROFILES]
 if present:  # one figure per row on a projector
-    for name, b in operator.PROFILES:
-        ui.plot(b(lay, highlight=layer, presentation=present), key=f"operator-{name}")
+    for name, spec in specs:
+        ui.plot(ui.with_highlight(spec, layer), key=f"operator-{name}")
 else:
-    for i in range(0, len(builders), 2):
+    for i in range(0, len(specs), 2):
         cols = st.columns(2)
-        for col, (name, b) in zip(cols, operator.PROFILES[i:i + 2]):
+        for col, (name, spec) in zip(cols, specs[i:i + 2]):
             with col:
-                ui.plot(b(lay, highlight=layer, presentation=present), key=f"operator-{name}")
+                ui.plot(ui.with_highlight(spec, layer), key=f"operator-{name}")

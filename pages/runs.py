@@ -1,9 +1,43 @@
-"""Runs: every run in the runs directory, its settings, status and timings."""
+"""Runs: every run's settings, status and timings, a headline card per run, and the depth regimes."""
 
+import numpy as np
 import streamlit as st
 
 from resdyn import ui
-from resdyn.core import queries
+from resdyn.config import resolve_k
+from resdyn.core import queries, regimes
+from resdyn.core.figures import compare
+from resdyn.core.store import open_run
+
+# Which stage computes which headline, for the "—" of a run that lacks it.
+NO_VALUE = "—"
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _headline(root: str, run_id: str, stamps: tuple) -> list[regimes.Headline]:
+    store = open_run(root, run_id)
+    return regimes.headline(store)
+
+
+def headline_card(store) -> None:
+    """A bordered card with the run's four headline numbers ("—" and the stage when missing)."""
+    m = store.manifest()
+    stamps = ui.stamps(store, "layers", "cumulative", "coupling") + (m.get("status"),)
+    with st.container(border=True, key=f"card-{store.run_id}"):
+        status = m.get("status") or "?"
+        badge = ":green-badge[complete]" if status == "complete" else f":orange-badge[{status}]"
+        st.markdown(f"**{store.run_id}** {badge}  \n{m.get('model')} · {m.get('init')} · "
+                    f"L = {m.get('n_layers')}, d = {m.get('d_model')}, N = {m.get('n_samples')}")
+        cols = st.columns(2)
+        missing = []
+        for i, h in enumerate(_headline(str(store.path.parent), store.run_id, stamps)):
+            help_text = h.help or f"computed by the `{h.stage}` stage"
+            cols[i % 2].metric(h.label, h.value if h.value is not None else NO_VALUE, help=help_text)
+            if h.value is None:
+                missing.append(f"{h.label} ← `{h.stage}`")
+        if missing:
+            st.caption(f"{NO_VALUE} not computed yet: " + "; ".join(missing) + ".")
+
 
 st.title("Runs")
 store = ui.select_run()
@@ -31,6 +65,17 @@ st.dataframe(
     },
 )
 
+st.subheader("Headlines")
+# Four numbers side by side in a third of the page: smaller metric values than Streamlit's default.
+st.html("<style>[class*='st-key-card-'] [data-testid='stMetricValue'] {font-size: 1.7rem;}</style>")
+root = queries.runs_dir()
+stores = [open_run(root, r) for r in overview["run_id"]]
+per_row = 2 if present else 3
+for i in range(0, len(stores), per_row):
+    for col, s in zip(st.columns(per_row), stores[i:i + per_row]):
+        with col:
+            headline_card(s)
+
 m = store.manifest()
 st.subheader(f"Run `{store.run_id}`")
 ui.partial_banner(store)
@@ -40,16 +85,56 @@ c[1].metric("blocks L", m.get("n_layers"))
 c[2].metric("width d", m.get("d_model"))
 c[3].metric("samples N", m.get("n_samples"))
 c[4].metric("k", m.get("k"), help="rank of the truncated SVD used for the alignments (baseline k/d)")
-if store.has_table("layers"):
-    lay = ui.load_layers(store, "J")
-    h = st.columns(4)
-    h[0].metric("complex pairs (mean over layers)", f"{lay['frac_complex'].mean():.1%}",
-                help="share of eigenvalues of J̄_l with |Im λ| > 1e-6, averaged over layers")
-    h[1].metric("self-alignment of J̄ (range)",
-                f"{lay['self_alignment'].min():.2f} – {lay['self_alignment'].max():.2f}",
-                help=f"baseline k/d = {m.get('k', 0) / max(m.get('d_model', 1), 1):.3f}")
-    h[2].metric("Henrici δ of J̄ (median)", f"{lay['henrici'].median():.2f}", help="0 = normal operator")
-    h[3].metric("largest spectral radius", f"{lay['spectral_radius'].max():.2f}",
-                help=f"at layer {int(lay.loc[lay['spectral_radius'].idxmax(), 'layer'])}")
+
+st.subheader("Depth regimes")
+n_layers, d = int(m["n_layers"]), int(m["d_model"])
+if n_layers < 3:
+    st.info(f"Run `{store.run_id}` has {n_layers} layer(s); three regimes need at least 3.")
+elif ui.require(store, "layers"):
+    lay = ui.load_layers(store)
+    sa = regimes.profile(lay, "self_alignment", "J", n_layers)
+    splits = [regimes.paper_split(n_layers), regimes.changepoint_split(sa)]
+    extra = {}
+    cum = ui.load_table(store, "cumulative")
+    if cum is not None:
+        e = np.full(n_layers, np.nan)
+        e[cum["layer"].to_numpy(int)] = cum["erank"].to_numpy(float)
+        extra["erank(P_l) (geometric mean)"] = e
+    st.caption(
+        "Regime means as in the paper's Table 2 and Figures 2–3. Left: the paper's fixed split "
+        "(layers 5 and 20 of 32, scaled to this depth). Right: the split the data suggest, the two "
+        "change points of the best least-squares step fit to this run's self-alignment profile "
+        f"(each regime ≥ {regimes.default_min_size(n_layers)} layer(s))."
+    )
+    cols = st.columns(2)
+    for col, split in zip(cols, splits):
+        with col:
+            labels = split.labels()
+            title = "Paper's split" if split.method == "paper" else "Change-point split"
+            st.markdown(f"**{title}** — breaks at layers {split.breaks[0]} and {split.breaks[1]}")
+            table = regimes.regime_table(lay, split, extra).rename(columns=labels)
+            st.dataframe(table, hide_index=True, width="stretch",
+                         column_config={v: st.column_config.NumberColumn(v, format="%.3g") for v in labels.values()})
+    k = int(m.get("k") or resolve_k(None, d))
+    ui.plot(ui.cached_figure("runs-regimes", (str(store.path), ui.stamps(store, "layers"), present),
+                             lambda: compare.regime_profile(sa, splits, label="self-alignment of J̄", baseline=k / d,
+                                                            presentation=present)),
+            key="runs-regimes")
+
+    tables = {s.run_id: ui.load_layers(s) for s in stores if s.has_table("layers")}
+    if tables:
+        st.markdown("**Self-alignment of J̄ by regime, every run** (the paper's Table 2)")
+        cols = st.columns(2)
+        for col, method, title in ((cols[0], "paper", "paper's split"), (cols[1], "changepoint", "change points")):
+            t2 = regimes.self_alignment_table(tables, method)
+            col.caption(title)
+            col.dataframe(t2, hide_index=True, width="stretch", column_config={
+                "n_layers": st.column_config.NumberColumn("L"),
+                "split": st.column_config.TextColumn("breaks"),
+                **{r: st.column_config.NumberColumn(r, format="%.3f") for r in regimes.REGIMES},
+                "min_layer": st.column_config.NumberColumn("min at layer"),
+                "min_value": st.column_config.NumberColumn("min", format="%.3g"),
+            })
+
 with st.expander("manifest.json"):
     st.json(m)

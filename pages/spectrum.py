@@ -38,7 +38,10 @@ if store.has_table("layers"):
 default_others = [l for l in (0, n_layers - 1) if l != layer]
 others = ui.select_layers(n_layers, default=default_others, label="Compare with layers")
 shown = [layer] + [l for l in others if l != layer]
-ui.plot(spectrum.eigenvalue_scatter(ui.load_eigenvalues(store, shown, op), shown, operator=op,
-                                    n_layers=n_layers, presentation=present), key="spectrum-scatter")
-ui.plot(spectrum.eigenvalue_density(ui.load_eigenvalues(store, None, op), operator=op, n_layers=n_layers,
-                                    presentation=present), key="spectrum-density")
+base = (str(store.path), ui.stamps(store, "eigenvalues"), op, present)  # the figures' cache key
+ui.plot(ui.cached_figure("spectrum-scatter", base + (tuple(shown),), lambda: spectrum.eigenvalue_scatter(
+    ui.load_eigenvalues(store, shown, op), shown, operator=op, n_layers=n_layers, presentation=present)),
+    key="spectrum-scatter")
+ui.plot(ui.cached_figure("spectrum-density", base, lambda: spectrum.eigenvalue_density(
+    ui.load_eigenvalues(store, None, op), operator=op, n_layers=n_layers, presentation=present)),
+    key="spectrum-density")

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from resdyn import report
 from resdyn.core import queries
 from resdyn.core.store import RunStore, open_run
 
@@ -74,6 +76,11 @@ def select_run(label: str = "Run", key: str = "run") -> RunStore | None:
     run_id = st.sidebar.selectbox(label, ids, index=index, key=f"_sel_{key}")
     _remember(key, run_id)
     return open_run(queries.runs_dir(), run_id)
+
+
+def current_run(key: str = "run") -> str | None:
+    """The single run chosen on another page (link or session), without drawing a widget."""
+    return _param(key) or _remembered(key)
 
 
 def select_runs(label: str = "Runs", key: str = "runs", default: list[str] | None = None) -> list[str]:
@@ -150,6 +157,58 @@ def select_layers(n_layers: int, default: list[int], label: str = "Layers", key:
     return chosen
 
 
+def select_choice(label: str, options: list, key: str, default=None, format_func=str, container=None,
+                  help: str | None = None):
+    """A selectbox synced to ``?KEY=`` (options compared as strings, so ints work too).
+
+    An unknown value from the link warns in the sidebar and falls back to ``default`` (the first
+    option when None). For method, K, snapshot and similar choices on any page.
+    """
+    where = container or st.sidebar
+    if not options:
+        return None
+    names = [str(o) for o in options]
+    fallback = default if default in options else options[0]
+    raw = _param(key)
+    if raw is not None and str(raw) not in names:
+        st.sidebar.warning(f"{label} {raw!r} from the link is not one of {', '.join(names[:8])}"
+                           f"{' …' if len(names) > 8 else ''}; showing {fallback!r}.")
+        raw = None
+    if raw is None:
+        raw = _remembered(key)
+    index = names.index(str(raw)) if raw is not None and str(raw) in names else options.index(fallback)
+    value = where.selectbox(label, options, index=index, format_func=format_func, key=f"_sel_{key}", help=help)
+    _remember(key, str(value))
+    return value
+
+
+def select_number(label: str, lo: float, hi: float, default: float, key: str, step: float = 0.01,
+                  container=None, help: str | None = None) -> float:
+    """A float slider in [lo, hi] synced to ``?KEY=`` (e.g. the dose ``c``); bad link values warn and fall back."""
+    where = container or st.sidebar
+    raw = _param(key)
+    value = default
+    if raw is not None:
+        try:
+            value = float(raw)
+            if not (lo <= value <= hi) or value != value:  # NaN is not in range either
+                raise ValueError
+        except (TypeError, ValueError):
+            st.sidebar.warning(f"{label} {raw!r} from the link is not a number in [{lo:g}, {hi:g}]; "
+                               f"showing {default:g}.")
+            value = default
+    elif _remembered(key) is not None:
+        try:
+            value = min(max(float(_remembered(key)), lo), hi)
+        except ValueError:
+            value = default
+    decimals = max(0, -int(np.floor(np.log10(step)))) if step < 1 else 0
+    value = round(round(value / step) * step, decimals)
+    value = where.slider(label, float(lo), float(hi), float(value), step=float(step), key=f"_sel_{key}", help=help)
+    _remember(key, f"{value:.{decimals}f}")
+    return value
+
+
 def select_operator(label: str = "Operator", key: str = "op") -> str:
     """Sidebar choice between J̄ (the block) and R = J̄ − I (its residual branch); synced to ``?op=``."""
     options = ["J", "R"]
@@ -187,20 +246,9 @@ def presentation_toggle(key: str = "present") -> bool:
     return on
 
 
-def _stage_names() -> list[str]:
-    """All stages the pipeline knows, without importing torch (module tails of STAGE_MODULES)."""
-    try:
-        from resdyn.compute.stages import STAGE_MODULES
-    except Exception:  # the dashboard must not depend on the compute side being importable
-        return []
-    return [m.rsplit(".", 1)[-1] for m in STAGE_MODULES]
-
-
 def missing_stages(manifest: dict) -> list[str]:
     """Stages not yet done: ``stages_all`` from the manifest when recorded, else the known stages."""
-    planned = manifest.get("stages_all") or _stage_names()
-    done = set(manifest.get("stages_done", []))
-    return [s for s in planned if s not in done]
+    return report.missing_stages(manifest)
 
 
 def partial_banner(store: RunStore) -> bool:
@@ -211,7 +259,7 @@ def partial_banner(store: RunStore) -> bool:
     missing = missing_stages(m)
     what = f"missing stages: {', '.join(missing)}" if missing else "some stages have not finished"
     st.warning(
-        f"This run is partial; {what}. Showing what it has. Finish it with "
+        f"Run `{store.run_id}` is partial; {what}. Showing what it has. Finish it with "
         f"`python -m resdyn.compute run --run-id {store.run_id} --runs-dir {store.path.parent}`.",
         icon="⚠️",
     )
@@ -232,6 +280,11 @@ def require(store: RunStore, *tables: str) -> bool:
 def _stamp(store: RunStore, name: str) -> int:
     p = store.table_path(name)
     return p.stat().st_mtime_ns if p.is_file() else 0
+
+
+def stamps(store: RunStore, *names: str) -> tuple[int, ...]:
+    """Modification times of some tables of a run (0 when absent): a cache key that changes with them."""
+    return tuple(_stamp(store, n) for n in names)
 
 
 @st.cache_data(max_entries=128, show_spinner=False)
@@ -256,18 +309,167 @@ def load_samples(store: RunStore, layer: int | None = None) -> pd.DataFrame:
     return _cached("samples", str(store.path.parent), store.run_id, _stamp(store, "samples"), (layer,))
 
 
+def load_table(store: RunStore, name: str, where: str = "", params: tuple = ()) -> pd.DataFrame | None:
+    """Any table of a run (``queries.table``) through st.cache_data; None when the run lacks it.
+
+    ``where`` is fixed SQL text with ``?`` placeholders bound to ``params`` (never URL text).
+    """
+    if not store.has_table(name):
+        return None
+    return _cached("table", str(store.path.parent), store.run_id, _stamp(store, name),
+                   (name, where, list(params)) if params else (name, where))
+
+
 PLOTLY_CONFIG = {
     "displaylogo": False,
-    # The camera button saves SVG: vector output for slides and papers, at the figure's own size.
+    # Plotly's camera button saves SVG: vector output for slides and papers, at the figure's own
+    # size. A second button, PNG at twice the size, is added in the browser by EXPORT_SCRIPT:
+    # st.plotly_chart sends the config as JSON, so a custom modebar button (which needs a click
+    # function) cannot be declared here, and plotly has only one built-in "toImage" button.
     "toImageButtonOptions": {"format": "svg", "scale": 1},
 }
+PNG_SCALE = 2
+
+# Runs once per browser tab (app.py renders it on every page). It watches the page for Plotly
+# charts and puts a "PNG" button next to each chart's camera button. The click reuses plotly's
+# own toImage handler (it reads gd._context.toImageButtonOptions at click time) with the format
+# switched to PNG for that one click: the image is made in the browser, no server round trip.
+# Streamlit passes st.html through DOMPurify, which drops a <script> whose text holds "<" followed
+# by a letter or "/", so the icon is built with DOM calls rather than written as markup.
+EXPORT_SCRIPT = """
+<script id="resdyn-export">
+(function () {
+  if (window.__resdynExport) { return; }
+  window.__resdynExport = true;
+  var NS = 'http://www.w3.org/2000/svg';
+  function icon() {
+    var svg = document.createElementNS(NS, 'svg');
+    svg.setAttribute('viewBox', '0 0 30 16');
+    svg.setAttribute('height', '1em');
+    svg.setAttribute('width', '1.9em');
+    svg.setAttribute('class', 'icon');
+    var t = document.createElementNS(NS, 'text');
+    t.setAttribute('x', '15');
+    t.setAttribute('y', '12.5');
+    t.setAttribute('text-anchor', 'middle');
+    t.setAttribute('font-size', '12');
+    t.setAttribute('font-weight', '700');
+    t.setAttribute('font-family', 'Arial, sans-serif');
+    t.setAttribute('fill', 'currentColor');
+    t.textContent = 'PNG';
+    svg.appendChild(t);
+    return svg;
+  }
+  function decorate(gd) {
+    var cam = gd.querySelector('.modebar-btn[data-title^="Download plot"]:not(.resdyn-png)');
+    if (!cam || !gd._context || cam.parentNode.querySelector('.resdyn-png')) { return; }
+    var fmt = (gd._context.toImageButtonOptions || {}).format || 'png';
+    var title = 'Download plot as ' + fmt.toUpperCase();
+    cam.setAttribute('data-title', title);
+    cam.setAttribute('aria-label', title);
+    var png = document.createElement(cam.tagName);
+    if (cam.tagName === 'BUTTON') { png.setAttribute('type', 'button'); }
+    png.className = 'modebar-btn resdyn-png';
+    png.setAttribute('rel', 'tooltip');
+    png.setAttribute('data-title', 'Download plot as PNG');
+    png.setAttribute('aria-label', 'Download plot as PNG');
+    png.setAttribute('data-toggle', 'false');
+    png.setAttribute('data-gravity', 'n');
+    png.style.color = 'rgba(68, 68, 68, 0.55)';
+    png.appendChild(icon());
+    png.addEventListener('click', function (ev) {
+      ev.preventDefault();
+      var opts = gd._context.toImageButtonOptions || (gd._context.toImageButtonOptions = {});
+      var old = {format: opts.format, scale: opts.scale};
+      opts.format = 'png';
+      opts.scale = %(scale)d;
+      try { cam.dispatchEvent(new MouseEvent('click', {bubbles: true, cancelable: true})); }
+      finally { opts.format = old.format; opts.scale = old.scale; }
+    });
+    cam.parentNode.insertBefore(png, cam.nextSibling);
+  }
+  var pending = false;
+  function scan() {
+    pending = false;
+    document.querySelectorAll('.js-plotly-plot').forEach(decorate);
+  }
+  new MutationObserver(function () {
+    if (!pending) { pending = true; setTimeout(scan, 150); }
+  }).observe(document.body, {childList: true, subtree: true});
+  scan();
+})();
+</script>
+""" % {"scale": PNG_SCALE}
+# DOMPurify's rule, checked here so that an edit cannot silently disable the script.
+assert not __import__("re").search(r"<[/\w]", EXPORT_SCRIPT.split(">", 1)[1].rsplit("</script>", 1)[0])
 
 
-def plot(fig: go.Figure, key: str | None = None) -> None:
-    """Render a figure full-width with the house plotly config."""
+def install_export_buttons() -> None:
+    """Add the browser-side PNG button to every Plotly chart of the app (see ``EXPORT_SCRIPT``).
+
+    Called by app.py; rendered in the sidebar, where its empty element is hidden by the CSS.
+    """
+    st.html("<style>.st-key-resdyn-export {display: none;}</style>")
+    with st.sidebar.container(key="resdyn-export"):
+        st.html(EXPORT_SCRIPT, unsafe_allow_javascript=True)
+
+
+class _Spec(go.Figure):
+    """A figure already built and serialised (``fig.to_dict()``), handed to st.plotly_chart as is.
+
+    Building a plotly Figure costs tens of milliseconds per figure (property validation,
+    template copies), most of a page's server time. Pages therefore cache the *serialised*
+    figure (``cached_figure``) and add per-view details such as the highlighted layer to a
+    shallow copy of the dict (``with_highlight``). st.plotly_chart accepts a Figure or a dict but
+    re-validates a dict, which would cost the same again; it only calls ``to_dict()`` on a
+    Figure, so this subclass returns the stored dict (no plotly constructor runs).
+    """
+
+    def __init__(self, spec: dict):  # noqa: D107 - deliberately not calling go.Figure.__init__
+        object.__setattr__(self, "_resdyn_spec", spec)
+
+    def to_dict(self) -> dict:
+        return self._resdyn_spec
+
+
+def figure_spec(fig: go.Figure | dict) -> dict:
+    """The serialised form of a figure (a dict with data and layout), as ``plot`` takes it."""
+    return fig if isinstance(fig, dict) else fig.to_dict()
+
+
+@st.cache_resource(max_entries=512, show_spinner=False)
+def _figure_cache(name: str, key: tuple, _build) -> dict:
+    return figure_spec(_build())
+
+
+def cached_figure(name: str, key: tuple, build) -> dict:
+    """``build()`` (a go.Figure) serialised once per (name, key) for the whole server.
+
+    ``key`` must name everything the figure depends on (run path, table stamps, arguments).
+    The result is shared between sessions: never mutate it (``with_highlight`` copies).
+    """
+    return _figure_cache(name, key, build)
+
+
+def with_highlight(spec: dict, layer: int | None) -> dict:
+    """A copy of ``spec`` with the faint band at ``layer`` that ``common.highlight_layer`` draws."""
+    if layer is None:
+        return spec
+    band = {"type": "rect", "xref": "x", "yref": "y domain", "x0": layer - 0.5, "x1": layer + 0.5,
+            "y0": 0, "y1": 1, "fillcolor": "#999999", "opacity": 0.15, "line": {"width": 0}, "layer": "below"}
+    layout = dict(spec.get("layout", {}))
+    layout["shapes"] = [*layout.get("shapes", ()), band]
+    return {**spec, "layout": layout}
+
+
+def plot(fig: go.Figure | dict, key: str | None = None) -> None:
+    """Render a figure (or its ``figure_spec``) full-width with the house plotly config.
+
+    The camera button saves SVG under the file name ``key``; app.py adds a PNG button.
+    """
     name = key or "resdyn-figure"
     config = dict(PLOTLY_CONFIG, toImageButtonOptions=dict(PLOTLY_CONFIG["toImageButtonOptions"], filename=name))
-    st.plotly_chart(fig, width="stretch", config=config, key=key)
+    st.plotly_chart(_Spec(fig) if isinstance(fig, dict) else fig, width="stretch", config=config, key=key)
 
 
 def runs_dir_caption() -> None:

@@ -22,6 +22,15 @@ def _flag_type(f: dataclasses.Field):
     return base if base in (int, float, str) else str
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" unless the help text already says what the default is."""
+
+    def _get_help_string(self, action):
+        if "default" in (action.help or "") or action.default is None or action.default is False or action.default == "":
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from resdyn.compute.stages import all_stages
 
@@ -34,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run", help="compute (or resume) a run",
         description="Compute every stage of a run, skipping stages already done. Stages: " + stage_help,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     _add_config_flags(run)
     run.add_argument("--redo", default="", help="comma-separated stages to recompute even if done "
@@ -47,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "revision and init. With --executor ray the runs are computed at once, one Ray task "
                     "(one GPU when the cluster has any) per run; on several nodes the --runs-dir must be "
                     "on storage every node mounts. A failing run does not stop the others.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     _add_config_flags(sweep, multi=SWEEP_AXES, skip=("run_id",))
     sweep.add_argument("--quiet", action="store_true", help="no progress bars")
