@@ -36,13 +36,8 @@ def window_stats(store, metric: str, last_only: bool) -> pd.DataFrame:
     return load(store, "trajectories", QUANTILE_SQL.format(c=metric, t="{t}", w=where))
 
 
-st.title("Block coupling and trajectory regularity")
-store = ui.select_run()
-if store is None:
-    st.stop()
-m = store.manifest()
+store, m, layer = ui.run_page("Block coupling and trajectory regularity")
 n_layers = int(m["n_layers"])
-layer = ui.select_layer(n_layers)
 present = ui.presentation_toggle()
 ui.runs_dir_caption()
 ui.partial_banner(store)

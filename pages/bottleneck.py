@@ -8,24 +8,8 @@ from resdyn.core.figures import bottleneck
 from resdyn.core.store import open_run
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def _table(root: str, run_id: str, name: str, stamp: int):
-    return queries.table(run_id, name, root=root)
-
-
-def load(store, name):
-    """A run's table through the cache (recomputed when the file changes), or None if absent."""
-    if not store.has_table(name):
-        return None
-    return _table(str(store.path.parent), store.run_id, name, store.table_path(name).stat().st_mtime_ns)
-
-
-st.title("Bottleneck: cumulative Jacobians")
-store = ui.select_run()
-if store is None:
-    st.stop()
-n_layers = int(store.manifest()["n_layers"])
-layer = ui.select_layer(n_layers)
+store, m, layer = ui.run_page("Bottleneck: cumulative Jacobians")
+n_layers = int(m["n_layers"])
 overlay = ui.select_runs("Overlay runs", key="overlay", default=[store.run_id])
 present = ui.presentation_toggle()
 ui.runs_dir_caption()
@@ -34,14 +18,14 @@ ui.partial_banner(store)
 runs = [store] + [open_run(queries.runs_dir(), r) for r in overlay if r != store.run_id]
 cumulative, layers, spectra = {}, {}, {}
 for s in runs:
-    cum = load(s, "cumulative")
+    cum = ui.load_table(s, "cumulative")
     if cum is None:
         st.warning(f"Run `{s.run_id}` lacks the **cumulative** stage, so it is not drawn. Compute it with "
                    f"`python -m resdyn.compute run --run-id {s.run_id} --stages cumulative`.")
         continue
     cumulative[s.run_id] = cum
-    layers[s.run_id] = load(s, "layers")
-    spectra[s.run_id] = load(s, "cumulative_spectra")
+    layers[s.run_id] = ui.load_table(s, "layers")
+    spectra[s.run_id] = ui.load_table(s, "cumulative_spectra")
 if store.run_id not in cumulative:
     st.stop()
 
@@ -67,7 +51,7 @@ with right:
     ui.plot(bottleneck.cumulative_spectra({r: df for r, df in spectra.items() if df is not None},
                                           presentation=present), key="bottleneck-spectra")
 
-tg = load(store, "transient_growth")
+tg = ui.load_table(store, "transient_growth")
 if tg is None:
     st.info(f"Run `{store.run_id}` lacks the **pseudospectra** stage, so there is no transient-growth "
             f"curve. Compute it with `python -m resdyn.compute run --run-id {store.run_id} --stages pseudospectra`.")

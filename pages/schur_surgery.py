@@ -10,19 +10,6 @@ from resdyn.core.store import open_run
 from resdyn.errors import ResdynError
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def _table(root: str, run_id: str, name: str, stamp: int, where: str = "", params: tuple = ()):
-    return queries.table(run_id, name, where=where, params=list(params), root=root)
-
-
-def load(store, name, where: str = "", params: tuple = ()):
-    """A run's table (optionally filtered) through the cache, or None if absent."""
-    if not store.has_table(name):
-        return None
-    return _table(str(store.path.parent), store.run_id, name, store.table_path(name).stat().st_mtime_ns,
-                  where, params)
-
-
 @st.cache_data(max_entries=32, show_spinner=False)
 def _trained_sigma(root: str, run_id: str, layer: int, mode: str, stamp: int):
     """σ of J̄_l itself (c = 1), the reference curve; one SVD, cached per run, layer and mode."""
@@ -44,12 +31,8 @@ def dose_from_link() -> float:
         return 1.0
 
 
-st.title("Schur surgery: dose response of the non-normal part")
-store = ui.select_run()
-if store is None:
-    st.stop()
-n_layers = int(store.manifest()["n_layers"])
-layer = ui.select_layer(n_layers)
+store, m, layer = ui.run_page("Schur surgery: dose response of the non-normal part")
+n_layers = int(m["n_layers"])
 mode = ui.select_operator("Dose mode", key="mode")
 overlay = ui.select_runs("Overlay runs", key="overlay", default=[store.run_id])
 c = st.sidebar.slider("Dose c", 0.0, 2.0, dose_from_link(), step=0.01, key="_sel_c",
@@ -62,7 +45,7 @@ ui.partial_banner(store)
 runs = [store] + [open_run(queries.runs_dir(), r) for r in overlay if r != store.run_id]
 tables, readouts = {}, {}
 for s in runs:
-    df = load(s, "schur_dose")
+    df = ui.load_table(s, "schur_dose")
     if df is None or not dose.has_schur(s, mode):
         st.warning(f"Run `{s.run_id}` lacks the **schur** stage, so it is not drawn. Compute it with "
                    f"`python -m resdyn.compute run --run-id {s.run_id} --stages schur`.")
@@ -111,8 +94,8 @@ sigma = res.sigma.get(layer)
 t_file = store.array_path(dose.schur_names(mode)[1])
 reference = _trained_sigma(str(store.path.parent), store.run_id, layer, mode, t_file.stat().st_mtime_ns)
 eigs = dose.layer_eigenvalues(store, layer, mode)
-ps = load(store, "pseudospectra", "layer = ?", (layer,))
-nr = load(store, "numerical_range", "layer = ?", (layer,))
+ps = ui.load_table(store, "pseudospectra", "layer = ?", (layer,))
+nr = ui.load_table(store, "numerical_range", "layer = ?", (layer,))
 c_shown = None
 if ps is not None and len(ps):
     stored = np.unique(ps["c"].to_numpy(float))

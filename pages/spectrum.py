@@ -5,13 +5,8 @@ import streamlit as st
 from resdyn import ui
 from resdyn.core.figures import spectrum
 
-st.title("Spectrum of the mean Jacobians")
-store = ui.select_run()
-if store is None:
-    st.stop()
-m = store.manifest()
+store, m, layer = ui.run_page("Spectrum of the mean Jacobians")
 n_layers = int(m["n_layers"])
-layer = ui.select_layer(n_layers)
 op = ui.select_operator()
 present = ui.presentation_toggle()
 ui.runs_dir_caption()

@@ -7,13 +7,8 @@ from resdyn import ui
 from resdyn.core import queries
 from resdyn.core.figures import topology as fig
 
-st.title("Topology ↔ dynamics")
-store = ui.select_run()
-if store is None:
-    st.stop()
-m = store.manifest()
+store, m, layer = ui.run_page("Topology ↔ dynamics")
 n_layers = int(m["n_layers"])
-layer = ui.select_layer(n_layers)
 present = ui.presentation_toggle()
 ui.runs_dir_caption()
 ui.partial_banner(store)

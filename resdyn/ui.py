@@ -107,6 +107,18 @@ def select_runs(label: str = "Runs", key: str = "runs", default: list[str] | Non
     return chosen
 
 
+def run_page(title: str, layer: bool = True) -> tuple[RunStore, dict, int | None]:
+    """The opening of every single-run page: its title, the sidebar run picker (the page stops
+    there when no run exists), the run's manifest and, unless ``layer`` is False, the sidebar
+    layer slider. Returns (store, manifest, layer or None)."""
+    st.title(title)
+    store = select_run()
+    if store is None:
+        st.stop()
+    m = store.manifest()
+    return store, m, (select_layer(int(m["n_layers"])) if layer else None)
+
+
 def select_layer(n_layers: int, label: str = "Layer", key: str = "layer") -> int:
     """Sidebar layer slider in [0, n_layers); synced to ``?layer=``; bad URL values fall back to 0."""
     raw = _param(key)

@@ -28,6 +28,7 @@ import contextlib
 import contextvars
 import dataclasses
 import importlib
+import itertools
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
@@ -72,6 +73,7 @@ class LocalExecutor:
     """Everything in this process, in order."""
 
     name = "local"
+    width = 1  # items per parallel_chunks round: one, so every item is checkpointed as it ends
 
     def map(self, fn: Callable, items: Iterable) -> list:
         return [fn(x) for x in items]
@@ -114,6 +116,22 @@ def parallel_map(fn: Callable, items: Iterable) -> list:
     factorisation of one layer: with Ray each call is a task on some worker.
     """
     return current().map(fn, list(items))
+
+
+def parallel_chunks(fn: Callable, items: Iterable) -> Iterator[tuple[int, object]]:
+    """Yield ``(index, fn(item))`` in the order of ``items``, computed on the active executor
+    ``width`` items at a time (one at a time locally, a cluster's worth on Ray).
+
+    For per-layer stages that checkpoint or report progress as results arrive: the caller saves
+    each result before the next round starts, so a killed run loses at most one round.
+    """
+    ex = current()
+    step = max(1, int(getattr(ex, "width", 1)))
+    items, start = iter(items), 0
+    while chunk := list(itertools.islice(items, step)):  # lazily: items may be large arrays
+        for k, result in enumerate(ex.map(fn, chunk)):
+            yield start + k, result
+        start += len(chunk)
 
 
 def make_executor(cfg):
@@ -201,6 +219,11 @@ class RayExecutor:
             self._started = True
 
     # -- resources --------------------------------------------------------------------------
+    @property
+    def width(self) -> int:
+        """Tasks in flight per ``parallel_chunks`` round: ``--workers``, else the cluster's CPUs."""
+        return self.workers or max(1, self._cluster()[0])
+
     def _cluster(self) -> tuple[int, int]:
         res = self.ray.cluster_resources()
         return int(res.get("CPU", 1)), int(res.get("GPU", 0))

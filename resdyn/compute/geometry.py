@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from resdyn.compute import executors
 from resdyn.compute.stages import Stage
 from resdyn.core import spectral
 from resdyn.core.store import RunStore
@@ -99,26 +100,42 @@ def compute_cumulative(ctx) -> None:
 # "schur"
 # ------------------------------------------------------------------------------------------------
 
+def _schur_layer(job: tuple[np.ndarray, float]) -> tuple[np.ndarray, np.ndarray, float]:
+    """One layer's complex Schur factors, as stored: job = (J̄_l (d, d), shift) -> Q, T (d, d)
+    complex64 and ‖shift·I + Q T Q* − J̄_l‖_F / ‖J̄_l‖_F. A pure function, so the executor may
+    run layers anywhere (``--executor ray``)."""
+    jac, shift = job
+    j = np.asarray(jac, np.float64)
+    q, t = spectral.schur_complex(j - shift * np.eye(len(j)) if shift else j)
+    q, t = q.astype(np.complex64), t.astype(np.complex64)
+    return q, t, spectral.schur_error(q, t, j, shift)
+
+
 def schur_factors(jac: np.ndarray, shift: float = 0.0, progress=spectral._no_progress, desc: str = "schur",
                   ) -> tuple[np.ndarray, np.ndarray, float]:
     """Complex Schur factors of J̄_l − shift·I for every layer, as stored.
 
     Returns Q, T (L, d, d) complex64 and the largest relative reconstruction error of the
     complex64 factors, ‖shift·I + Q T Q* − J̄‖_F / ‖J̄‖_F (checked against SCHUR_RTOL_32).
+    The layers are independent and go through the run's executor (one at a time locally, in
+    parallel on a Ray cluster).
     """
     n_layers, d, _ = jac.shape
     q_all = np.empty((n_layers, d, d), np.complex64)
     t_all = np.empty((n_layers, d, d), np.complex64)
     worst = 0.0
-    for l in progress(range(n_layers), desc=desc, total=n_layers, unit="layer"):
-        j = np.asarray(jac[l], np.float64)
-        q, t = spectral.schur_complex(j - shift * np.eye(d) if shift else j)
-        q_all[l], t_all[l] = q, t
-        err = spectral.schur_error(q_all[l], t_all[l], j, shift)
+    bar = progress(None, desc=desc, total=n_layers, unit="layer")
+    jobs = ((np.asarray(jac[l]), shift) for l in range(n_layers))
+    for l, (q, t, err) in executors.parallel_chunks(_schur_layer, jobs):
         if not err <= spectral.SCHUR_RTOL_32:
             raise ResdynError(f"layer {l}: stored Schur factors reproduce J̄ only to {err:.1e} "
                               f"(limit {spectral.SCHUR_RTOL_32:.0e}); the Jacobian may be corrupt")
+        q_all[l], t_all[l] = q, t
         worst = max(worst, err)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     return q_all, t_all, worst
 
 

@@ -40,6 +40,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy import stats
 
+from resdyn.compute import executors
 from resdyn.compute.geometry import update_summary  # the run's shared table of named scalars
 from resdyn.compute.stages import Stage
 from resdyn.errors import ResdynError
@@ -445,6 +446,20 @@ def _load_npz(path: Path) -> dict | None:
         return None  # a damaged checkpoint is recomputed
 
 
+def _snapshot_job(job) -> dict:
+    """One snapshot's graph and partitions: job = (snapshot, X (N, d) or None, saved, methods,
+    d, seed), where ``saved`` holds what an earlier checkpoint already has (the graph i, j, w
+    and some ``lab_<method>``). Returns the completed dict. Pure, so it may run on a Ray worker."""
+    _, x, saved, methods, d, seed = job
+    out = dict(saved) if saved is not None else {}
+    if "i" not in out:
+        out["i"], out["j"], out["w"] = top_k_graph(correlation(x))
+    for m in methods:
+        if f"lab_{m}" not in out:
+            out[f"lab_{m}"] = detect(m, d, out["i"], out["j"], out["w"], seed=seed)
+    return out
+
+
 def compute_communities(ctx) -> None:
     """Stage ``communities``: for every snapshot, the top-k graph, the partitions of the selected
     methods and the participation coefficients; then NMI between all snapshot pairs.
@@ -466,21 +481,38 @@ def compute_communities(ctx) -> None:
     stamp = np.array([[p.stat().st_mtime_ns, p.stat().st_size] for p in src] + [[cfg.seed, TOP_K]],
                      dtype=np.int64)
 
-    edges, units, comms = [], [], []
-    labels = {m: [] for m in methods}
-    for s in ctx.progress(range(n_snap), desc="communities", total=n_snap, unit="snapshot"):
+    # Pass 1: the snapshots whose checkpoint is missing, stale or short of a method, through the
+    # run's executor (one at a time locally, a cluster's worth at once on Ray); each result is
+    # checkpointed as it arrives.
+    saved_all: dict[int, dict] = {}
+    pending = []
+    for s in range(n_snap):
         ck = part_dir / f"snap{s:04d}.npz"
         saved = _load_npz(ck) if ck.is_file() else None
-        if saved is None or not np.array_equal(saved.get("stamp"), stamp):
-            x = final if s == 2 * n_layers else acts[:, s, :]
-            i, j, w = top_k_graph(correlation(x))
-            saved = {"i": i, "j": j, "w": w, "stamp": stamp}
+        if saved is not None and np.array_equal(saved.get("stamp"), stamp):
+            saved_all[s] = saved
+            if all(f"lab_{m}" in saved for m in methods):
+                continue
+        pending.append(s)
+    # A generator, so one chunk of snapshots' activations is in memory at a time.
+    jobs = ((s, None if s in saved_all else np.asarray(final if s == 2 * n_layers else acts[:, s, :]),
+             saved_all.get(s), methods, d, cfg.seed) for s in pending)
+    bar = ctx.progress(None, desc="communities", total=n_snap, unit="snapshot")
+    bar.update(n_snap - len(pending))
+    for k, saved in executors.parallel_chunks(_snapshot_job, jobs):
+        s = pending[k]
+        saved["stamp"] = stamp
+        _atomic_savez(part_dir / f"snap{s:04d}.npz", **saved)
+        saved_all[s] = saved
+        bar.update(1)
+    bar.close()
+
+    # Pass 2: the tables, in snapshot order.
+    edges, units, comms = [], [], []
+    labels = {m: [] for m in methods}
+    for s in range(n_snap):
+        saved = saved_all[s]
         i, j, w = saved["i"], saved["j"], saved["w"]
-        fresh = [m for m in methods if f"lab_{m}" not in saved]
-        for m in fresh:
-            saved[f"lab_{m}"] = detect(m, d, i, j, w, seed=cfg.seed)
-        if fresh or not ck.is_file():
-            _atomic_savez(ck, **saved)
         edges.append(pd.DataFrame({"snapshot": np.int32(s), "i": i, "j": j, "weight": w}))
         if s % 2 == 0 and s < 2 * n_layers:
             cn = column_norms(jacs[s // 2])
