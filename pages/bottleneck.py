@@ -33,7 +33,7 @@ st.caption(
     "P_l maps a perturbation injected at layer l to the final residual state. Its effective rank "
     "exp(H(σ²/Σσ²)) counts the directions that survive to the output: a fall with depth of "
     "composition is the low-rank funnel. Truncated SVD of rank "
-    f"min(512, d); see METHODS §5."
+    "min(512, d); see METHODS §5."
 )
 cum = cumulative[store.run_id].sort_values("layer")
 cols = st.columns(4)

@@ -195,7 +195,6 @@ def _sample_stats_blocks(blocks: _Blocks, da: np.ndarray, db: np.ndarray, dt: np
     millions of 2×2 blocks use the closed form (σ_max² + σ_min² = ‖B‖_F², σ_max σ_min = |det B|)
     because a batched eigensolve of that many tiny matrices would dominate the run time.
     """
-    n = len(da)
     a = blocks.a + da
     sa = linalg.sample_stats_from_gram(np.einsum("nji,njk->nik", a, a))
     parts_max, parts_min = [sa["sigma_max"]], [sa["sigma_min"]]

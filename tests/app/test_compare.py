@@ -14,10 +14,10 @@ from streamlit.testing.v1 import AppTest
 from resdyn.core import regimes
 from resdyn.core.store import RunStore
 from resdyn.core.synthetic import make_synthetic_run
+from tests.app.apptools import open_page
 from tests.conftest import RANDOM_RUN, SYNTHETIC_SIZES, TRAINED_RUN
 from tests.figtools import decode
 
-ROOT = Path(__file__).resolve().parents[2]
 DEEP = "synthetic-deep"
 L = SYNTHETIC_SIZES["n_layers"]
 
@@ -36,10 +36,7 @@ def runs_root(synthetic_runs_dir, tmp_path_factory) -> Path:
 
 def _page(page: str, root: Path, monkeypatch, **params) -> AppTest:
     monkeypatch.setenv("RESDYN_RUNS_DIR", str(root))
-    at = AppTest.from_file(str(ROOT / page), default_timeout=60)
-    for k, v in params.items():
-        at.query_params[k] = v
-    at.run()
+    at = open_page(page, **params)
     assert not at.exception, [e.value for e in at.exception]
     return at
 
@@ -78,7 +75,7 @@ def test_cumulative_profile_and_runs_without_it(runs_root, monkeypatch):
     assert [t["name"] for t in traces] == [f"{TRAINED_RUN} (L = {L})"]
     np.testing.assert_allclose(decode(traces[0]["y"]), [5.0, 9.0, 14.0, 30.0])
     assert any(RANDOM_RUN in w.value and "cumulative" in w.value for w in at.warning)
-    assert at.sidebar.toggle(key=f"_log_cumulative:erank").value is True  # erank spans decades: log axis
+    assert at.sidebar.toggle(key="_log_cumulative:erank").value is True  # erank spans decades: log axis
 
 
 def test_bad_link_values_fall_back(runs_root, monkeypatch):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -16,12 +15,10 @@ from resdyn.config import RunConfig
 from resdyn.core import dose
 from resdyn.core.store import RunStore
 from resdyn.core.synthetic import make_synthetic_run
+from tests.app.apptools import charts, open_page
 from tests.conftest import RANDOM_RUN, TRAINED_RUN
-from tests.figtools import plain
 
-ROOT = Path(__file__).resolve().parents[2]
 BARE_RUN = "bare"  # a complete foundation run without the geometry stages
-TIMEOUT = 60
 
 
 @pytest.fixture(scope="module")
@@ -43,15 +40,7 @@ def env(geometry_runs, monkeypatch) -> Path:
     return geometry_runs
 
 
-def _app(page: str, **params: str) -> AppTest:
-    at = AppTest.from_file(str(ROOT / page), default_timeout=TIMEOUT)
-    for k, v in params.items():
-        at.query_params[k] = v
-    return at.run()
-
-
-def _charts(at: AppTest) -> list[dict]:
-    return [plain(json.loads(c.proto.spec)) for c in at.get("plotly_chart")]
+_app, _charts = open_page, charts
 
 
 def _ok(at: AppTest) -> None:

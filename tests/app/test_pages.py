@@ -6,7 +6,6 @@ warning and a fallback, never an exception.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from resdyn.core.synthetic import make_synthetic_run
+from tests.app.apptools import charts, open_page
 from tests.conftest import RANDOM_RUN, SYNTHETIC_SIZES, TRAINED_RUN
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,15 +22,11 @@ PAGES = {"pages/runs.py": 1, "pages/spectrum.py": 2, "pages/operator_type.py": 5
 TIMEOUT = 60  # seconds; first imports are slow on a busy 2-core machine
 
 
-def _app(page: str, **params: str) -> AppTest:
-    at = AppTest.from_file(str(ROOT / page), default_timeout=TIMEOUT)
-    for k, v in params.items():
-        at.query_params[k] = v
-    return at.run()
+_app = open_page
 
 
 def _charts(at: AppTest) -> list[dict]:
-    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    return charts(at, decoded=False)
 
 
 def _no_exception(at: AppTest) -> None:

@@ -14,6 +14,7 @@ from resdyn.compute import topology as T
 from resdyn.compute.context import RunContext
 from resdyn.config import RunConfig
 from resdyn.core.store import RunStore
+from tests.app.apptools import open_page
 from tests.figtools import decode
 from tests.conftest import RANDOM_RUN, SYNTHETIC_SIZES, TRAINED_RUN
 
@@ -36,10 +37,7 @@ def topo_root(tmp_path_factory, synthetic_runs_dir) -> Path:
 
 def _page(name: str, root: Path, monkeypatch, **params) -> AppTest:
     monkeypatch.setenv("RESDYN_RUNS_DIR", str(root))
-    at = AppTest.from_file(str(PAGES / name), default_timeout=60)
-    for k, v in params.items():
-        at.query_params[k] = v
-    return at.run()
+    return open_page(PAGES / name, **params)
 
 
 def _figures(at: AppTest) -> list[dict]:
