@@ -23,15 +23,17 @@ $(STAMP): requirements.txt pyproject.toml
 
 setup: $(STAMP)
 
-# Computes what is missing (a finished run is skipped in seconds), then serves the dashboard.
+# The first views' stages of both demo runs in the foreground, then the dashboard while the other
+# stages compute in the background (resdyn/demo.py). A finished run is skipped: seconds next time.
+demo: setup
+	$(BIN)/python -m resdyn.demo --runs-dir $(RUNS) --samples $(DEMO_SAMPLES) --address $(ADDRESS) --port $(PORT)
+
+# Every stage of both demo runs in the foreground, no dashboard.
 demo-runs: setup
-	$(BIN)/python -m resdyn.compute run --model smollm2-135m --samples $(DEMO_SAMPLES) --runs-dir $(RUNS) --run-id smollm2-135m
-	$(BIN)/python -m resdyn.compute run --model smollm2-135m --init random --samples $(DEMO_SAMPLES) --runs-dir $(RUNS) --run-id smollm2-135m-random
+	$(BIN)/python -m resdyn.demo --no-serve --runs-dir $(RUNS) --samples $(DEMO_SAMPLES)
 
 serve: setup
 	RESDYN_RUNS_DIR=$(RUNS) $(BIN)/streamlit run app.py --server.address $(ADDRESS) --server.port $(PORT) --server.headless true
-
-demo: demo-runs serve
 
 # The end-to-end test drives Debian's chromium with Playwright; install it when missing.
 test: setup

@@ -1,0 +1,144 @@
+"""``make demo``: compute the two demo runs and serve the dashboard, the first views first.
+
+    python -m resdyn.demo                       # what `make demo` runs
+    python -m resdyn.demo --no-serve            # compute everything, then exit (no dashboard)
+
+The demo runs are the built-in SmolLM2-135M, trained and ``--init random``, on the first
+``--samples`` offline Wikipedia passages. Every stage of a run takes about 10 minutes per run on a
+2-core CPU, most of it in the Schur dose grid and the pseudospectra. So the demo computes in two
+passes:
+
+1. in the foreground, with progress bars, the stages the first views need (``FIRST``: the
+   activations, the Jacobians and their spectra) for both runs: about 8.5 minutes on 2 cores;
+2. then it serves the dashboard and, in a background process at low priority, computes the other
+   stages of both runs (log: ``RUNS/demo-background.log``). Pages show what a run has and name
+   the stages still missing until they land; each finished stage is saved, so stopping the demo
+   loses nothing, and the next ``make demo`` resumes there.
+
+A run that is already complete is skipped, so a second ``make demo`` serves at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from resdyn.config import RunConfig, default_runs_dir
+from resdyn.errors import ResdynError
+
+FIRST = ("activations", "jacobians", "spectra")
+"""Stages computed before the dashboard opens: what the Runs, Spectrum and Operator-type pages show."""
+RUNS = (("smollm2-135m", "pretrained"), ("smollm2-135m-random", "random"))
+"""(run id, init) of the demo runs."""
+LOG = "demo-background.log"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def configs(args) -> list[RunConfig]:
+    """The RunConfig of each demo run (every stage)."""
+    return [RunConfig(model=args.model, init=init, corpus=args.corpus, samples=args.samples,
+                      runs_dir=Path(args.runs_dir), run_id=run_id) for run_id, init in RUNS]
+
+
+def missing(cfg: RunConfig, stages: tuple[str, ...] | None = None) -> list[str]:
+    """Stages of ``cfg``'s run not done yet (all stages when ``stages`` is None)."""
+    from resdyn.compute.stages import stage_names
+    from resdyn.core.store import RunStore
+
+    store = RunStore(cfg.run_dir)
+    done = set(store.manifest().get("stages_done", [])) if store.exists() else set()
+    return [s for s in (stages or stage_names()) if s not in done]
+
+
+def compute(cfgs: list[RunConfig], stages: tuple[str, ...] | None, quiet: bool = False) -> None:
+    """Compute ``stages`` (None: all) of every run in ``cfgs``, skipping what is done."""
+    import dataclasses
+
+    from resdyn.compute import pipeline
+
+    for cfg in cfgs:
+        if missing(cfg, stages):
+            store = pipeline.run(dataclasses.replace(cfg, stages=",".join(stages) if stages else None), quiet=quiet)
+            m = store.manifest()
+            print(f"run {cfg.run_id}: {m['status']} ({', '.join(m['stages_done'])})", flush=True)
+
+
+def start_background(args) -> subprocess.Popen | None:
+    """A low-priority process computing every remaining stage of both runs, or None if none remain."""
+    if not any(missing(cfg) for cfg in configs(args)):
+        return None
+    log = Path(args.runs_dir) / LOG
+    cmd = [sys.executable, "-m", "resdyn.demo", "--background", "--runs-dir", str(args.runs_dir),
+           "--samples", str(args.samples), "--model", args.model, "--corpus", args.corpus]
+    with open(log, "ab") as out:
+        # Niced so the dashboard stays responsive; its own process group, so stopping the demo
+        # with Ctrl-C reaches it through `stop` rather than mid-write (writes are atomic anyway).
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=lambda: os.nice(10))
+
+
+def stop(proc: subprocess.Popen | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+    if proc.poll() is None:
+        proc.kill()
+
+
+def serve(args) -> int:
+    """``streamlit run app.py`` in the foreground on ``--address``:``--port``; its exit status."""
+    env = dict(os.environ, RESDYN_RUNS_DIR=str(Path(args.runs_dir).resolve()))
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.address", args.address,
+           "--server.port", str(args.port), "--server.headless", "true"]
+    return subprocess.call(cmd, env=env, cwd=ROOT)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m resdyn.demo", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--runs-dir", default=str(default_runs_dir()), help="where the demo runs live")
+    p.add_argument("--samples", type=int, default=128, help="passages per run (at least 128 to be meaningful)")
+    p.add_argument("--model", default="smollm2-135m", help="model of both runs (the demo uses the built-in one)")
+    p.add_argument("--corpus", default="wiki-sample", help="corpus of both runs")
+    p.add_argument("--address", default="127.0.0.1", help="dashboard address (0.0.0.0 exposes it)")
+    p.add_argument("--port", type=int, default=8501, help="dashboard port")
+    p.add_argument("--no-serve", action="store_true", help="compute every stage of both runs, then exit")
+    p.add_argument("--background", action="store_true", help=argparse.SUPPRESS)  # the second pass
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        Path(args.runs_dir).mkdir(parents=True, exist_ok=True)
+        cfgs = configs(args)
+        if args.background or args.no_serve:
+            compute(cfgs, None, quiet=args.background)
+            return 0
+        compute(cfgs, FIRST)
+        proc = start_background(args)
+        if proc is not None:
+            rest = sorted({s for cfg in cfgs for s in missing(cfg)})
+            print(f"resdyn: the dashboard opens now; stages still computing in the background: "
+                  f"{', '.join(rest)} (log: {Path(args.runs_dir) / LOG}). Pages fill in as they finish.",
+                  flush=True)
+        try:
+            return serve(args)
+        finally:
+            stop(proc)
+    except ResdynError as exc:
+        print(f"resdyn: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
