@@ -6,6 +6,7 @@ perturbed away from their defaults, so an identity that only holds at γ = 1, β
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch.func import jacrev
@@ -136,6 +137,25 @@ def test_gram_stats_match_svd():
     torch.testing.assert_close(stats[:, 2], s[:, 0] / s[:, -1], rtol=1e-6, atol=0)
     torch.testing.assert_close(stats[:, 3], torch.linalg.norm(jac, dim=(1, 2)))
     torch.testing.assert_close(stats[:, 4], (s**2).sum(1) ** 2 / (s**4).sum(1))
+
+
+def test_gram_stats_keep_sigma_min_where_kappa_is_large():
+    """At κ = 1e7 the Gram matrix's smallest eigenvalue alone would give σ_min with a relative
+    error near κ²ε ≈ 1e-2; the refinement through an LU of J gives it to ~κε. A singular J gets a
+    σ_min at rounding level (κ > 1e12), not a spurious finite one."""
+    rng = np.random.default_rng(0)
+    d = 64
+    u, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    v, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    sigma = np.geomspace(3.0, 3e-7, d)  # κ = 1e7
+    jac = torch.tensor(np.stack([(u * sigma) @ v.T, (u * np.r_[sigma[:-1], 0.0]) @ v.T]))
+    stats = gram_stats(jac).numpy()
+    assert stats[0, 1] == pytest.approx(sigma[-1], rel=1e-7)
+    assert stats[0, 2] == pytest.approx(1e7, rel=1e-7)
+    assert stats[0, 0] == pytest.approx(3.0, rel=1e-12)
+    ev = np.linalg.eigvalsh(jac[0].numpy().T @ jac[0].numpy())  # what the Gram matrix alone gives
+    assert abs(np.sqrt(max(ev[0], 0.0)) / sigma[-1] - 1) > 1e-4
+    assert stats[1, 1] < 1e-12 * stats[1, 0] and stats[1, 2] > 1e12
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
