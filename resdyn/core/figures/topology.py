@@ -80,10 +80,18 @@ def block_average(mat: np.ndarray, max_px: int) -> tuple[np.ndarray, int]:
     if f == 1:
         return mat, 1
     h, w = (-(-mat.shape[0] // f)) * f, (-(-mat.shape[1] // f)) * f
+    if (h, w) == mat.shape and not np.isnan(mat).any():  # the common case: a plain block mean
+        out = mat.reshape(h // f, f, w // f, f).sum(axis=3, dtype=np.float64).sum(axis=1) / (f * f)
+        return out.astype(np.float32), f
     pad = np.full((h, w), np.nan, np.float32)
     pad[: mat.shape[0], : mat.shape[1]] = mat
-    with np.errstate(invalid="ignore"):
-        out = np.nanmean(pad.reshape(h // f, f, w // f, f), axis=(1, 3))
+    # A NaN-aware mean as a sum over valid entries and their count: np.nanmean on a 4096² matrix
+    # is several times slower.
+    valid = ~np.isnan(pad)
+    total = np.where(valid, pad, 0.0).reshape(h // f, f, w // f, f).sum(axis=(1, 3), dtype=np.float64)
+    count = valid.reshape(h // f, f, w // f, f).sum(axis=(1, 3))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(count > 0, total / count, np.nan)
     return out.astype(np.float32), f
 
 
@@ -91,7 +99,8 @@ def _png_source(rgb: np.ndarray) -> str:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(rgb, mode="RGB").save(buf, format="PNG", optimize=False, compress_level=6)
+    # Level 1: a third of level 6's encoding time for a 1024² image, about 10 % more bytes.
+    Image.fromarray(rgb, mode="RGB").save(buf, format="PNG", optimize=False, compress_level=1)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -140,10 +149,11 @@ def correlation_figure(corr: np.ndarray, labels: np.ndarray, title: str = "", mi
     sizes = np.bincount(labels)
     starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
     big = [c for c in np.argsort(-sizes, kind="stable")[:MAX_BOUNDARIES] if sizes[c] >= min_size]
-    for c in big:
-        a, b = starts[c] - 0.5, starts[c] + sizes[c] - 0.5
-        fig.add_shape(type="rect", x0=a, x1=b, y0=a, y1=b, xref="x2", yref="y2",
-                      line=dict(color="black", width=line_width(presentation) / 2), fillcolor="rgba(0,0,0,0)")
+    # Set in one assignment: add_shape re-validates every earlier shape (quadratic; 3.4 s for 80).
+    line = dict(color="black", width=line_width(presentation) / 2)
+    fig.layout.shapes = [dict(type="rect", x0=starts[c] - 0.5, x1=starts[c] + sizes[c] - 0.5, y0=starts[c] - 0.5,
+                              y1=starts[c] + sizes[c] - 0.5, xref="x2", yref="y2", line=line,
+                              fillcolor="rgba(0,0,0,0)") for c in big]
     style(fig, title=title, presentation=presentation, height=560, legend=False)
     for ax in ("xaxis", "xaxis2"):
         fig.layout[ax].update(range=[-0.5, d - 0.5], constrain="domain", showgrid=False, ticks="")
