@@ -4,7 +4,7 @@ import numpy as np
 import streamlit as st
 
 from resdyn import ui
-from resdyn.compute.topology import correlation  # numpy only, no torch
+from resdyn.compute.topology import block_correlation, correlation_block, zscore  # numpy only
 from resdyn.core import queries
 from resdyn.core.figures import topology as fig
 
@@ -52,21 +52,28 @@ c[2].metric("largest", f"{int(sizes.max())} units")
 c[3].metric("median participation", f"{np.nanmedian(units['participation']):.3f}")
 
 
-@st.cache_data(max_entries=4, show_spinner="Correlating units…")
-def _corr(path: str, snap: int, stamp: int, final: bool) -> np.ndarray:
+@st.cache_data(max_entries=4, show_spinner="Standardising units…")
+def _z(path: str, snap: int, stamp: int, final: bool) -> np.ndarray:
+    """(N, d) z-scored activations of the snapshot: every correlation below comes from them."""
     from resdyn.core.store import RunStore
 
     s = RunStore(path)
-    x = s.read_array("final_state") if final else s.read_array("activations")[:, snap, :]
-    return correlation(x)
+    return zscore(s.read_array("final_state") if final else s.read_array("activations")[:, snap, :])
 
 
 @st.cache_data(max_entries=8, show_spinner="Drawing the matrix…")
 def _matrix_figure(path: str, snap: int, stamp: int, final: bool, method: str, labels_key: bytes,
                    title: str, present: bool):
-    # Cached apart from the correlation so a box selection (a rerun) does not re-encode the image.
+    # Cached apart from the block view so a box selection (a rerun) does not re-encode the image.
+    # Above HEATMAP_MAX units the panels are block means taken straight from block sums of z, so
+    # the d×d matrix is never formed (at d = 4096 that would be 33 GFLOP per snapshot).
     labels = np.frombuffer(labels_key, dtype=np.int64)
-    return fig.correlation_figure(_corr(path, snap, stamp, final), labels, title=title, presentation=present)
+    z = _z(path, snap, stamp, final)
+    if len(labels) > fig.HEATMAP_MAX:
+        left, f = block_correlation(z, np.arange(len(labels)), fig.IMAGE_MAX_PX)
+        right, _ = block_correlation(z, fig.community_order(labels), fig.IMAGE_MAX_PX)
+        return fig.correlation_figure(None, labels, title=title, presentation=present, blocks=(left, right, f))
+    return fig.correlation_figure(correlation_block(z), labels, title=title, presentation=present)
 
 
 final = snapshot >= 2 * n_layers
@@ -75,7 +82,6 @@ if not src.is_file():
     st.info(f"Run `{store.run_id}` has no `{src.name}`, so the correlation matrix cannot be drawn.")
 else:
     stamp = src.stat().st_mtime_ns
-    corr = _corr(str(store.path), snapshot, stamp, final)
     title = f"{fig.snapshot_label(snapshot, n_layers)} · {fig.method_label(method)}"
     matrix = _matrix_figure(str(store.path), snapshot, stamp, final, method, labels.astype(np.int64).tobytes(),
                             title, present)
@@ -87,7 +93,8 @@ else:
     if block is None:  # no selection yet: the largest community's block, in community order
         block = (order[: min(sizes[0], 512)],) * 2
         st.caption("Showing the largest community; box-select a region above to zoom in.")
-    ui.plot(fig.block_figure(corr, *block, title=f"{len(block[0])} × {len(block[1])} units at full resolution",
+    sub = correlation_block(_z(str(store.path), snapshot, stamp, final), *block)
+    ui.plot(fig.block_figure(sub, *block, title=f"{len(block[0])} × {len(block[1])} units at full resolution",
                              presentation=present), key="communities-block")
 
 left, right = st.columns(2) if not present else (st.container(), st.container())

@@ -322,3 +322,22 @@ def test_methods_for_rejects_unknown_choice():
     assert T.methods_for("infomap") == ["infomap"]
     with pytest.raises(Exception, match="unknown --communities"):
         T.methods_for("louvain")
+
+
+def test_block_correlation_equals_block_averaged_correlation_without_forming_it():
+    """The Communities page's panels: block means of C from block sums of z equal block-averaging
+    the full matrix (ragged edge blocks included), and a sub-block equals C's rows and columns."""
+    from resdyn.compute.topology import block_correlation, correlation, correlation_block, zscore
+    from resdyn.core.figures.topology import block_average
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((40, 23)) @ rng.standard_normal((23, 23))  # correlated units
+    x[:, 5] = 2.0  # a constant unit: z = 0, its row and column of C are 0
+    order = rng.permutation(23)
+    full = correlation(x)
+    want, f_want = block_average(full[np.ix_(order, order)], 5)
+    got, f = block_correlation(zscore(x), order, 5)
+    assert f == f_want == 5 and got.shape == want.shape == (5, 5)
+    np.testing.assert_allclose(got, want, atol=2e-6)
+    rows, cols = order[:7], order[10:19]
+    np.testing.assert_allclose(correlation_block(zscore(x), rows, cols), full[np.ix_(rows, cols)], atol=1e-6)

@@ -63,6 +63,20 @@ def test_large_correlation_figure_is_a_png_image_with_colour_bar():
     assert fig["layout"]["coloraxis"]["cmin"] == -1  # the colour bar of the dummy trace
 
 
+def test_precomputed_blocks_draw_the_same_panels_without_the_matrix():
+    """The page's path at large d: panels from block means (no d×d matrix) give the same images."""
+    d = 600
+    corr = np.zeros((d, d), np.float32)
+    corr[:300, :300], corr[300:, 300:] = 1.0, -1.0
+    labels = np.repeat([0, 1], 300)
+    want = plain(F.correlation_figure(corr, labels, max_px=200))
+    left, f = F.block_average(corr, 200)
+    got = plain(F.correlation_figure(None, labels, blocks=(left, left, f)))
+    sources = [[t["source"] for t in fig["data"] if t["type"] == "image"] for fig in (want, got)]
+    assert len(sources[1]) == 2 and sources[0] == sources[1]
+    assert got["layout"]["shapes"] == want["layout"]["shapes"]
+
+
 def test_block_average_and_colormap():
     m = np.arange(16, dtype=np.float32).reshape(4, 4)
     small, f = F.block_average(m, 2)

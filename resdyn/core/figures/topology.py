@@ -23,7 +23,7 @@ from resdyn.core.figures.common import (PALETTE, empty_figure, highlight_layer, 
                                         marker_size, style)
 
 HEATMAP_MAX = 512       # up to this d, plain go.Heatmap with hover values
-IMAGE_MAX_PX = 1024     # above it, a PNG of at most this many pixels a side
+IMAGE_MAX_PX = 512      # above it, a PNG of at most this many pixels a side (about the panel's width on screen)
 CORR_SCALE = "RdBu_r"   # negative blue, positive red, 0 white
 MAX_BOUNDARIES = 200    # community squares drawn on the sorted matrix
 SELECT_GRID = 48        # transparent markers per side that make a panel box-selectable
@@ -109,8 +109,12 @@ def _matrix_trace(mat: np.ndarray, max_px: int):
     if d <= HEATMAP_MAX:
         return go.Heatmap(z=mat.astype(np.float32), coloraxis="coloraxis",
                           hovertemplate="row %{y}, col %{x}<br>r = %{z:.3f}<extra></extra>")
-    small, f = block_average(mat, max_px)
-    # Pixel p covers units [p·f, (p+1)·f): centre it at p·f + (f−1)/2 in unit coordinates.
+    return _image_trace(*block_average(mat, max_px))
+
+
+def _image_trace(small: np.ndarray, f: int) -> go.Image:
+    """A block-averaged matrix (m, m) whose pixel p covers units [p·f, (p+1)·f), as a PNG centred
+    at p·f + (f−1)/2 in unit coordinates."""
     return go.Image(source=_png_source(colormap_rgb(small)), x0=(f - 1) / 2, dx=f, y0=(f - 1) / 2, dy=f,
                     hoverinfo="skip")
 
@@ -123,8 +127,9 @@ def _select_grid(d: int, xref: int) -> go.Scatter:
                       unselected=dict(marker=dict(opacity=0)), xaxis=f"x{xref}", yaxis=f"y{xref}")
 
 
-def correlation_figure(corr: np.ndarray, labels: np.ndarray, title: str = "", min_size: int = 2,
-                       max_px: int = IMAGE_MAX_PX, presentation: bool = False) -> go.Figure:
+def correlation_figure(corr: np.ndarray | None, labels: np.ndarray, title: str = "", min_size: int = 2,
+                       max_px: int = IMAGE_MAX_PX, presentation: bool = False,
+                       blocks: tuple[np.ndarray, np.ndarray, int] | None = None) -> go.Figure:
     """The correlation matrix in original unit order (left) and sorted by community (right).
 
     corr: (d, d) correlation of one snapshot; labels: (d,) community labels (0 = largest).
@@ -132,15 +137,23 @@ def correlation_figure(corr: np.ndarray, labels: np.ndarray, title: str = "", mi
     :func:`community_order`). Communities of at least ``min_size`` units are outlined on the
     right (the ``MAX_BOUNDARIES`` largest). Above ``HEATMAP_MAX`` units each panel is a PNG image
     of at most ``max_px`` pixels a side. The figure opens in box-select mode.
+
+    ``blocks`` = (left (m, m), right (m, m), f): the two panels already block-averaged
+    (``resdyn.compute.topology.block_correlation``), so that ``corr`` (then None) is never formed.
     """
-    corr = np.asarray(corr)
     labels = np.asarray(labels)
-    d = corr.shape[0]
+    d = len(labels)
     order = community_order(labels)
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08,
                         subplot_titles=("original order", "sorted by community"))
-    fig.add_trace(_matrix_trace(corr, max_px), row=1, col=1)
-    fig.add_trace(_matrix_trace(corr[np.ix_(order, order)], max_px), row=1, col=2)
+    if blocks is not None and d > HEATMAP_MAX:
+        left, right, f = blocks
+        fig.add_trace(_image_trace(left, f), row=1, col=1)
+        fig.add_trace(_image_trace(right, f), row=1, col=2)
+    else:
+        corr = np.asarray(corr)
+        fig.add_trace(_matrix_trace(corr, max_px), row=1, col=1)
+        fig.add_trace(_matrix_trace(corr[np.ix_(order, order)], max_px), row=1, col=2)
     if d > HEATMAP_MAX:  # go.Image has no colour bar: a dummy marker carries it
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", showlegend=False, hoverinfo="skip",
                                  marker=dict(color=[0.0], coloraxis="coloraxis")), row=1, col=1)
@@ -194,11 +207,12 @@ def selection_block(box: dict | None, order: np.ndarray, max_units: int = 512,
     return rows, cols
 
 
-def block_figure(corr: np.ndarray, rows: np.ndarray, cols: np.ndarray, title: str = "",
+def block_figure(sub: np.ndarray, rows: np.ndarray, cols: np.ndarray, title: str = "",
                  presentation: bool = False) -> go.Figure:
-    """Full-resolution heat map of corr[rows][:, cols]; axes show the unit indices."""
+    """Full-resolution heat map of sub = C[rows][:, cols] (len(rows), len(cols)); axes show the
+    unit indices."""
     rows, cols = np.asarray(rows), np.asarray(cols)
-    sub = np.asarray(corr)[np.ix_(rows, cols)].astype(np.float32)
+    sub = np.asarray(sub, dtype=np.float32)
     fig = go.Figure(go.Heatmap(z=sub, x=[str(c) for c in cols], y=[str(r) for r in rows],
                                zmin=-1, zmax=1, colorscale=CORR_SCALE, colorbar=dict(title="r"),
                                hovertemplate="unit %{y} × unit %{x}<br>r = %{z:.3f}<extra></extra>"))
