@@ -11,15 +11,12 @@ import pytest
 
 from resdyn import demo
 from resdyn.compute.stages import stage_names
-from tests.compute.test_cli import TEXTS, _save_tiny_llama
+from tests.compute.test_cli import save_tiny_model_and_corpus
 
 
 @pytest.fixture(scope="module")
 def model_and_corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo")
-    _save_tiny_llama(root / "tiny-llama")
-    (root / "corpus.txt").write_text("\n".join(TEXTS) + "\n")
-    return root
+    return save_tiny_model_and_corpus(tmp_path_factory.mktemp("demo"))
 
 
 def _args(root, runs, *extra):

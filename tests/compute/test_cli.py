@@ -22,6 +22,14 @@ TEXTS = [
 ]
 
 
+def save_tiny_model_and_corpus(root):
+    """``root/tiny-llama`` (a tiny random Llama with its tokenizer) and ``root/corpus.txt`` (TEXTS,
+    one passage a line): what the end-to-end tests compute runs from. Returns ``root``."""
+    _save_tiny_llama(root / "tiny-llama")
+    (root / "corpus.txt").write_text("\n".join(TEXTS) + "\n")
+    return root
+
+
 def _save_tiny_llama(path, seed=0):
     words = sorted({w for t in TEXTS for w in t.split()})
     vocab = {"[UNK]": 0, "<s>": 1, "</s>": 2, **{w: i + 3 for i, w in enumerate(words)}}

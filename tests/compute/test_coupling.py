@@ -17,7 +17,7 @@ from resdyn.compute.blocks import traced_forward
 from resdyn.compute.cli import main
 from resdyn.core import trajectory as tj
 
-from .test_cli import TEXTS, _save_tiny_llama
+from .test_cli import TEXTS, save_tiny_model_and_corpus
 from .tiny import ARCHS, tiny_bundle
 
 CAUSAL = [a for a in ARCHS if a != "bert"]
@@ -119,10 +119,8 @@ def coupling_run(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     if "resdyn.compute.coupling" not in stages.STAGE_MODULES:  # until stages.py lists it
         mp.setattr(stages, "STAGE_MODULES", [*stages.STAGE_MODULES, "resdyn.compute.coupling"])
-    root = tmp_path_factory.mktemp("coupling")
-    _save_tiny_llama(root / "tiny-llama")
+    root = save_tiny_model_and_corpus(tmp_path_factory.mktemp("coupling"))
     corpus = root / "corpus.txt"
-    corpus.write_text("\n".join(TEXTS) + "\n")
     argv = ["run", "--model", str(root / "tiny-llama"), "--corpus", str(corpus), "--samples", "4",
             "--runs-dir", str(root / "runs"), "--run-id", "c", "--quiet", "--stages", STAGES,
             "--coupling-samples", str(N), "--coupling-window", "3", "--coupling-tokens", "8"]

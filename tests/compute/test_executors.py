@@ -16,7 +16,7 @@ from resdyn.compute import executors
 from resdyn.compute.cli import main
 from resdyn.core import spectral
 from resdyn.errors import ResdynError
-from tests.compute.test_cli import TEXTS, _save_tiny_llama
+from tests.compute.test_cli import save_tiny_model_and_corpus
 
 ray = pytest.importorskip("ray")
 
@@ -33,10 +33,7 @@ def ray_local():
 
 @pytest.fixture(scope="module")
 def model_and_corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("exec")
-    _save_tiny_llama(root / "tiny-llama")
-    (root / "corpus.txt").write_text("\n".join(TEXTS) + "\n")
-    return root
+    return save_tiny_model_and_corpus(tmp_path_factory.mktemp("exec"))
 
 
 def _compute(root, run_id, *extra):

@@ -23,7 +23,7 @@ import pytest
 
 from resdyn.compute.cli import main
 from resdyn.core.store import RunStore
-from tests.compute.test_cli import TEXTS, _save_tiny_llama
+from tests.compute.test_cli import TEXTS, save_tiny_model_and_corpus
 
 STAGES = "activations,jacobians,spectra"
 OUTPUTS = ("activations.npy", "final_state.npy", "jacobians.npy", "samples.parquet", "layers.parquet",
@@ -33,9 +33,7 @@ OUTPUTS = ("activations.npy", "final_state.npy", "jacobians.npy", "samples.parqu
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """A tiny Llama, a 5-passage corpus and one uninterrupted reference run ("ref")."""
-    root = tmp_path_factory.mktemp("faults")
-    _save_tiny_llama(root / "tiny-llama")
-    (root / "corpus.txt").write_text("\n".join(TEXTS) + "\n")
+    root = save_tiny_model_and_corpus(tmp_path_factory.mktemp("faults"))
     assert main(_argv(root, "ref")) == 0
     return root
 
