@@ -18,15 +18,14 @@ QUANTILE_SQL = ("SELECT layer, quantile_cont({c}, 0.25) AS q25, median({c}) AS m
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def _sql(path: str, stamp: int, template: str, params: tuple) -> pd.DataFrame:
-    src = "read_parquet('" + path.replace("'", "''") + "')"
-    return queries.query(template.replace("{t}", src), list(params))
+def _sql(sql: str, stamp: int, params: tuple) -> pd.DataFrame:
+    return queries.query(sql, list(params))
 
 
 def load(store, name: str, template: str, params: tuple = ()) -> pd.DataFrame:
     """A fixed SQL ``template`` ({t} = the run's table) with ``?`` parameters, cached per file version."""
-    p = store.table_path(name)
-    return _sql(str(p), p.stat().st_mtime_ns, template, tuple(params))
+    sql = template.replace("{t}", queries.table_sql(store, name))
+    return _sql(sql, store.table_path(name).stat().st_mtime_ns, tuple(params))
 
 
 def window_stats(store, metric: str, last_only: bool) -> pd.DataFrame:

@@ -5,14 +5,9 @@ import streamlit as st
 
 from resdyn import ui
 from resdyn.compute.topology import block_correlation, correlation_block, zscore  # numpy only
-from resdyn.core import queries
 from resdyn.core.figures import topology as fig
 
-st.title("Activation-graph communities")
-store = ui.select_run()
-if store is None:
-    st.stop()
-m = store.manifest()
+store, m, _ = ui.run_page("Activation-graph communities", layer=False)
 n_layers = int(m["n_layers"])
 present = ui.presentation_toggle()
 ui.runs_dir_caption()
@@ -22,8 +17,7 @@ if not ui.require(store, "units", "communities", "nmi"):
                f"--runs-dir {store.path.parent} --stages communities`.")
     st.stop()
 
-root = store.path.parent
-comms = queries.table(store.run_id, "communities", root=root)
+comms = ui.load_table(store, "communities")
 methods = [x for x in fig.METHOD_LABELS if x in set(comms["method"])]
 method = st.sidebar.selectbox("Community method", methods, format_func=fig.method_label, key="_sel_method")
 snapshots = sorted(int(s) for s in comms["snapshot"].unique())
@@ -41,7 +35,7 @@ st.caption(
     "see it unit by unit below."
 )
 
-units = queries.table(store.run_id, "units", "snapshot = ? AND method = ?", [snapshot, method], root=root)
+units = ui.load_table(store, "units", "snapshot = ? AND method = ?", (snapshot, method))
 units = units.sort_values("unit")
 labels = units["community"].to_numpy()
 sizes = np.bincount(labels)
@@ -99,7 +93,7 @@ else:
 
 left, right = st.columns(2) if not present else (st.container(), st.container())
 with left:
-    nmi = queries.table(store.run_id, "nmi", "method = ?", [method], root=root)
+    nmi = ui.load_table(store, "nmi", "method = ?", (method,))
     ui.plot(fig.nmi_figure(nmi, n_layers, presentation=present), key="communities-nmi")
 with right:
     ui.plot(fig.community_sizes_figure(comms, n_layers, snapshot=snapshot, presentation=present),

@@ -6,14 +6,9 @@ from resdyn import ui
 from resdyn.config import resolve_k
 from resdyn.core.figures import operator
 
-st.title("Operator type across depth")
-store = ui.select_run()
-if store is None:
-    st.stop()
-m = store.manifest()
+store, m, layer = ui.run_page("Operator type across depth")
 n_layers, d = int(m["n_layers"]), int(m["d_model"])
 k = int(m.get("k") or resolve_k(None, d))
-layer = ui.select_layer(n_layers)
 present = ui.presentation_toggle()
 ui.runs_dir_caption()
 ui.partial_banner(store)

@@ -4,7 +4,6 @@ import numpy as np
 import streamlit as st
 
 from resdyn import ui
-from resdyn.core import queries
 from resdyn.core.figures import topology as fig
 
 store, m, layer = ui.run_page("Topology ↔ dynamics")
@@ -17,9 +16,8 @@ if not ui.require(store, "units", "communities", "coupling", "mesoscale"):
                f"--runs-dir {store.path.parent} --stages communities,topology_coupling`.")
     st.stop()
 
-root = store.path.parent
-coupling = queries.table(store.run_id, "coupling", root=root)
-meso_all = queries.table(store.run_id, "mesoscale", root=root)
+coupling = ui.load_table(store, "coupling")
+meso_all = ui.load_table(store, "mesoscale")
 methods = [x for x in fig.METHOD_LABELS if x in set(coupling["method"])]
 method = st.sidebar.selectbox("Community method", methods, format_func=fig.method_label, key="_sel_method")
 
@@ -39,12 +37,12 @@ if len(row):
     sig = coupling[(coupling["method"] == method)]["fdr_significant"]
     c[3].metric("FDR-significant layers", f"{int(sig.sum())}/{len(sig)}")
 
-units = queries.table(store.run_id, "units", "snapshot = ? AND method = ?", [2 * layer, method], root=root)
+units = ui.load_table(store, "units", "snapshot = ? AND method = ?", (2 * layer, method))
 sub = coupling[coupling["method"] == method]
 meso = meso_all[meso_all["method"] == method]
 pvals = {}
 if store.has_table("summary"):
-    summ = queries.table(store.run_id, "summary", "starts_with(name, ?)", [f"topology.{method}.rate."], root=root)
+    summ = ui.load_table(store, "summary", "starts_with(name, ?)", (f"topology.{method}.rate.",))
     got = dict(zip(summ["name"], summ["value"]))
     pvals = {k: got.get(f"topology.{method}.rate.{k}.p", np.nan) for k in ("dsigma", "dvar")}
 
@@ -64,5 +62,5 @@ for i in range(0, len(pairs), 1 if present else 2):
 ui.plot(fig.rate_figure(meso, n_layers, pvalues=pvals, presentation=present), key="topo-rate")
 
 st.subheader("Community methods compared (paper Table 1)")
-comms = queries.table(store.run_id, "communities", root=root)
+comms = ui.load_table(store, "communities")
 st.dataframe(fig.method_table(coupling, comms).style.format(precision=3), hide_index=True, width="stretch")
