@@ -164,8 +164,11 @@ def changes(at: AppTest):
 def _clear_caches() -> None:
     import streamlit as st
 
+    from resdyn.core.figures import common
+
     st.cache_data.clear()
     st.cache_resource.clear()
+    common._GRIDS.clear()  # the subplot-grid prototypes: a cold page builds its own
     gc.collect()
 
 
@@ -252,9 +255,17 @@ def main() -> None:
     store = RunStore(root / main_run)
     present = {f.stem for f in store.path.iterdir()}
 
-    # Python imports are a once-per-server cost, not a page's: load them before timing.
+    # Python imports are a once-per-server cost, not a page's: load them before timing. So is
+    # Streamlit's "not run with `streamlit run`" check (inspect.stack() on the first element drawn
+    # in the process, ~0.2 s), which would otherwise land on the first page timed.
+    import PIL.PngImagePlugin  # noqa: F401  (the Communities page's image panels)
+    import streamlit.delta_generator as dg
+
     import resdyn.ui  # noqa: F401
+    from resdyn.core import correlation, dose, regimes, spectral, trajectory  # noqa: F401
     from resdyn.core.figures import bottleneck, compare, coupling, operator, spectrum, surgery, topology  # noqa: F401
+
+    dg._maybe_print_use_warning()
 
     params = {"run": main_run, "runs": f"{main_run},{twin}", "overlay": main_run}
     rows = []

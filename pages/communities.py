@@ -4,7 +4,7 @@ import numpy as np
 import streamlit as st
 
 from resdyn import ui
-from resdyn.compute.topology import block_correlation, correlation_block, zscore  # numpy only
+from resdyn.core.correlation import block_correlation, correlation_block, standardize
 from resdyn.core.figures import topology as fig
 
 store, m, _ = ui.run_page("Activation-graph communities", layer=False)
@@ -48,11 +48,11 @@ c[3].metric("median participation", f"{np.nanmedian(units['participation']):.3f}
 
 @st.cache_data(max_entries=4, show_spinner="Standardising units…")
 def _z(path: str, snap: int, stamp: int, final: bool) -> np.ndarray:
-    """(N, d) z-scored activations of the snapshot: every correlation below comes from them."""
+    """(d, N) unit-major z-scores of the snapshot: every correlation below comes from them."""
     from resdyn.core.store import RunStore
 
     s = RunStore(path)
-    return zscore(s.read_array("final_state") if final else s.read_array("activations")[:, snap, :])
+    return standardize(s.read_array("final_state") if final else s.read_array("activations")[:, snap, :])
 
 
 @st.cache_data(max_entries=8, show_spinner="Drawing the matrix…")

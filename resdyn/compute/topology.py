@@ -42,6 +42,7 @@ from scipy import stats
 
 from resdyn.compute import executors
 from resdyn.compute.geometry import update_summary  # the run's shared table of named scalars
+from resdyn.core.correlation import correlation
 from resdyn.compute.stages import Stage
 from resdyn.errors import ResdynError
 
@@ -67,65 +68,6 @@ def methods_for(choice: str) -> list[str]:
 
 
 # -- graphs (METHODS §7.1–2) ----------------------------------------------------------------------
-def zscore(x: np.ndarray) -> np.ndarray:
-    """Units z-scored over samples: x (N, d), any float dtype -> (N, d) float32.
-
-    Mean and standard deviation (ddof = 0) in float64; a constant unit gets z = 0. Pearson's
-    correlation of units i and j is then z_iᵀz_j / N.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2 or x.shape[0] < 2:
-        raise ResdynError(f"correlation needs (N ≥ 2, d) activations, got shape {x.shape}")
-    if not np.isfinite(x).all():
-        raise ResdynError("activations contain NaN or inf; recompute the activations stage")
-    z = x - x.mean(axis=0)
-    sd = z.std(axis=0)
-    live = sd > 1e-12 * max(1.0, float(np.abs(x).max()))
-    z[:, live] /= sd[live]
-    z[:, ~live] = 0.0
-    return z.astype(np.float32)
-
-
-def correlation(x: np.ndarray) -> np.ndarray:
-    """Pearson correlation of the units over samples.
-
-    x: (N, d) activations of one snapshot, any float dtype. Each unit is z-scored over the N
-    samples (ddof = 0) in float64, then C = ZᵀZ / N in float32 (its precision is ample for
-    ranking edges and drawing). A constant unit has z = 0, so its row and column are 0.
-    Returns (d, d) float32 with 1 on the diagonal of non-constant units.
-    """
-    return correlation_block(zscore(x))
-
-
-def correlation_block(z: np.ndarray, rows: np.ndarray | None = None, cols: np.ndarray | None = None) -> np.ndarray:
-    """C[rows][:, cols] from z-scored activations z (N, d) float32 (``zscore``), without the rest
-    of C: (len(rows), len(cols)) float32, clipped to [−1, 1]. None means every unit."""
-    a = z if rows is None else z[:, np.asarray(rows)]
-    b = z if cols is None else z[:, np.asarray(cols)]
-    c = a.T @ b
-    c /= np.float32(z.shape[0])
-    np.clip(c, -1.0, 1.0, out=c)
-    return c
-
-
-def block_correlation(z: np.ndarray, order: np.ndarray, max_px: int) -> tuple[np.ndarray, int]:
-    """Means of C over f×f blocks of units taken in ``order``, f = ceil(d / max_px), computed
-    exactly from block sums of z, Σ_{i∈I, j∈J} z_iᵀz_j / N = (Σ_I z_i)ᵀ(Σ_J z_j) / N, without
-    forming the d×d matrix (at d = 4096, N = 1,000: a 1,000 × 1,024 product instead of 33 GFLOP).
-
-    z: (N, d) float32 from ``zscore``; order: (d,) a permutation of the units. Returns
-    ((m, m) float32, f), m = ceil(d / f); edge blocks cut short average what they hold. Equal to
-    block-averaging ``correlation`` reordered, up to float32 rounding (that clips entries at ±1).
-    """
-    n, d = z.shape
-    f = max(1, int(np.ceil(d / max_px)))
-    starts = np.arange(0, d, f)
-    sums = np.add.reduceat(z[:, np.asarray(order)].astype(np.float64), starts, axis=1)  # (N, m)
-    size = np.diff(np.append(starts, d)).astype(np.float64)
-    out = (sums.T @ sums) / (n * np.outer(size, size))
-    return out.astype(np.float32), f
-
-
 def top_k_graph(corr: np.ndarray, k: int = TOP_K) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sparse signed graph keeping each unit's top-k edges by |corr| (METHODS §7.2).
 

@@ -327,7 +327,7 @@ def test_methods_for_rejects_unknown_choice():
 def test_block_correlation_equals_block_averaged_correlation_without_forming_it():
     """The Communities page's panels: block means of C from block sums of z equal block-averaging
     the full matrix (ragged edge blocks included), and a sub-block equals C's rows and columns."""
-    from resdyn.compute.topology import block_correlation, correlation, correlation_block, zscore
+    from resdyn.core.correlation import block_correlation, correlation, correlation_block, standardize
     from resdyn.core.figures.topology import block_average
 
     rng = np.random.default_rng(3)
@@ -336,8 +336,25 @@ def test_block_correlation_equals_block_averaged_correlation_without_forming_it(
     order = rng.permutation(23)
     full = correlation(x)
     want, f_want = block_average(full[np.ix_(order, order)], 5)
-    got, f = block_correlation(zscore(x), order, 5)
+    got, f = block_correlation(standardize(x), order, 5)
     assert f == f_want == 5 and got.shape == want.shape == (5, 5)
     np.testing.assert_allclose(got, want, atol=2e-6)
     rows, cols = order[:7], order[10:19]
-    np.testing.assert_allclose(correlation_block(zscore(x), rows, cols), full[np.ix_(rows, cols)], atol=1e-6)
+    np.testing.assert_allclose(correlation_block(standardize(x), rows, cols), full[np.ix_(rows, cols)], atol=1e-6)
+
+
+def test_standardize_is_unit_major_zscores_and_zero_for_constant_units():
+    """standardize(x) is scipy's z-score (ddof 0) transposed to (d, N); a constant unit is all 0."""
+    from scipy import stats
+
+    from resdyn.core.correlation import standardize
+
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((30, 7)) * 10.0 + 3.0).astype(np.float32)
+    x[:, 2] = 4.5
+    zu = standardize(x)
+    assert zu.shape == (7, 30) and zu.dtype == np.float32 and zu.flags.c_contiguous
+    live = [0, 1, 3, 4, 5, 6]
+    want = np.zeros((30, 7))
+    want[:, live] = stats.zscore(x[:, live].astype(np.float64), axis=0)
+    np.testing.assert_allclose(zu, want.T, atol=1e-5)

@@ -21,6 +21,15 @@ def _corr(d, seed=0):
     return np.corrcoef(x.T).astype(np.float32), lab
 
 
+def _squares(fig: dict) -> list[tuple[float, float, float, float]]:
+    """(x0, x1, y0, y1) of the community squares outlined on the sorted panel (one polyline trace)."""
+    (line,) = [t for t in fig["data"] if t.get("name") == "communities"]
+    assert line["xaxis"] == "x2" and line["yaxis"] == "y2"
+    xs, ys = np.asarray(line["x"], float).reshape(-1, 6), np.asarray(line["y"], float).reshape(-1, 6)
+    assert np.isnan(xs[:, 5]).all() and np.isnan(ys[:, 5]).all()  # a gap after each square
+    return sorted((x[:5].min(), x[:5].max(), y[:5].min(), y[:5].max()) for x, y in zip(xs, ys))
+
+
 def test_snapshot_labels():
     assert [F.snapshot_label(s, 2) for s in range(5)] == ["L0 attn", "L0 mlp", "L1 attn", "L1 mlp", "final"]
 
@@ -38,10 +47,11 @@ def test_small_correlation_figure_sorts_by_community_and_outlines_communities():
     # sorted order groups labels, ascending units inside a community
     assert np.all(np.diff(lab[order]) >= 0)
     sizes = np.bincount(lab)
-    rects = fig["layout"]["shapes"]
+    rects = _squares(fig)
     assert len(rects) == int((sizes >= 2).sum())
-    first = min(rects, key=lambda r: r["x0"])  # community 0 starts at position 0
-    assert (first["x0"], first["x1"]) == (-0.5, sizes[0] - 0.5)
+    first = min(rects)  # community 0 starts at position 0
+    assert first == (-0.5, sizes[0] - 0.5, -0.5, sizes[0] - 0.5)
+    assert sorted(r[1] - r[0] for r in rects) == sorted(int(n) for n in sizes if n >= 2)
     assert fig["layout"]["dragmode"] == "select"
 
 
@@ -74,7 +84,7 @@ def test_precomputed_blocks_draw_the_same_panels_without_the_matrix():
     got = plain(F.correlation_figure(None, labels, blocks=(left, left, f)))
     sources = [[t["source"] for t in fig["data"] if t["type"] == "image"] for fig in (want, got)]
     assert len(sources[1]) == 2 and sources[0] == sources[1]
-    assert got["layout"]["shapes"] == want["layout"]["shapes"]
+    assert _squares(got) == _squares(want) == [(-0.5, 299.5, -0.5, 299.5), (299.5, 599.5, 299.5, 599.5)]
 
 
 def test_block_average_and_colormap():
@@ -89,6 +99,11 @@ def test_block_average_and_colormap():
     assert tuple(rgb[0, 1]) == (247, 247, 247)  # RdBu_r midpoint: white-ish
     assert rgb[0, 0, 2] > rgb[0, 0, 0] and rgb[0, 2, 0] > rgb[0, 2, 2]
     assert tuple(rgb[0, 3]) == (220, 220, 220)
+    # The image panels are palette PNGs: decoded, they are exactly colormap_rgb.
+    m = np.random.default_rng(0).uniform(-1, 1, (9, 7)).astype(np.float32)
+    m[2, 3] = np.nan
+    png = base64.b64decode(F._png_source(m).split(",", 1)[1])
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")), F.colormap_rgb(m))
 
 
 def test_selection_block_maps_sorted_panel_back_to_units():

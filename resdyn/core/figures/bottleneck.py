@@ -14,11 +14,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
-from plotly.subplots import make_subplots
 
 from resdyn.core import spectral
 from resdyn.core.figures.common import (BASELINE_COLOR, DENSITY_SCALE, PALETTE, empty_figure, font_size,
-                                        highlight_layer, layer_axis, line_width, marker_size, style)
+                                        highlight_layer, layer_axis, line_width, marker_size, style, subplots)
 
 DEPTH_DASH = {0: "solid", 1: "dash", 2: "dot"}
 
@@ -51,7 +50,7 @@ def erank_profile(cumulative: Mapping[str, pd.DataFrame], layers: Mapping[str, p
     layers = layers or {}
     colors = run_colors(list(cumulative))
     lw, ms = line_width(presentation), marker_size(presentation)
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig = subplots(specs=[[{"secondary_y": True}]])
     n_layers = 1
     for run_id, cum in cumulative.items():
         cum = cum.sort_values("layer")

@@ -7,7 +7,10 @@ larger fonts and thicker lines for a projector.
 
 from __future__ import annotations
 
+import re
+
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 # Okabe & Ito (2008), "Color Universal Design".
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
@@ -30,16 +33,50 @@ def marker_size(presentation: bool = False) -> float:
     return 9.0 if presentation else 5.0
 
 
+# The parts of plotly's "plotly_white" look our 2-D figures use, written into each figure's own
+# layout. A plotly template would be the idiomatic place, but assigning one costs 5–15 ms per
+# figure (it is validated and deep-copied), most of a page's server time, and Streamlit's chart
+# theme overrides template fonts in the browser anyway; explicit layout values it keeps.
+_WHITE = {
+    "paper_bgcolor": "white", "plot_bgcolor": "white", "hovermode": "closest", "autotypenumbers": "strict",
+    "shapedefaults": {"line": {"color": "#2a3f5f"}},
+    "annotationdefaults": {"arrowcolor": "#2a3f5f", "arrowhead": 0, "arrowwidth": 1},
+}
+_AXIS = {"gridcolor": "#EBF0F8", "zerolinecolor": "#EBF0F8", "automargin": True, "showline": True,
+         "linecolor": "#444", "mirror": False, "ticks": "outside", "zeroline": False}
+_AXIS_KEY = re.compile(r"^[xy]axis\d*$")
+
+
+def _merged(base: dict, over: dict) -> dict:
+    """``base`` updated by ``over``, nested dicts merged key by key (``over`` wins)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def style(fig: go.Figure, *, title: str, presentation: bool = False, height: int | None = None,
-          legend: bool = True) -> go.Figure:
-    """Apply the house layout to ``fig`` in place and return it."""
+          legend: bool = True, **layout_over) -> go.Figure:
+    """Apply the house layout to ``fig`` in place and return it.
+
+    White background, Okabe–Ito colours, explicit font sizes (Streamlit's chart theme would
+    otherwise keep its own small tick fonts) and outside ticks on every x and y axis present,
+    subplots included; no plotly template ("none"). The layout is rebuilt once from the figure's
+    own merged with these settings (~4 ms; ``update_layout`` plus ``update_xaxes`` cost ~30).
+    ``layout_over`` (layout properties as nested dicts, e.g. ``xaxis={"range": [0, 1]}``) is merged
+    last, so a builder sets its own axes in the same pass instead of a later ``update_layout``.
+    """
     fs = font_size(presentation)
-    fig.update_layout(
-        template="plotly_white",
+    fig.layout.template = "none"  # plotly's default template: serialising it would deep-copy it
+    layout = fig.layout.to_plotly_json()
+    layout.pop("template", None)
+    axis = dict(_AXIS, tickfont={"size": fs}, title={"standoff": 15, "font": {"size": fs}})
+    axes = {k for k in layout if _AXIS_KEY.match(k)} | {"xaxis", "yaxis"}
+    layout = _merged(layout, dict(
+        _WHITE, **{k: axis for k in axes},
         title={"text": title, "x": 0.0, "xanchor": "left", "font": {"size": round(fs * 1.3)}},
-        font={"family": FONT_FAMILY, "size": fs},
-        colorway=list(PALETTE),
-        hoverlabel={"font": {"size": fs}},
+        font={"family": FONT_FAMILY, "size": fs, "color": "#2a3f5f"}, colorway=list(PALETTE),
+        hoverlabel={"align": "left", "font": {"size": fs}},
         # Room at the bottom for the x-axis title and, under it, the legend.
         margin={"l": 60, "r": 20, "t": 50 if not presentation else 70,
                 "b": (150 if presentation else 105) if legend else (70 if presentation else 50)},
@@ -48,15 +85,35 @@ def style(fig: go.Figure, *, title: str, presentation: bool = False, height: int
         # onto several lines never runs into the title or the axis labels.
         legend={"orientation": "h", "yref": "container", "yanchor": "bottom", "y": 0.0,
                 "xanchor": "left", "x": 0.0, "font": {"size": fs}},
-    )
-    # Projector figures need a taller plot area: fonts and legend grow, the data must not shrink.
-    fig.update_layout(height=height or (560 if presentation else 450))
-    # Explicit sizes: Streamlit's chart theme would otherwise keep its own small tick fonts.
-    axis = {"showline": True, "linecolor": "#444", "mirror": False, "ticks": "outside", "zeroline": False,
-            "tickfont": {"size": fs}, "title_font": {"size": fs}}
-    fig.update_xaxes(**axis)
-    fig.update_yaxes(**axis)
+        # Projector figures need a taller plot area: fonts and legend grow, the data must not shrink.
+        height=height or (560 if presentation else 450),
+    ))
+    layout = _merged(layout, layout_over)
+    layout["template"] = "none"
+    fig.layout = layout
     return fig
+
+
+_GRIDS: dict[str, go.Figure] = {}
+_GRIDS_MAX = 64
+
+
+def subplots(**kwargs) -> go.Figure:
+    """``plotly.subplots.make_subplots(**kwargs)`` from a cached prototype (~1.5 ms instead of 15–30).
+
+    The grid for given arguments never changes, so it is built once and copied: a figure copy keeps
+    the subplot grid (``add_trace(..., row=, col=)`` works). The prototype has no template; ``style``
+    sets the house look.
+    """
+    key = repr(sorted(kwargs.items()))
+    proto = _GRIDS.get(key)
+    if proto is None:
+        proto = make_subplots(**kwargs)
+        proto.layout.template = "none"
+        if len(_GRIDS) >= _GRIDS_MAX:  # titles can name layers: keep the most recent grids only
+            _GRIDS.pop(next(iter(_GRIDS)), None)
+        _GRIDS[key] = proto
+    return go.Figure(proto)
 
 
 def layer_axis(fig: go.Figure, n_layers: int, **kwargs) -> None:

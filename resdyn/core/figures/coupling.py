@@ -15,10 +15,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from resdyn.core.figures.common import (DENSITY_SCALE, PALETTE, empty_figure, highlight_layer, layer_axis,
-                                        line_width, marker_size, style)
+                                        line_width, marker_size, style, subplots)
 
 MISCOUPLING = "normalised miscoupling m̃ = ‖A − diag A‖_F / ‖A‖_F"
 GRID_MAX = 8  # layers per side of the |A| grid
@@ -109,8 +108,8 @@ def coupling_grid(a: np.ndarray, layers: Sequence[int], *, k: int | None = None,
         return empty_figure("no layers chosen", presentation)
     k = int(k or a.shape[-1])
     n = len(layers)
-    fig = make_subplots(rows=n, cols=n, horizontal_spacing=0.01, vertical_spacing=0.01,
-                        row_titles=[f"J^{l}" for l in layers], column_titles=[f"basis {l}" for l in layers])
+    fig = subplots(rows=n, cols=n, horizontal_spacing=0.01, vertical_spacing=0.01,
+                   row_titles=[f"J^{l}" for l in layers], column_titles=[f"basis {l}" for l in layers])
     block = np.abs(np.asarray(a[np.ix_(layers, layers)], dtype=np.float64)[..., :k, :k])
     for i, la in enumerate(layers):
         for j, lb in enumerate(layers):

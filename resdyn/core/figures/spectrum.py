@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
-from plotly.subplots import make_subplots
 
 from resdyn.core.figures.common import (BASELINE_COLOR, DENSITY_SCALE, OPERATOR_NAMES, PALETTE,
-                                        empty_figure, font_size, line_width, marker_size, style)
+                                        empty_figure, font_size, line_width, marker_size, style,
+                                        subplots)
 
 # quantity key -> (axis label, function of the complex eigenvalues)
 QUANTITIES = {
@@ -132,8 +132,8 @@ def eigenvalue_density(eig: pd.DataFrame, *, operator: str = "J", bins: int = 80
         return empty_figure("no eigenvalues in this run", presentation)
     keys = ("re", "im", "abs")
     refs = {"re": [1.0] if operator == "J" else [0.0], "im": [0.0], "abs": [1.0] if operator == "J" else []}
-    fig = make_subplots(rows=1, cols=3, shared_yaxes=True, horizontal_spacing=0.04,
-                        subplot_titles=[QUANTITIES[q][0] for q in keys])
+    fig = subplots(rows=1, cols=3, shared_yaxes=True, horizontal_spacing=0.04,
+                   subplot_titles=[QUANTITIES[q][0] for q in keys])
     for col, q in enumerate(keys, start=1):
         counts, edges, layers = density_matrix(eig, q, operator=operator, bins=bins, n_layers=n_layers)
         centers = 0.5 * (edges[:-1] + edges[1:])

@@ -13,10 +13,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from resdyn.core.figures.common import (BASELINE_COLOR, PALETTE, empty_figure, line_width, marker_size,
-                                        style)
+                                        style, subplots)
 
 METRICS = {
     "erank": "erank(P_{0:L−1})",
@@ -60,8 +59,8 @@ def dose_curves(tables: Mapping[str, pd.DataFrame], *, c: float | None = None,
     if not tables:
         return empty_figure("no run has the 'schur' stage", presentation)
     readouts = readouts or {}
-    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[METRICS[m] for m in metrics],
-                        horizontal_spacing=0.08)
+    fig = subplots(rows=1, cols=len(metrics), subplot_titles=[METRICS[m] for m in metrics],
+                   horizontal_spacing=0.08)
     lw, ms = line_width(presentation), marker_size(presentation)
     for ri, (run_id, df) in enumerate(tables.items()):
         color = PALETTE[ri % len(PALETTE)]
