@@ -1,14 +1,20 @@
 """Server time of every dashboard page: first render and every widget change, against 300 ms.
 
     python benchmarks/latency.py                          # d = 4096, L = 32, N = 1,000 (the issue's size)
-    python benchmarks/latency.py --d 1024 --stages all    # smaller, with every stage that needs no model
+    python benchmarks/latency.py --d 1024                 # smaller
     python benchmarks/latency.py --pages runs,spectrum    # some pages only
 
 It builds (once; reused from ``--cache``) a synthetic run with the real table sizes
 (``resdyn.core.synthetic``: activations (N, 2L, d), jacobians (L, d, d), samples L·N rows,
-eigenvalues 2·L·d rows), plus a random-init twin for the multi-run views, then runs the numpy-only
-stages named by ``--stages`` on the main run (default: cumulative; ``all`` adds schur,
-pseudospectra, communities and topology_coupling, which take long at d = 4096 on a small CPU).
+eigenvalues 2·L·d rows), plus a random-init twin for the multi-run views, and adds the later
+stages named by ``--stages`` (default ``all``) to the main run:
+
+- cumulative, communities, topology_coupling: the real stages (numpy only; ~15 min at d = 4096);
+- schur, pseudospectra: the real stages up to d = 1024; above, written block by block from the
+  synthetic operator by ``resdyn.core.synthetic_geometry`` (same files, columns and grid sizes;
+  ~5 min and 8.6 GB instead of hours);
+- block_coupling (with trajectories): the real stages run on a tiny random Llama with the same L
+  and N (their tables do not depend on d), copied into the run.
 
 Each page file runs under ``streamlit.testing.v1.AppTest`` in this process: that is the script's
 own time on the server (queries, figure building, serialising), without the network and the
@@ -34,6 +40,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import gc  # noqa: E402
+import shutil  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -51,10 +58,14 @@ from resdyn.compute.context import RunContext  # noqa: E402
 from resdyn.config import RunConfig  # noqa: E402
 from resdyn.core.store import RunStore  # noqa: E402
 from resdyn.core.synthetic import make_synthetic_run  # noqa: E402
+from resdyn.core.synthetic_geometry import add_geometry_stages  # noqa: E402
 
 BUDGET_MS = 300.0
 EXEMPT = {("schur_surgery", "Dose c")}  # the live dose slider has its own budget (benchmarks/dose_slider.py)
-ALL_STAGES = ("cumulative", "schur", "pseudospectra", "communities", "topology_coupling")
+ALL_STAGES = ("cumulative", "schur", "pseudospectra", "communities", "topology_coupling", "block_coupling")
+# Above this width "schur" and "pseudospectra" are written block by block from the synthetic
+# operator (minutes) instead of by the real stages (hours on a small CPU at d = 4096).
+BLOCKWISE, BLOCKWISE_MIN_D = ("schur", "pseudospectra"), 1024
 # Page file stem -> the tables it draws (for the "note" column: which stage is missing).
 NEEDS = {"bottleneck": {"cumulative": "cumulative"}, "schur_surgery": {"schur_dose": "schur"},
          "communities": {"communities": "communities"},
@@ -92,15 +103,79 @@ def prepare(cache: Path, d: int, n_layers: int, n_samples: int, stages: tuple[st
     by_name = {s.name: s for s in [*geometry.STAGES, *topology.STAGES]}
     store = RunStore(root / main)
     ctx = RunContext(RunConfig(runs_dir=root, run_id=main), store, quiet=True)
-    for name in stages:
+    for name in (s for s in stages if s in by_name):
         outputs = by_name[name].outputs
         if all((store.path / o).exists() for o in outputs):
             continue
         t0 = time.perf_counter()
-        print(f"stage {name} ...", flush=True)
-        by_name[name].fn(ctx)
+        if name in BLOCKWISE and d > BLOCKWISE_MIN_D:
+            print(f"stages {', '.join(BLOCKWISE)}, block by block (resdyn.core.synthetic_geometry) ...", flush=True)
+            add_geometry_stages(store)
+        else:
+            print(f"stage {name} ...", flush=True)
+            by_name[name].fn(ctx)
+        print(f"  {time.perf_counter() - t0:.0f} s", flush=True)
+    if "block_coupling" in stages and not all((store.path / f).exists() for f in COUPLING_FILES):
+        t0 = time.perf_counter()
+        print("stages block_coupling, trajectories (tiny random Llama, same L and N) ...", flush=True)
+        coupling_stages(cache, n_layers, n_samples, store)
         print(f"  {time.perf_counter() - t0:.0f} s", flush=True)
     return root, main, twin
+
+
+COUPLING_FILES = ("block_coupling.parquet", "block_coupling_A.npy", "trajectories.parquet",
+                  "trajectory_pca.parquet", "trajectory_windows.parquet")
+
+
+def coupling_stages(cache: Path, n_layers: int, n_samples: int, target: RunStore, window: int = 4) -> None:
+    """The "block_coupling" and "trajectories" files of ``target``, from the real stages run on a tiny
+    random Llama with the benchmark's L (d = 64) over ``n_samples`` synthetic passages of ~100 words.
+
+    Their table sizes depend on L, N, the passage lengths and the coupling settings, not on d: the
+    trajectories table has a row per token per state (~N·100·(L+1) rows). ``window`` ≥ 2 adds the
+    token-wise coupling rows, so that every widget of the page is timed.
+    """
+    import numpy as np
+    import transformers as tf
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from resdyn.compute.cli import main as compute
+
+    work = cache / f"coupling-L{n_layers}-N{n_samples}-w{window}"
+    model_dir, corpus, runs = work / "tiny-llama", work / "corpus.txt", work / "runs"
+    if not all((runs / "tiny" / f).is_file() for f in COUPLING_FILES):
+        rng = np.random.default_rng(0)
+        words = [f"w{i}" for i in range(400)]
+        corpus.parent.mkdir(parents=True, exist_ok=True)
+        corpus.write_text("\n".join(" ".join(rng.choice(words, int(rng.integers(60, 140))))
+                                     for _ in range(n_samples)) + "\n")
+        vocab = {"[UNK]": 0, "<s>": 1, "</s>": 2, **{w: i + 3 for i, w in enumerate(words)}}
+        tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        fast = tf.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", bos_token="<s>", eos_token="</s>")
+        cfg = tf.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=n_layers,
+                             num_attention_heads=4, num_key_value_heads=2, vocab_size=len(vocab),
+                             max_position_embeddings=256, bos_token_id=1, eos_token_id=2, pad_token_id=None)
+        tf.LlamaForCausalLM(cfg).save_pretrained(model_dir)
+        fast.save_pretrained(model_dir)
+        rc = compute(["run", "--model", str(model_dir), "--corpus", str(corpus), "--samples", str(n_samples),
+                      "--runs-dir", str(runs), "--run-id", "tiny", "--quiet", "--coupling-window", str(window),
+                      "--stages", "activations,block_coupling,trajectories"])
+        if rc != 0:
+            raise SystemExit(f"the tiny model's coupling stages failed (exit {rc})")
+    src = RunStore(runs / "tiny")
+    for name in COUPLING_FILES:
+        shutil.copyfile(src.path / name, target.path / name)
+    # The page's headline numbers: the summary rows those stages wrote.
+    rows = src.read_table("summary")
+    rows = rows[rows["name"].str.startswith(("block_coupling.", "trajectories."))]
+    from resdyn.compute.geometry import update_summary
+
+    update_summary(target, dict(zip(rows["name"], rows["value"])))
+    m = target.manifest()
+    m.update(coupling_samples=src.manifest().get("coupling_samples"), coupling_window=window,
+             coupling_tokens=src.manifest().get("coupling_tokens"))
+    target.write_manifest(m)
 
 
 def _force(widget, **state) -> None:
@@ -241,8 +316,8 @@ def main() -> None:
     ap.add_argument("--d", type=int, default=4096)
     ap.add_argument("--layers", type=int, default=32)
     ap.add_argument("--samples", type=int, default=1000)
-    ap.add_argument("--stages", default="cumulative",
-                    help=f"numpy-only stages to add to the run: comma-separated, 'none' or 'all' ({', '.join(ALL_STAGES)})")
+    ap.add_argument("--stages", default="all",
+                    help=f"stages to add to the run: comma-separated, 'none' or 'all' ({', '.join(ALL_STAGES)})")
     ap.add_argument("--pages", default=None, help="comma-separated page file stems (default: every page of app.py)")
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "resdyn-latency"),
                     help="where the synthetic runs are kept between invocations")

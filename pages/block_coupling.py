@@ -29,6 +29,11 @@ def load(store, name: str, template: str, params: tuple = ()) -> pd.DataFrame:
 
 
 def window_stats(store, metric: str, last_only: bool) -> pd.DataFrame:
+    """(layer, q25, median, q75, n) of a windowed metric: stored by the trajectories stage, or
+    (runs from before it stored them) aggregated from the trajectories table."""
+    if store.has_table("trajectory_windows"):
+        return load(store, "trajectory_windows", "SELECT layer, q25, median, q75, n FROM {t} "
+                    "WHERE scope = ? AND metric = ? ORDER BY layer", ("last" if last_only else "all", metric))
     if not store.has_table("trajectories"):
         return pd.DataFrame()
     where = "token = -1" if last_only else "TRUE"
@@ -134,12 +139,14 @@ else:
     c[1].metric("median expodistance", f"{summary.get('trajectories.ed_median' + sfx, np.nan):.3g}",
                 help="Var α / (mean α)², α = log growth of ‖x^l‖ per layer; 0 for exactly exponential norms.")
     c[2].metric("window", f"{summary.get('trajectories.window', np.nan):.0f} layers")
-    pairs = [(metric, window_stats(store, metric, last_only)) for metric in ("lss_window", "ed_window", "norm")]
+    traj_key = (str(store.path), ui.stamps(store, "trajectories"), last_only, present)
     cols = st.columns(1 if present else 3)
-    for i, (metric, stats) in enumerate(pairs):
+    for i, metric in enumerate(("lss_window", "ed_window", "norm")):
         with cols[i % len(cols)]:
-            ui.plot(fig.window_profile({store.run_id: stats}, metric, highlight=layer, presentation=present),
-                    key=f"traj-{metric}")
+            # Built once per run and view for the whole server; the layer band is added to a copy.
+            spec = ui.cached_figure(f"traj-{metric}", traj_key, lambda m=metric: fig.window_profile(
+                {store.run_id: window_stats(store, m, last_only)}, m, presentation=present))
+            ui.plot(ui.with_highlight(spec, layer), key=f"traj-{metric}")
 
     st.subheader("Trajectory PCA")
     pca_samples = load(store, "trajectory_pca", "SELECT DISTINCT sample FROM {t} ORDER BY sample")["sample"].tolist()
@@ -149,9 +156,11 @@ else:
         skip = c[1].toggle("Without the first token", value=True, key="_sel_pca_skip",
                            help="The first token's state often has an outsized norm (an attention sink) and "
                                 "takes the whole first axis; off = the paper's fit over every token.")
-        pca = load(store, "trajectory_pca", "SELECT * FROM {t} WHERE sample = ? AND fit = ?",
-                   (int(p), "skip_first" if skip else "all"))
-        ui.plot(fig.pca_figure(pca, presentation=present), key="traj-pca")
+        fit = "skip_first" if skip else "all"
+        ui.plot(ui.cached_figure("traj-pca", (str(store.path), ui.stamps(store, "trajectory_pca"), int(p), fit, present),
+                                 lambda: fig.pca_figure(load(store, "trajectory_pca", "SELECT * FROM {t} WHERE "
+                                                             "sample = ? AND fit = ?", (int(p), fit)),
+                                                        presentation=present)), key="traj-pca")
         if store.has_table("passages"):
             text = load(store, "passages", "SELECT text FROM {t} WHERE sample = ?", (int(p),))
             if len(text):
@@ -187,11 +196,15 @@ if chosen:
                       "median LSS, last token": summ.get("trajectories.lss_median_last"),
                       "median ED": summ.get("trajectories.ed_median")})
     st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch")
+    cmp_key = (tuple((str(s.path), ui.stamps(s, "block_coupling", "trajectories")) for s in opened), k_cmp, present)
     cols = st.columns(1 if present else 2)
     with cols[0]:
-        ui.plot(fig.layer_coupling_overlay(profiles, k=k_cmp, highlight=layer, presentation=present),
-                key="compare-coupling")
+        spec = ui.cached_figure("compare-coupling", cmp_key, lambda: fig.layer_coupling_overlay(
+            profiles, k=k_cmp, presentation=present))
+        ui.plot(ui.with_highlight(spec, layer), key="compare-coupling")
     with cols[-1]:
-        ui.plot(fig.lss_distribution(lss, presentation=present), key="compare-lss")
-    ui.plot(fig.window_profile(stats, "lss_window", highlight=layer, presentation=present,
-                               title="Windowed LSS, median and IQR per run"), key="compare-lss-window")
+        ui.plot(ui.cached_figure("compare-lss", cmp_key, lambda: fig.lss_distribution(lss, presentation=present)),
+                key="compare-lss")
+    spec = ui.cached_figure("compare-lss-window", cmp_key, lambda: fig.window_profile(
+        stats, "lss_window", presentation=present, title="Windowed LSS, median and IQR per run"))
+    ui.plot(ui.with_highlight(spec, layer), key="compare-lss-window")

@@ -6,6 +6,7 @@ import streamlit as st
 from resdyn import ui
 from resdyn.core import dose, queries
 from resdyn.core.figures import surgery
+from resdyn.core.figures.common import empty_figure
 from resdyn.core.store import open_run
 from resdyn.errors import ResdynError
 
@@ -90,9 +91,22 @@ st.caption(f"Run `{store.run_id}`, mode {mode}: {how} in {res.seconds:.2f} s. Ov
 ui.plot(surgery.dose_curves(tables, c=c, readouts=readouts, presentation=present), key="surgery-dose")
 
 st.subheader(f"Layer {layer} at c = {c:.2f}")
-sigma = res.sigma.get(layer)
-t_file = store.array_path(dose.schur_names(mode)[1])
-reference = _trained_sigma(str(store.path.parent), store.run_id, layer, mode, t_file.stat().st_mtime_ns)
+if int(m["d_model"]) <= dose.SIGMA_MAX_D:  # one d×d SVD per move: live
+    sigma, c_sigma = res.sigma.get(layer), c
+    t_file = store.array_path(dose.schur_names(mode)[1])
+    reference = _trained_sigma(str(store.path.parent), store.run_id, layer, mode, t_file.stat().st_mtime_ns)
+else:  # too wide for a live SVD: the singular values stored by the pseudospectra stage
+    sigma = reference = c_sigma = None
+    sv = ui.load_table(store, "layer_sigma", "layer = ?", (layer,))
+    if sv is not None and len(sv):
+        stored = np.unique(sv["c"].to_numpy(float))
+        c_sigma = float(stored[np.argmin(np.abs(stored - c))])
+        sigma = sv.loc[sv["c"] == c_sigma].sort_values("i")["sigma"].to_numpy()
+        ref = sv.loc[sv["c"] == 1.0].sort_values("i")["sigma"].to_numpy()
+        reference = ref if len(ref) else None
+        st.caption(f"d = {m['d_model']} is too wide for a live SVD per slider move: the singular values are "
+                   f"those stored at c ∈ {{{', '.join(f'{x:g}' for x in stored)}}} (mode J); showing "
+                   f"c = {c_sigma:g}, the nearest to the slider.")
 eigs = dose.layer_eigenvalues(store, layer, mode)
 ps = ui.load_table(store, "pseudospectra", "layer = ?", (layer,))
 nr = ui.load_table(store, "numerical_range", "layer = ?", (layer,))
@@ -111,8 +125,13 @@ else:
             f"`python -m resdyn.compute run --run-id {store.run_id} --stages pseudospectra`.")
 left, right = st.columns(2)
 with left:
-    ui.plot(surgery.layer_singular_values(sigma, c=c, layer=layer, reference=reference, presentation=present),
-            key="surgery-sigma")
+    if sigma is None:
+        ui.plot(empty_figure(f"Singular values of J_{layer}(c): d = {m['d_model']} is too wide for a "
+                             "live SVD; compute the pseudospectra stage to store them", present),
+                key="surgery-sigma")
+    else:
+        ui.plot(surgery.layer_singular_values(sigma, c=c_sigma, layer=layer, reference=reference,
+                                              presentation=present), key="surgery-sigma")
 with right:
     ui.plot(surgery.layer_complex_plane(eigs, layer=layer, pseudo=ps,
                                         numrange=nr, c_shown=c_shown, presentation=present),

@@ -36,8 +36,10 @@ norm, alpha, lss_window, ed_window, lss, ed) with LSS / ED over the whole depth 
 windows of 11 states (centred at ``layer``), and ``trajectory_pca.parquet`` (sample, fit, token,
 position, layer, pc1, pc2, var1, var2): each coupling prompt's trajectories projected on the 2-D
 PCA of its last-layer states (``fit`` "all": every token, the paper's; "skip_first": fitted and
-drawn without the first token, whose outsized norm can take the whole first axis). Summary rows
-``trajectories.*``: median LSS and ED.
+drawn without the first token, whose outsized norm can take the whole first axis), and
+``trajectory_windows.parquet`` (scope, metric, layer, q25, median, q75, n): the per-layer quartiles
+the dashboard draws (``trajectory.window_quantiles``). Summary rows ``trajectories.*``: median LSS
+and ED.
 """
 
 from __future__ import annotations
@@ -449,6 +451,7 @@ def compute_trajectories(ctx) -> None:
     if not np.isfinite(table["norm"]).all():
         raise ResdynError("hidden states contain NaN or Inf; rerun with --dtype float64")
     ctx.store.write_table("trajectories", table)
+    ctx.store.write_table("trajectory_windows", tj.window_quantiles(table))
     ctx.store.write_table("trajectory_pca", pd.concat(pcas, ignore_index=True))
     update_summary(ctx.store, trajectory_summary(table, width))
 
@@ -459,6 +462,6 @@ STAGES = [
           description="in-context residual Jacobians of a sample subset and their depth/token-wise "
                       "coupling (METHODS §9)"),
     Stage("trajectories", compute_trajectories, requires=("activations",), needs_model=True,
-          outputs=("trajectories.parquet", "trajectory_pca.parquet"),
+          outputs=("trajectories.parquet", "trajectory_pca.parquet", "trajectory_windows.parquet"),
           description="line-shape score, expodistance, norms and 2-D PCA of every token's trajectory (METHODS §9)"),
 ]

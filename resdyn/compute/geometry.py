@@ -11,8 +11,9 @@ float32 and writes:
   ``schur_R_T.npy`` (R = J̄ − I), all (L, d, d) complex64, and ``schur_dose.parquet`` (mode,
   construction, draw, c, erank, log10_fro, henrici) over the paper's dose grid.
 - "pseudospectra" (METHODS §11): ``pseudospectra.parquet`` (layer, c, x, y, log10_sigma_min) on
-  a grid per layer and dose, ``numerical_range.parquet`` (layer, c, idx, x, y) and
-  ``transient_growth.parquet`` (layer, k, log10_norm).
+  a grid per layer and dose, ``numerical_range.parquet`` (layer, c, idx, x, y),
+  ``layer_sigma.parquet`` (layer, c, i, sigma: the singular values of J_l(c), mode J, at the same
+  doses) and ``transient_growth.parquet`` (layer, k, log10_norm).
 
 ``summary.parquet`` holds named scalars (name, value) shared by every stage: ``update_summary``.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import scipy.linalg as sl
 
 from resdyn.compute import executors
 from resdyn.compute.stages import Stage
@@ -205,11 +207,15 @@ def compute_pseudospectra(ctx) -> None:
     store = ctx.store
     t_all = store.read_array("schur_T")
     n_layers = t_all.shape[0]
-    ps, nr = [], []
+    ps, nr, sv = [], [], []
     for l in ctx.progress(range(n_layers), desc="pseudospectra", total=n_layers, unit="layer"):
         t = np.asarray(t_all[l])
         for c in PSEUDO_DOSES:
             tc = spectral.dosed_schur_factor(t, c)
+            # σ(J_l(c)) = σ(Λ + cN): what the Schur page draws for runs too wide to run an SVD live.
+            sigma = sl.svdvals(tc, check_finite=False).astype(np.float64)
+            sv.append(pd.DataFrame({"layer": np.int32(l), "c": float(c),
+                                    "i": np.arange(1, len(sigma) + 1, dtype=np.int32), "sigma": sigma}))
             w = spectral.numerical_range(tc, n_angles=NR_ANGLES)
             nr.append(pd.DataFrame({"layer": np.int32(l), "c": float(c), "idx": np.arange(len(w), dtype=np.int32),
                                     "x": w.real, "y": w.imag}))
@@ -220,6 +226,7 @@ def compute_pseudospectra(ctx) -> None:
                                     "log10_sigma_min": g.ravel()}))
     store.write_table("pseudospectra", pd.concat(ps, ignore_index=True))
     store.write_table("numerical_range", pd.concat(nr, ignore_index=True))
+    store.write_table("layer_sigma", pd.concat(sv, ignore_index=True))
     tg = spectral.transient_growth(_jacobians(store), progress=ctx.progress)
     li, ki = np.nonzero(~np.isnan(tg))
     store.write_table("transient_growth", pd.DataFrame({
@@ -240,6 +247,8 @@ STAGES = [
           outputs=("schur_Q.npy", "schur_T.npy", "schur_R_Q.npy", "schur_R_T.npy", "schur_dose.parquet"),
           description="complex Schur forms and the dose / control A / control B grid, modes J and R (METHODS §6)"),
     Stage("pseudospectra", compute_pseudospectra, requires=("schur",),
-          outputs=("pseudospectra.parquet", "numerical_range.parquet", "transient_growth.parquet"),
-          description="ε-pseudospectra, numerical ranges and transient growth (METHODS §11)"),
+          outputs=("pseudospectra.parquet", "numerical_range.parquet", "transient_growth.parquet",
+                   "layer_sigma.parquet"),
+          description="ε-pseudospectra, numerical ranges, singular values at the stored doses and transient "
+                      "growth (METHODS §11)"),
 ]

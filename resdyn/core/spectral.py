@@ -519,16 +519,21 @@ def pseudospectrum_grid(t: np.ndarray, n: int = 40, pad: float = 0.25, around: n
 
     Returns x (n,), y (n,) float64 and log10_sigma_min (n, n) float64 indexed [iy, ix].
     """
-    lam = np.diag(t)
-    pts = lam if around is None else np.concatenate([lam, np.asarray(around)])
-    lo_x, hi_x, lo_y, hi_y = pts.real.min(), pts.real.max(), pts.imag.min(), pts.imag.max()
-    margin = max(pad * max(hi_x - lo_x, hi_y - lo_y), 0.05 * max(1.0, float(np.abs(lam).max())))
-    x = np.linspace(lo_x - margin, hi_x + margin, n)
-    y = np.linspace(lo_y - margin, hi_y + margin, n)
+    x, y = pseudospectrum_box(np.diag(t), around, n, pad)
     z = (x[None, :] + 1j * y[:, None]).ravel()
     smin = sigma_min_grid(t, z, **kwargs)
     with np.errstate(divide="ignore"):
         return x, y, np.log10(smin).reshape(n, n)
+
+
+def pseudospectrum_box(lam: np.ndarray, around: np.ndarray | None = None, n: int = 40,
+                       pad: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+    """The grid axes x (n,), y (n,) of ``pseudospectrum_grid`` for spectrum ``lam`` (complex)."""
+    lam = np.asarray(lam)
+    pts = lam if around is None else np.concatenate([lam, np.asarray(around)])
+    lo_x, hi_x, lo_y, hi_y = pts.real.min(), pts.real.max(), pts.imag.min(), pts.imag.max()
+    margin = max(pad * max(hi_x - lo_x, hi_y - lo_y), 0.05 * max(1.0, float(np.abs(lam).max())))
+    return np.linspace(lo_x - margin, hi_x + margin, n), np.linspace(lo_y - margin, hi_y + margin, n)
 
 
 @single_threaded_blas

@@ -171,6 +171,34 @@ def _mean_blocks(rng: np.random.Generator, d: int, k: int, depth: float, init: s
     return _Blocks(a, b, t), w_out
 
 
+def _operator(rng_q: np.random.Generator, rng_layers: np.random.Generator, n_layers: int, d: int, k: int,
+              init: str) -> tuple[np.ndarray, list[_Blocks]]:
+    """Q (d, d) and the blocks T_l of every layer: J̄_l = Q T_l Qᵀ."""
+    q = _random_orthogonal(rng_q, d)
+    layer_rngs = rng_layers.spawn(n_layers)
+    blocks, w_out = [], None
+    for l in range(n_layers):
+        for _attempt in range(20):  # redraw in the (rare) case the singular-value gap is missing
+            bl, w = _mean_blocks(layer_rngs[l], d, k, l / max(n_layers - 1, 1), init, w_out)
+            if _check_gap(bl, k):
+                break
+        else:
+            raise RuntimeError(f"synthetic layer {l}: no singular-value gap after 20 draws (d={d}, k={k})")
+        blocks.append(bl)
+        w_out = w
+    return q, blocks
+
+
+def operator_blocks(store: RunStore) -> tuple[np.ndarray, list[_Blocks]]:
+    """Q (d, d) float64 and the per-layer blocks of a synthetic run, regenerated from its manifest
+    (the same draws as ``make_synthetic_run``): J̄_l = Q diag(a, b_1 … b_m, t) Qᵀ."""
+    m = store.manifest()
+    if m.get("architecture") != "synthetic":
+        raise ValueError(f"run {store.run_id} is not a synthetic run")
+    rng_q, rng_layers, _, _ = np.random.default_rng(int(m["seed"])).spawn(4)
+    return _operator(rng_q, rng_layers, int(m["n_layers"]), int(m["d_model"]), int(m["k"]), m["init"])
+
+
 def _check_gap(blocks: _Blocks, k: int) -> bool:
     """True when J's and R's top-k singular values all lie in block ``a`` and are separated."""
     for bl in (blocks, blocks.minus_identity()):
@@ -380,18 +408,7 @@ def make_synthetic_run(runs_dir, run_id: str, *, n_layers: int = 4, d: int = 32,
 
     # -- stage "jacobians" ------------------------------------------------------------------
     t0 = time.perf_counter()
-    q = _random_orthogonal(rng_q, d)
-    layer_rngs = rng_layers.spawn(n_layers)
-    blocks, w_out = [], None
-    for l in range(n_layers):
-        for _attempt in range(20):  # redraw in the (rare) case the singular-value gap is missing
-            bl, w = _mean_blocks(layer_rngs[l], d, k, l / max(n_layers - 1, 1), init, w_out)
-            if _check_gap(bl, k):
-                break
-        else:
-            raise RuntimeError(f"synthetic layer {l}: no singular-value gap after 20 draws (d={d}, k={k})")
-        blocks.append(bl)
-        w_out = w
+    q, blocks = _operator(rng_q, rng_layers, n_layers, d, k, init)
     norms: list[tuple[float, float]] = []
     eta = 0.15 if init != "random" else 0.02  # per-sample spread around the mean Jacobian
     stats = np.empty((n_layers, n_samples, 5))

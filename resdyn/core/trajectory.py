@@ -275,3 +275,28 @@ def trajectory_pca(traj: np.ndarray, n_components: int = 2) -> tuple[np.ndarray,
         pad = np.zeros(proj.shape[:-1] + (n_components - proj.shape[-1],))
         proj, ratio = np.concatenate([proj, pad], -1), np.concatenate([ratio, np.zeros(pad.shape[-1])])
     return proj, ratio
+
+
+WINDOW_METRICS = ("lss_window", "ed_window", "norm")
+
+
+def window_quantiles(table):
+    """Per-layer quartiles of the windowed metrics of a ``trajectories`` table, for every token
+    ("all") and for last tokens only ("last"): the Block-coupling page's profiles, small enough to
+    read on every render (the table itself has a row per token and state, millions at N = 1,000).
+
+    Returns a DataFrame (scope, metric, layer, q25, median, q75, n); quantiles interpolate linearly
+    (DuckDB's quantile_cont), missing values are skipped.
+    """
+    import pandas as pd
+
+    frames = []
+    for scope, part in (("all", table), ("last", table[table["token"] == -1])):
+        g = part.groupby("layer")
+        for metric in WINDOW_METRICS:
+            q = g[metric].quantile([0.25, 0.5, 0.75]).unstack()
+            frames.append(pd.DataFrame({"scope": scope, "metric": metric, "layer": q.index.astype(np.int32),
+                                        "q25": q[0.25].to_numpy(), "median": q[0.5].to_numpy(),
+                                        "q75": q[0.75].to_numpy(), "n": g[metric].count().to_numpy()}))
+    out = pd.concat(frames, ignore_index=True)
+    return out[out["n"] > 0].reset_index(drop=True)

@@ -75,6 +75,8 @@ def write_coupling_tables(store: RunStore, coupled: bool, seed: int) -> None:
     table = pd.concat(traj_rows, ignore_index=True)
     store.write_table("trajectories", table)
     store.write_table("trajectory_pca", pd.concat(pcas, ignore_index=True))
+    if coupled:  # the trained run has the stored quartiles; the random one (older runs) has not
+        store.write_table("trajectory_windows", tj.window_quantiles(table))
     update_summary(store, {**C.coupling_summary(rows, KS), **C.trajectory_summary(table, width)})
 
 
@@ -127,7 +129,8 @@ def test_page_shows_depth_heatmap_grid_tokens_trajectories_and_comparison(coupli
     assert _metric(at, "coupling score 1 − m̃") == f"{summary['block_coupling.coupling_score']:.3f}"
     # |A| grid over layers 1..(1 + 3 capped at L − 1 = 3): 3 × 3 images.
     grid = _figure(at, "|A| of the first prompt")
-    assert len(grid["data"]) == 9 and all(t["type"] == "heatmap" for t in grid["data"])
+    (heat,) = grid["data"]  # one heatmap of 3 × 3 tiles
+    assert heat["type"] == "heatmap" and grid["layout"]["yaxis"]["ticktext"] == ["J^1", "J^2", "J^3"]
     # Token-wise (self, mean over prompts) at layer 1.
     tok = _figure(at, "Token-wise coupling at layer 1, K = 30")
     self_rows = rows[(rows.kind == "self") & rows["aggregate"] & (rows.K == 30) & (rows.layer_a == 1)]
@@ -143,6 +146,11 @@ def test_page_shows_depth_heatmap_grid_tokens_trajectories_and_comparison(coupli
     pca = _figure(at, "Token trajectories")
     assert [t["name"] for t in pca["data"]] == ["token trajectories", "states x_t^l", "last token"]
     # Comparison: both runs; the trained-like one is more coupled and straighter.
+    # The random run has no trajectory_windows: its curve in the comparison comes from the table.
+    cmp = _figure(at, "Windowed LSS, median and IQR per run")
+    rnd = RunStore(coupling_root / RANDOM_RUN).read_table("trajectories")
+    medians = [np.asarray(decode(t["y"]), float) for t in cmp["data"] if t.get("name") == RANDOM_RUN]
+    assert medians and medians[0] == pytest.approx([rnd.loc[rnd.layer == 2, "lss_window"].median()], rel=1e-6)
     table = at.dataframe[0].value.set_index("run")
     assert set(table.index) == {TRAINED_RUN, RANDOM_RUN}
     assert table.loc[TRAINED_RUN, "coupling score"] > table.loc[RANDOM_RUN, "coupling score"] + 0.3

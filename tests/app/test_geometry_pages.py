@@ -109,6 +109,30 @@ def test_moving_the_dose_slider_changes_the_live_readouts(env):
     assert any("recomputed live" in c.value for c in at.caption)
 
 
+def test_wide_runs_draw_the_stored_singular_values_without_an_svd(env, monkeypatch):
+    """Above SIGMA_MAX_D the layer panel shows layer_sigma at the stored dose nearest the slider
+    (and the trained curve at c = 1) instead of running a d×d SVD per move."""
+    monkeypatch.setattr(dose, "SIGMA_MAX_D", 4)  # the fixture's d is above this
+    monkeypatch.setattr(dose, "layer_sigma", lambda *a, **k: pytest.fail("a live SVD ran"))
+    sv = RunStore(env / TRAINED_RUN).read_table("layer_sigma")
+    at = _app("pages/schur_surgery.py", run=TRAINED_RUN, layer="1", c="0.3")
+    _ok(at)
+    want = sv[(sv["layer"] == 1) & (sv["c"] == 0.0)].sort_values("i")["sigma"].to_numpy()
+    ref = sv[(sv["layer"] == 1) & (sv["c"] == 1.0)].sort_values("i")["sigma"].to_numpy()
+    panel = _charts(at)[1]
+    np.testing.assert_allclose(panel["data"][-1]["y"], want)
+    np.testing.assert_allclose(panel["data"][0]["y"], ref)
+    assert any("showing c = 0, the nearest" in c.value for c in at.caption)
+    # A run without the table says what to compute, and the page still draws its other figures.
+    (env / TRAINED_RUN / "layer_sigma.parquet").rename(env / "layer_sigma.parquet.bak")
+    try:
+        at = _app("pages/schur_surgery.py", run=TRAINED_RUN, layer="1")
+        _ok(at)
+        assert "pseudospectra stage" in str(_charts(at)[1]["layout"]["annotations"])
+    finally:
+        (env / "layer_sigma.parquet.bak").rename(env / TRAINED_RUN / "layer_sigma.parquet")
+
+
 def test_dose_comes_from_the_link_and_bad_values_fall_back(env):
     grid = _grid(env, TRAINED_RUN, "R")
     at = _app("pages/schur_surgery.py", run=TRAINED_RUN, c="0.5", mode="R")

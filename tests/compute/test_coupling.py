@@ -232,6 +232,30 @@ def test_trajectories_table_matches_the_activations(coupling_run):
                                traj.loc[traj["layer"] == 2, "lss"].to_numpy(), rtol=1e-6)
 
 
+def test_trajectory_windows_are_the_quartiles_duckdb_gives_on_the_table(coupling_run):
+    """The stored per-layer quartiles equal DuckDB's quantile_cont over the trajectories table
+    (what the page computed before the stage stored them), for every token and for last tokens."""
+    from resdyn.core import queries
+
+    root, _, _ = coupling_run
+    run = root / "runs" / "c"
+    win = _table(root, "trajectory_windows")
+    assert list(win.columns) == ["scope", "metric", "layer", "q25", "median", "q75", "n"]
+    for scope, where in (("all", "TRUE"), ("last", "token = -1")):
+        for metric in tj.WINDOW_METRICS:
+            want = queries.query(
+                f"SELECT layer, quantile_cont({metric}, 0.25) AS q25, median({metric}) AS median, "
+                f"quantile_cont({metric}, 0.75) AS q75, count({metric}) AS n FROM read_parquet(?) "
+                f"WHERE {metric} IS NOT NULL AND {where} GROUP BY layer ORDER BY layer",
+                [str(run / "trajectories.parquet")])
+            got = win[(win["scope"] == scope) & (win["metric"] == metric)].sort_values("layer")
+            assert len(got) == len(want) > 0
+            np.testing.assert_array_equal(got["layer"], want["layer"])
+            np.testing.assert_array_equal(got["n"], want["n"])
+            for col in ("q25", "median", "q75"):
+                np.testing.assert_allclose(got[col], want[col], rtol=1e-6)  # float32 columns
+
+
 def test_trajectory_pca_covers_the_coupling_prompts(coupling_run):
     root, _, _ = coupling_run
     pca = _table(root, "trajectory_pca")

@@ -186,6 +186,23 @@ def test_numerical_range_supports_the_hermitian_parts(run, jac):
     np.testing.assert_allclose((rot * w).real, support, atol=1e-4)
 
 
+def test_layer_sigma_is_the_svd_of_the_dosed_jacobian(run, jac):
+    """layer_sigma holds σ(J_l(c)) at the stored doses: at c = 1 that of J̄_l itself, at c = 0 that
+    of the normal matrix with J̄_l's eigenvalues, and every c matches the live dose's SVD."""
+    sv = run.read_table("layer_sigma")
+    assert list(sv.columns) == ["layer", "c", "i", "sigma"]
+    assert (sv.groupby(["layer", "c"]).size() == D).all()
+    assert sorted(sv["c"].unique()) == sorted(geometry.PSEUDO_DOSES)
+    for l, c in ((0, 1.0), (2, 0.0), (L - 1, 2.0)):
+        got = sv[(sv["layer"] == l) & (sv["c"] == c)].sort_values("i")["sigma"].to_numpy()
+        np.testing.assert_allclose(got, dose.layer_sigma(run, l, c), rtol=1e-6)
+        if c == 1.0:
+            np.testing.assert_allclose(got, np.linalg.svd(jac[l], compute_uv=False), rtol=1e-4, atol=1e-6)
+        if c == 0.0:
+            lam = np.linalg.eigvals(jac[l])
+            np.testing.assert_allclose(got, np.sort(np.abs(lam))[::-1], rtol=1e-4, atol=1e-6)
+
+
 def test_transient_growth_table_is_the_norm_of_partial_products(run, jac):
     tg = run.read_table("transient_growth")
     assert list(tg.columns) == ["layer", "k", "log10_norm"]

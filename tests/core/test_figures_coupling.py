@@ -44,10 +44,16 @@ def test_grid_layers_and_coupling_grid_images():
     assert len(wide) == fig.GRID_MAX and wide[0] == 0 and wide[-1] == 29
     a = np.random.default_rng(1).normal(size=(4, 4, 6, 6))
     f = plain(fig.coupling_grid(a, [1, 3], k=4))
-    assert len(f["data"]) == 4
-    img = np.asarray(f["data"][1]["z"])  # row J^1, column basis 3
-    block = np.abs(a[1, 3, :4, :4])
-    np.testing.assert_allclose(img, block / block.max())
+    (heat,) = f["data"]  # one heatmap, tiles of 4 with a blank line between them
+    z = np.asarray(heat["z"], dtype=float)
+    assert z.shape == (9, 9) and np.isnan(z[4]).all() and np.isnan(z[:, 4]).all()
+    for i, la in enumerate((1, 3)):
+        for j, lb in enumerate((1, 3)):
+            block = np.abs(a[la, lb, :4, :4])
+            np.testing.assert_allclose(z[5 * i:5 * i + 4, 5 * j:5 * j + 4], block / block.max(), rtol=1e-6)
+    assert heat["y"][5] == "J^3 [0]" and heat["x"][2] == "basis 1 [2]"  # row J^3, column basis 1
+    assert f["layout"]["xaxis"]["ticktext"] == ["basis 1", "basis 3"]
+    assert f["layout"]["yaxis"]["ticktext"] == ["J^1", "J^3"]
 
 
 def test_token_heatmap_places_tokens():
