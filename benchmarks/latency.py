@@ -103,8 +103,12 @@ def prepare(cache: Path, d: int, n_layers: int, n_samples: int, stages: tuple[st
     by_name = {s.name: s for s in [*geometry.STAGES, *topology.STAGES]}
     store = RunStore(root / main)
     ctx = RunContext(RunConfig(runs_dir=root, run_id=main), store, quiet=True)
+    from resdyn.core.correlation import HEATMAP_MAX
+
     for name in (s for s in stages if s in by_name):
         outputs = by_name[name].outputs
+        if name == "communities" and d > HEATMAP_MAX:  # the overview images wide runs also get
+            outputs = (*outputs, "corr_blocks.npy")
         if all((store.path / o).exists() for o in outputs):
             continue
         t0 = time.perf_counter()

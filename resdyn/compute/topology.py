@@ -22,7 +22,8 @@ Column i of J̄_l is the response to a perturbation of input unit i, so the ampl
 Stages (``STAGES``):
 
 - ``communities``: graphs, partitions, participation → ``units``, ``communities``, ``nmi``,
-  ``graph_edges``; per-snapshot checkpoints in ``.partial/communities`` make it resumable.
+  ``graph_edges``, and above d = 512 the dashboard's overview images ``corr_blocks`` (.npy and
+  .parquet); per-snapshot checkpoints in ``.partial/communities`` make it resumable.
 - ``topology_coupling``: mesoscale test, boundary-node test, rate-level tests → ``mesoscale``,
   ``coupling`` and ``topology.*`` rows of ``summary.parquet`` (name, value).
 """
@@ -42,7 +43,7 @@ from scipy import stats
 
 from resdyn.compute import executors
 from resdyn.compute.geometry import update_summary  # the run's shared table of named scalars
-from resdyn.core.correlation import correlation
+from resdyn.core.correlation import HEATMAP_MAX, correlation, overview_blocks, standardize
 from resdyn.compute.stages import Stage
 from resdyn.errors import ResdynError
 
@@ -516,7 +517,33 @@ def compute_communities(ctx) -> None:
     store.write_table("units", pd.concat(units, ignore_index=True))
     store.write_table("communities", pd.concat(comms, ignore_index=True))
     store.write_table("nmi", pd.concat(nmi_rows, ignore_index=True))
+    _write_overview_blocks(store, acts, final, labels, methods)
     store.clear_partial("communities")
+
+
+def _write_overview_blocks(store, acts, final, labels: dict[str, list[np.ndarray]], methods: list[str]) -> None:
+    """corr_blocks.npy (S, 1 + M, m, m) float16 and corr_blocks.parquet (panel, order, f): the
+    Communities page's overview panels (block means of C in unit order, then in each method's
+    community order) for runs wider than HEATMAP_MAX, so that a page render reads two small
+    images instead of z-scoring a whole snapshot. Narrower runs get neither file (and any old ones
+    are removed): the page draws C itself there."""
+    d = acts.shape[2]
+    n_snap = len(labels[methods[0]])
+    names = ("corr_blocks.parquet", "corr_blocks.npy")
+    if d <= HEATMAP_MAX:
+        for name in names:
+            (store.path / name).unlink(missing_ok=True)
+        return
+    out, f = None, 1
+    for s in range(n_snap):
+        x = final if s == acts.shape[1] else acts[:, s, :]
+        panels, f = overview_blocks(standardize(np.asarray(x)), [labels[m][s] for m in methods])
+        if out is None:
+            out = np.empty((n_snap, *panels.shape), np.float16)
+        out[s] = panels
+    store.write_array("corr_blocks", out)
+    store.write_table("corr_blocks", pd.DataFrame({"panel": np.arange(1 + len(methods), dtype=np.int32),
+                                                   "order": ["unit", *methods], "f": np.int32(f)}))
 
 
 def _self_alignment(store, n_layers: int) -> np.ndarray:

@@ -14,6 +14,9 @@ import numpy as np
 
 from resdyn.errors import ResdynError
 
+HEATMAP_MAX = 512   # up to this many units the dashboard draws C itself (a heatmap with hover values)
+IMAGE_MAX_PX = 512  # above it, block means of C of at most this many pixels a side
+
 
 def standardize(x: np.ndarray) -> np.ndarray:
     """Units z-scored over samples, unit-major: x (N, d), any float dtype -> (d, N) float32.
@@ -80,3 +83,32 @@ def block_correlation(zu: np.ndarray, order: np.ndarray, max_px: int) -> tuple[n
     size[full:] = d - full * f
     out = (sums @ sums.T) / (n * np.outer(size, size))
     return out.astype(np.float32), f
+
+
+def community_order(labels: np.ndarray) -> np.ndarray:
+    """(d,) unit order grouping communities (label 0 first, i.e. largest first), units ascending inside."""
+    labels = np.asarray(labels)
+    return np.lexsort((np.arange(len(labels)), labels))
+
+
+def overview_blocks(zu: np.ndarray, labelings: list[np.ndarray], max_px: int = IMAGE_MAX_PX,
+                    ) -> tuple[np.ndarray, int]:
+    """The Communities page's two overview panels for one snapshot, for several partitions:
+    block means of C in unit order, then in ``community_order`` of each labeling.
+
+    zu: (d, N) from ``standardize``; labelings: (d,) community labels per method. Returns
+    ((1 + len(labelings), m, m) float16, f): float16 keeps 3 significant digits, plenty for a
+    255-level colour map, at half the bytes.
+    """
+    d = zu.shape[0]
+    orders = [np.arange(d)] + [community_order(lab) for lab in labelings]
+    panels = [block_correlation(zu, o, max_px) for o in orders]
+    return np.stack([p for p, _ in panels]).astype(np.float16), panels[0][1]
+
+
+def standardize_units(x: np.ndarray, units: np.ndarray) -> np.ndarray:
+    """``standardize`` of some units only: x (N, d) -> (len(units), N) float32, rows in ``units`` order
+    (each unit is z-scored on its own, so this equals ``standardize(x)[units]``)."""
+    units = np.asarray(units)
+    uniq, inv = np.unique(units, return_inverse=True)
+    return standardize(np.asarray(x[:, uniq]))[inv]

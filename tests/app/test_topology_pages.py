@@ -73,6 +73,46 @@ def test_communities_page_follows_snapshot_and_method(topo_root, monkeypatch):
     assert at.query_params["snapshot"] == "3"
 
 
+@pytest.mark.parametrize("stored", [True, False])
+def test_wide_runs_draw_block_mean_images_stored_or_computed(tmp_path, synthetic_runs_dir, monkeypatch, stored):
+    """Above HEATMAP_MAX the overview is two images: from corr_blocks when the stage stored them,
+    else computed on the page from the activations (older runs); both draw the same pixels."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from resdyn.core.figures import topology as F
+
+    shutil.copytree(synthetic_runs_dir / TRAINED_RUN, tmp_path / TRAINED_RUN)
+    store = RunStore(tmp_path / TRAINED_RUN)
+    ctx = RunContext(RunConfig(runs_dir=tmp_path, run_id=TRAINED_RUN), store, quiet=True)
+    monkeypatch.setattr(T, "HEATMAP_MAX", 8)
+    monkeypatch.setattr(F, "HEATMAP_MAX", 8)
+    monkeypatch.setattr(F, "IMAGE_MAX_PX", 512)
+    T.compute_communities(ctx)
+    assert store.has_array("corr_blocks")
+    if not stored:
+        store.array_path("corr_blocks").unlink()
+    at = _page("communities.py", tmp_path, monkeypatch, run=TRAINED_RUN, snapshot="2")
+    assert not at.exception, [e.value for e in at.exception]
+    images = [t for t in _figures(at)[0]["data"] if t["type"] == "image"]
+    assert len(images) == 2
+    got = [np.asarray(Image.open(io.BytesIO(base64.b64decode(t["source"].split(",", 1)[1]))).convert("RGB"))
+           for t in images]
+    units = store.read_table("units")
+    lab = units[(units.snapshot == 2) & (units.method == "cpm")].sort_values("unit")["community"].to_numpy()
+    from resdyn.core.correlation import block_correlation, overview_blocks, standardize
+
+    zu = standardize(np.asarray(store.read_array("activations")[:, 2, :]))
+    if stored:  # the float16 panels of the stage
+        want = overview_blocks(zu, [lab])[0].astype(np.float32)
+    else:  # computed on the page in float32
+        want = [block_correlation(zu, o, 512)[0] for o in (np.arange(len(lab)), F.community_order(lab))]
+    for img, panel in zip(got, want):
+        np.testing.assert_array_equal(img, F.colormap_rgb(panel))
+
+
 def test_topology_dynamics_page_shows_every_view(topo_root, monkeypatch):
     at = _page("topology_dynamics.py", topo_root, monkeypatch, run=TRAINED_RUN, layer="2")
     assert not at.exception and not at.error

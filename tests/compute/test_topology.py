@@ -358,3 +358,52 @@ def test_standardize_is_unit_major_zscores_and_zero_for_constant_units():
     want = np.zeros((30, 7))
     want[:, live] = stats.zscore(x[:, live].astype(np.float64), axis=0)
     np.testing.assert_allclose(zu, want.T, atol=1e-5)
+
+
+def test_overview_blocks_and_standardize_units_equal_the_full_computation():
+    """overview_blocks = block means of C in unit order and in each labeling's community order
+    (float16); standardize_units(x, units) = standardize(x)[units], repeats and any order."""
+    from resdyn.core.correlation import (community_order, correlation, overview_blocks, standardize,
+                                         standardize_units)
+    from resdyn.core.figures.topology import block_average
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((50, 31)) @ rng.standard_normal((31, 31))
+    labs = [rng.integers(0, 4, 31), rng.integers(0, 6, 31)]
+    panels, f = overview_blocks(standardize(x), labs, max_px=8)
+    full = correlation(x)
+    assert panels.dtype == np.float16 and panels.shape == (3, 8, 8) and f == 4
+    for panel, order in zip(panels, [np.arange(31)] + [community_order(lab) for lab in labs]):
+        want, _ = block_average(full[np.ix_(order, order)], 8)
+        np.testing.assert_allclose(panel.astype(np.float32), want, atol=2e-3)  # float16
+    units = np.array([7, 2, 7, 30])
+    np.testing.assert_allclose(standardize_units(x, units), standardize(x)[units], atol=1e-6)
+
+
+def test_communities_stage_stores_the_overview_panels_above_the_heatmap_width(tmp_path, synthetic_runs_dir,
+                                                                              monkeypatch):
+    """Runs wider than HEATMAP_MAX get corr_blocks (one panel per snapshot in unit order and per
+    method), equal to overview_blocks of each snapshot with the stored labels; narrower runs none."""
+    from resdyn.core.correlation import overview_blocks, standardize
+
+    shutil.copytree(synthetic_runs_dir / TRAINED_RUN, tmp_path / TRAINED_RUN)
+    ctx = _ctx(tmp_path, TRAINED_RUN, "all")
+    monkeypatch.setattr(T, "HEATMAP_MAX", 8)  # the fixture's d is above this
+    T.compute_communities(ctx)
+    store = ctx.store
+    index = store.read_table("corr_blocks")
+    assert list(index["order"]) == ["unit", *T.METHODS] and list(index["panel"]) == list(range(1 + len(T.METHODS)))
+    blocks = store.read_array("corr_blocks")
+    units = store.read_table("units")
+    acts, final = store.read_array("activations"), store.read_array("final_state")
+    assert blocks.shape[:2] == (acts.shape[1] + 1, 1 + len(T.METHODS))
+    for s in (0, 3, acts.shape[1]):  # the last one is the final state
+        x = final if s == acts.shape[1] else acts[:, s, :]
+        labs = [units[(units.snapshot == s) & (units.method == m)].sort_values("unit")["community"].to_numpy()
+                for m in T.METHODS]
+        want, f = overview_blocks(standardize(np.asarray(x)), labs)
+        np.testing.assert_array_equal(blocks[s], want)
+        assert int(index["f"].iloc[0]) == f
+    monkeypatch.setattr(T, "HEATMAP_MAX", 512)
+    T.compute_communities(ctx)
+    assert not store.has_array("corr_blocks") and not store.has_table("corr_blocks")

@@ -86,7 +86,8 @@ def test_pca_figure_highlights_the_last_token():
                          "var1": 0.7, "var2": 0.2})
     f = plain(fig.pca_figure(pd.DataFrame(rows)))
     paths, states, last = f["data"]
-    assert sum(v is None for v in paths["x"]) == 2  # one gap after each token's path
+    x = np.asarray(paths["x"], float)
+    assert len(x) == 7 and np.isnan(x[3]) and np.isnan(x).sum() == 1  # a gap between the two tokens' paths
     assert list(last["y"]) == [-1.0, -1.0, -1.0]
     assert "70%" in f["layout"]["xaxis"]["title"]["text"]
 

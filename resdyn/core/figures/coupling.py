@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from resdyn.core.figures.common import (DENSITY_SCALE, PALETTE, empty_figure, highlight_layer, layer_axis,
-                                        line_width, marker_size, style, subplots)
+                                        layer_axis_props, line_width, marker_size, style)
 
 MISCOUPLING = "normalised miscoupling m̃ = ‖A − diag A‖_F / ‖A‖_F"
 GRID_MAX = 8  # layers per side of the |A| grid
@@ -209,10 +209,9 @@ def window_profile(stats: Mapping[str, pd.DataFrame], metric: str, *, highlight:
             customdata=np.stack([s["q25"], s["q75"]], axis=1),
             hovertemplate="layer %{x}<br>median %{y:.4g}<br>IQR %{customdata[0]:.4g} – %{customdata[1]:.4g}"
                           "<extra>" + run + "</extra>"))
-    style(fig, title=title or label, presentation=presentation, legend=len(stats) > 1)
-    layer_axis(fig, n_layers)
-    fig.update_xaxes(title_text="layer l (window centre; state x^l)")
-    fig.update_yaxes(title_text=label, type="log" if log else "linear")
+    style(fig, title=title or label, presentation=presentation, legend=len(stats) > 1,
+          xaxis=layer_axis_props(n_layers, "layer l (window centre; state x^l)"),
+          yaxis={"title": {"text": label}, "type": "log" if log else "linear"})
     highlight_layer(fig, highlight, presentation)
     return fig
 
@@ -228,10 +227,8 @@ def lss_distribution(values: Mapping[str, np.ndarray], *, title: str = "", prese
         v = v[np.isfinite(v)]
         fig.add_trace(go.Box(y=v, name=run, marker_color=colors[run], boxpoints=False,
                              line={"width": line_width(presentation) / 2}))
-    style(fig, title=title or "Line-shape score over the whole depth (1 = straight line)",
-          presentation=presentation, legend=False)
-    fig.update_yaxes(title_text="LSS", type="log")
-    return fig
+    return style(fig, title=title or "Line-shape score over the whole depth (1 = straight line)",
+                 presentation=presentation, legend=False, yaxis={"title": {"text": "LSS"}, "type": "log"})
 
 
 def pca_figure(pca: pd.DataFrame, *, title: str = "", presentation: bool = False) -> go.Figure:
@@ -240,10 +237,11 @@ def pca_figure(pca: pd.DataFrame, *, title: str = "", presentation: bool = False
     if pca.empty:
         return empty_figure("no PCA projection for this prompt", presentation)
     pca = pca.sort_values(["token", "layer"])
-    xs, ys = [], []
-    for _, g in pca.groupby("token", sort=True):
-        xs += g["pc1"].tolist() + [None]
-        ys += g["pc2"].tolist() + [None]
+    # One polyline, a gap (NaN) between tokens; numpy arrays, which plotly takes without a
+    # per-element check (a list with None costs ~0.1 s at 3,000 points).
+    gaps = np.flatnonzero(np.diff(pca["token"].to_numpy())) + 1
+    xs = np.insert(pca["pc1"].to_numpy(np.float64), gaps, np.nan)
+    ys = np.insert(pca["pc2"].to_numpy(np.float64), gaps, np.nan)
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="token trajectories", hoverinfo="skip",
                              line={"color": "rgba(127,127,127,0.45)", "width": line_width(presentation) / 2}))
@@ -258,7 +256,6 @@ def pca_figure(pca: pd.DataFrame, *, title: str = "", presentation: bool = False
                              line={"color": PALETTE[1], "width": line_width(presentation)},
                              marker={"size": marker_size(presentation), "color": PALETTE[1]}, hoverinfo="skip"))
     v1, v2 = float(pca["var1"].iloc[0]), float(pca["var2"].iloc[0])
-    style(fig, title=title or "Token trajectories, PCA fitted on the last layer", presentation=presentation)
-    fig.update_xaxes(title_text=f"PC1 ({v1:.0%} of last-layer variance)")
-    fig.update_yaxes(title_text=f"PC2 ({v2:.0%})", scaleanchor="x")
-    return fig
+    return style(fig, title=title or "Token trajectories, PCA fitted on the last layer", presentation=presentation,
+                 xaxis={"title": {"text": f"PC1 ({v1:.0%} of last-layer variance)"}},
+                 yaxis={"title": {"text": f"PC2 ({v2:.0%})"}, "scaleanchor": "x"})

@@ -19,11 +19,12 @@ import plotly.colors as pcolors
 import plotly.graph_objects as go
 from scipy import stats
 
-from resdyn.core.figures.common import (PALETTE, empty_figure, highlight_layer, layer_axis, line_width,
-                                        marker_size, style, subplots)
+# HEATMAP_MAX: up to this d a plain go.Heatmap with hover values; IMAGE_MAX_PX: above it, a PNG of at
+# most this many pixels a side (about the panel's width on screen).
+from resdyn.core.correlation import HEATMAP_MAX, IMAGE_MAX_PX, community_order  # noqa: F401  (re-exported)
+from resdyn.core.figures.common import (PALETTE, empty_figure, highlight_layer, layer_axis_props,
+                                        line_width, marker_size, style, subplots)
 
-HEATMAP_MAX = 512       # up to this d, plain go.Heatmap with hover values
-IMAGE_MAX_PX = 512      # above it, a PNG of at most this many pixels a side (about the panel's width on screen)
 CORR_SCALE = "RdBu_r"   # negative blue, positive red, 0 white
 MAX_BOUNDARIES = 200    # community squares drawn on the sorted matrix
 SELECT_GRID = 48        # transparent markers per side that make a panel box-selectable
@@ -51,12 +52,6 @@ def method_label(method: str) -> str:
 
 
 # -- correlation matrix -------------------------------------------------------------------------------
-def community_order(labels: np.ndarray) -> np.ndarray:
-    """(d,) unit order grouping communities (label 0 first, i.e. largest first), units ascending inside."""
-    labels = np.asarray(labels)
-    return np.lexsort((np.arange(len(labels)), labels))
-
-
 LEVELS = 255  # colour levels of the image panels: odd, so the midpoint of [vmin, vmax] has its own
 
 
@@ -231,10 +226,9 @@ def block_figure(sub: np.ndarray, rows: np.ndarray, cols: np.ndarray, title: str
     fig = go.Figure(go.Heatmap(z=sub, x=[str(c) for c in cols], y=[str(r) for r in rows],
                                zmin=-1, zmax=1, colorscale=CORR_SCALE, colorbar=dict(title="r"),
                                hovertemplate="unit %{y} × unit %{x}<br>r = %{z:.3f}<extra></extra>"))
-    style(fig, title=title, presentation=presentation, height=560, legend=False)
-    fig.update_yaxes(autorange="reversed", type="category", title_text="unit")
-    fig.update_xaxes(type="category", title_text="unit")
-    return fig
+    return style(fig, title=title, presentation=presentation, height=560, legend=False,
+                 xaxis={"type": "category", "title": {"text": "unit"}},
+                 yaxis={"autorange": "reversed", "type": "category", "title": {"text": "unit"}})
 
 
 # -- communities across snapshots ---------------------------------------------------------------------
@@ -249,10 +243,8 @@ def nmi_figure(nmi: pd.DataFrame, n_layers: int, title: str = "NMI between snaps
     fig = go.Figure(go.Heatmap(z=mat.to_numpy(np.float32), x=labels, y=labels, zmin=0, zmax=1,
                                colorscale="Viridis", colorbar=dict(title="NMI"),
                                hovertemplate="%{y} vs %{x}<br>NMI = %{z:.3f}<extra></extra>"))
-    style(fig, title=title, presentation=presentation, height=560, legend=False)
-    fig.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain")
-    fig.update_xaxes(constrain="domain")
-    return fig
+    return style(fig, title=title, presentation=presentation, height=560, legend=False,
+                 xaxis={"constrain": "domain"}, yaxis={"autorange": "reversed", "scaleanchor": "x", "constrain": "domain"})
 
 
 def community_sizes_figure(comms: pd.DataFrame, n_layers: int, snapshot: int | None = None,
@@ -318,10 +310,9 @@ def participation_scatter(units: pd.DataFrame, tail: float = 0.10, title: str = 
                                    hovertemplate="unit %{customdata}<br>p = %{x:.3f}<br>‖J[:,i]‖ = %{y:.3f}"
                                                  "<extra></extra>"))
     _, _, text = spearman_text(p, c)
-    style(fig, title=f"{title}  {text}".strip(), presentation=presentation, height=460)
-    fig.update_xaxes(title_text="participation coefficient p_i")
-    fig.update_yaxes(title_text="column norm ‖J̄[:, i]‖₂")
-    return fig
+    return style(fig, title=f"{title}  {text}".strip(), presentation=presentation, height=460,
+                 xaxis={"title": {"text": "participation coefficient p_i"}},
+                 yaxis={"title": {"text": "column norm ‖J̄[:, i]‖₂"}})
 
 
 def cohens_d_figure(coupling: pd.DataFrame, n_layers: int, highlight: int | None = None,
@@ -347,9 +338,8 @@ def cohens_d_figure(coupling: pd.DataFrame, n_layers: int, highlight: int | None
                             line=dict(width=1.5, color=color)),
                 hovertemplate="layer %{x}<br>d = %{y:+.3f}<br>BH q = %{customdata:.3g}<extra></extra>"))
     fig.add_hline(y=0, line=dict(color="grey", dash="dot"))
-    style(fig, title=title, presentation=presentation, height=440)
-    layer_axis(fig, n_layers)
-    fig.update_yaxes(title_text="Cohen's d (top vs bottom participation)")
+    style(fig, title=title, presentation=presentation, height=440, xaxis=layer_axis_props(n_layers),
+          yaxis={"title": {"text": "Cohen's d (top vs bottom participation)"}})
     highlight_layer(fig, highlight, presentation)
     return fig
 
@@ -371,10 +361,9 @@ def selfalign_vs_d_figure(coupling: pd.DataFrame, n_layers: int, title: str = ""
                     symbol=np.where(sig, "circle", "circle-open").tolist(), line=dict(width=2)),
         hovertemplate="layer %{customdata}<br>self-alignment %{x:.3f}<br>d = %{y:+.3f}<extra></extra>"))
     fig.add_hline(y=0, line=dict(color="grey", dash="dot"))
-    style(fig, title=f"{title}  {text}".strip(), presentation=presentation, height=440, legend=False)
-    fig.update_xaxes(title_text="self-alignment of J̄_l (operator type)")
-    fig.update_yaxes(title_text="Cohen's d")
-    return fig
+    return style(fig, title=f"{title}  {text}".strip(), presentation=presentation, height=440, legend=False,
+                 xaxis={"title": {"text": "self-alignment of J̄_l (operator type)"}},
+                 yaxis={"title": {"text": "Cohen's d"}})
 
 
 def mesoscale_figure(meso: pd.DataFrame, n_layers: int, highlight: int | None = None, title: str = "",
@@ -399,9 +388,8 @@ def mesoscale_figure(meso: pd.DataFrame, n_layers: int, highlight: int | None = 
                                            "<extra></extra>"))
     above = int((g["z"] > 1.96).sum())
     style(fig, title=f"{title}  {above}/{len(g)} layers above the null (z > 1.96)".strip(),
-          presentation=presentation, height=440)
-    layer_axis(fig, n_layers)
-    fig.update_yaxes(title_text="variance captured ‖K‖²_F / ‖J̄‖²_F")
+          presentation=presentation, height=440, xaxis=layer_axis_props(n_layers),
+          yaxis={"title": {"text": "variance captured ‖K‖²_F / ‖J̄‖²_F"}})
     highlight_layer(fig, highlight, presentation)
     return fig
 
