@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from resdyn.core.figures.common import (BASELINE_COLOR, PALETTE, empty_figure, layer_axis, line_width,
-                                        marker_size, style)
+from resdyn.core.figures.common import (BASELINE_COLOR, PALETTE, empty_figure, layer_axis, layer_axis_props,
+                                        line_width, marker_size, style)
 from resdyn.core.regimes import Split, regime_means
 
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
@@ -140,6 +140,7 @@ def regime_profile(values: np.ndarray, splits: Sequence[Split], *, label: str, l
         hovertemplate=f"layer %{{x}}<br>{label} = %{{y:.4g}}<extra></extra>",
     ))
     names = {"paper": "paper's fixed split", "changepoint": "change points (least squares)"}
+    breaks = []  # vertical lines at the breaks, as plain shapes (add_vline costs ~8 ms each)
     for i, split in enumerate(splits):
         color = PALETTE[i % len(PALETTE)]
         means = regime_means(v, split, log=log)
@@ -153,15 +154,14 @@ def regime_profile(values: np.ndarray, splits: Sequence[Split], *, label: str, l
             line={"color": color, "width": line_width(presentation) * 1.5, "dash": "solid" if i == 0 else "dash"},
             hovertemplate="regime mean %{y:.4g}<extra></extra>", connectgaps=False,
         ))
-        for b in split.breaks:
-            fig.add_vline(x=b - 0.5, line={"color": color, "dash": "solid" if i == 0 else "dash", "width": 1.5})
+        breaks += [{"type": "line", "xref": "x", "yref": "y domain", "x0": b - 0.5, "x1": b - 0.5, "y0": 0, "y1": 1,
+                    "line": {"color": color, "dash": "solid" if i == 0 else "dash", "width": 1.5}}
+                   for b in split.breaks]
     if baseline is not None:
         fig.add_trace(go.Scatter(
             x=[-0.5, n - 0.5], y=[baseline, baseline], mode="lines", name=f"baseline {baseline:.3g}",
             line={"color": BASELINE_COLOR, "dash": "dot", "width": line_width(presentation)},
             hoverinfo="skip",
         ))
-    style(fig, title=f"{label}: depth regimes", presentation=presentation, legend=True)
-    layer_axis(fig, n)
-    fig.update_yaxes(title_text=label, type="log" if log else "linear")
-    return fig
+    return style(fig, title=f"{label}: depth regimes", presentation=presentation, legend=True, shapes=breaks,
+                 xaxis=layer_axis_props(n), yaxis={"title": {"text": label}, "type": "log" if log else "linear"})

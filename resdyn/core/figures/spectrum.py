@@ -134,6 +134,7 @@ def eigenvalue_density(eig: pd.DataFrame, *, operator: str = "J", bins: int = 80
     refs = {"re": [1.0] if operator == "J" else [0.0], "im": [0.0], "abs": [1.0] if operator == "J" else []}
     fig = subplots(rows=1, cols=3, shared_yaxes=True, horizontal_spacing=0.04,
                    subplot_titles=[QUANTITIES[q][0] for q in keys])
+    axes, lines = {}, []
     for col, q in enumerate(keys, start=1):
         counts, edges, layers = density_matrix(eig, q, operator=operator, bins=bins, n_layers=n_layers)
         centers = 0.5 * (edges[:-1] + edges[1:])
@@ -144,19 +145,22 @@ def eigenvalue_density(eig: pd.DataFrame, *, operator: str = "J", bins: int = 80
             hovertemplate=(f"layer %{{y}}<br>{label} ≈ %{{x:.3f}}<br>%{{customdata}} eigenvalues"
                            "<extra></extra>"),
         ), row=1, col=col)
-        fig.update_xaxes(title_text=label, row=1, col=col)
+        sfx = "" if col == 1 else str(col)
+        axes[f"xaxis{sfx}"] = {"title": {"text": label}}
+        axes[f"yaxis{sfx}"] = {"autorange": True}
         for x in refs[q]:
             if edges[0] <= x <= edges[-1]:  # only where the data reach
-                fig.add_vline(x=x, line={"color": "white", "dash": "dash", "width": line_width(presentation) * 0.6},
-                              opacity=0.8, row=1, col=col)
+                lines.append({"type": "line", "xref": f"x{sfx}", "yref": f"y{sfx} domain", "x0": x, "x1": x,
+                              "y0": 0, "y1": 1, "opacity": 0.8,
+                              "line": {"color": "white", "dash": "dash", "width": line_width(presentation) * 0.6}})
+    axes["yaxis"]["title"] = {"text": "layer l"}
     n = len(layers)
-    style(fig, title=f"Eigenvalue density of {OPERATOR_NAMES.get(operator, operator)} across layers",
-          presentation=presentation, legend=False,
-          height=int(np.clip(160 + 16 * n, 360, 900)) + (80 if presentation else 0))
-    fig.update_layout(coloraxis={"colorscale": DENSITY_SCALE,
-                                 "colorbar": {"title": {"text": "log10(1 + count)", "side": "right"},
-                                              "tickfont": {"size": font_size(presentation)}}})
-    fig.update_yaxes(title_text="layer l", row=1, col=1)
-    fig.update_yaxes(autorange=True)
-    fig.update_annotations(font_size=font_size(presentation))
-    return fig
+    fs = font_size(presentation)
+    titles = [dict(a.to_plotly_json(), font={"size": fs}) for a in fig.layout.annotations]
+    return style(fig, title=f"Eigenvalue density of {OPERATOR_NAMES.get(operator, operator)} across layers",
+                 presentation=presentation, legend=False,
+                 height=int(np.clip(160 + 16 * n, 360, 900)) + (80 if presentation else 0),
+                 coloraxis={"colorscale": DENSITY_SCALE,
+                            "colorbar": {"title": {"text": "log10(1 + count)", "side": "right"},
+                                         "tickfont": {"size": fs}}},
+                 shapes=lines, annotations=titles, **axes)
