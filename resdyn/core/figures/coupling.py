@@ -86,11 +86,10 @@ def depth_heatmap(rows: pd.DataFrame, n_layers: int, *, k: int, title: str = "",
                                  marker={"symbol": "square-open", "size": marker_size(presentation) * 3,
                                          "color": PALETTE[1], "line": {"width": line_width(presentation)}},
                                  hoverinfo="skip"))
-    style(fig, title=title or f"Depth-wise coupling, K = {k} (0 = coupled)", presentation=presentation, legend=False)
-    fig.update_xaxes(title_text="basis layer l′ (U_{l′}, V_{l′})", constrain="domain",
-                     range=[-0.5, n_layers - 0.5])
-    fig.update_yaxes(title_text="Jacobian layer l (J^l)", autorange="reversed", scaleanchor="x")
-    return fig
+    return style(fig, title=title or f"Depth-wise coupling, K = {k} (0 = coupled)", presentation=presentation,
+                 legend=False, xaxis={"title": {"text": "basis layer l′ (U_{l′}, V_{l′})"}, "constrain": "domain",
+                                      "range": [-0.5, n_layers - 0.5]},
+                 yaxis={"title": {"text": "Jacobian layer l (J^l)"}, "autorange": "reversed", "scaleanchor": "x"})
 
 
 def coupling_grid(a: np.ndarray, layers: Sequence[int], *, k: int | None = None, title: str = "",
@@ -148,7 +147,7 @@ def layer_coupling_overlay(profiles: Mapping[str, pd.DataFrame], *, k: int, high
     for run, p in profiles.items():
         n_layers = max(n_layers, int(p["layer"].max()) + 1)
         fig.add_trace(go.Scatter(
-            x=p["layer"], y=p["value"], mode="lines+markers", name=run,
+            x=p["layer"].to_numpy(), y=p["value"].to_numpy(), mode="lines+markers", name=run,
             line={"color": colors[run], "width": line_width(presentation)},
             marker={"size": marker_size(presentation) + 1, "color": colors[run]},
             hovertemplate="layer %{x}<br>mean m̃ = %{y:.3f}<extra>" + run + "</extra>"))
@@ -194,7 +193,8 @@ def window_profile(stats: Mapping[str, pd.DataFrame], metric: str, *, highlight:
     fig = go.Figure()
     n_layers = 1
     for run, s in stats.items():
-        s = s.sort_values("layer")
+        # numpy columns: plotly 7 converts each pandas Series through narwhals (~0.5 ms apiece).
+        s = {k: v.to_numpy() for k, v in s.sort_values("layer")[["layer", "q25", "median", "q75"]].items()}
         n_layers = max(n_layers, int(s["layer"].max()) + 1)
         c = colors[run]
         fig.add_trace(go.Scatter(x=s["layer"], y=s["q75"], mode="lines", line={"width": 0}, showlegend=False,
@@ -246,13 +246,14 @@ def pca_figure(pca: pd.DataFrame, *, title: str = "", presentation: bool = False
     fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="token trajectories", hoverinfo="skip",
                              line={"color": "rgba(127,127,127,0.45)", "width": line_width(presentation) / 2}))
     fig.add_trace(go.Scatter(
-        x=pca["pc1"], y=pca["pc2"], mode="markers", name="states x_t^l",
-        marker={"size": marker_size(presentation), "color": pca["layer"], "colorscale": DENSITY_SCALE,
+        x=pca["pc1"].to_numpy(), y=pca["pc2"].to_numpy(), mode="markers", name="states x_t^l",
+        marker={"size": marker_size(presentation), "color": pca["layer"].to_numpy(), "colorscale": DENSITY_SCALE,
                 "colorbar": {"title": {"text": "layer"}}, "showscale": True},
         customdata=np.stack([pca["token"], pca["layer"]], axis=1),
         hovertemplate="token %{customdata[0]}, layer %{customdata[1]}<br>(%{x:.3g}, %{y:.3g})<extra></extra>"))
     last = pca[pca["token"] == pca["token"].max()]
-    fig.add_trace(go.Scatter(x=last["pc1"], y=last["pc2"], mode="lines+markers", name="last token",
+    fig.add_trace(go.Scatter(x=last["pc1"].to_numpy(), y=last["pc2"].to_numpy(), mode="lines+markers",
+                             name="last token",
                              line={"color": PALETTE[1], "width": line_width(presentation)},
                              marker={"size": marker_size(presentation), "color": PALETTE[1]}, hoverinfo="skip"))
     v1, v2 = float(pca["var1"].iloc[0]), float(pca["var2"].iloc[0])

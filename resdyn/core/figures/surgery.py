@@ -71,7 +71,8 @@ def dose_curves(tables: Mapping[str, pd.DataFrame], *, c: float | None = None,
                     rows = df[(df["mode"] == "J") & (df["construction"] == cons)]
                     if rows.empty:
                         continue
-                    b = _band(rows, metric)
+                    # numpy arrays: plotly 7 converts each pandas Series through narwhals (~0.6 ms each).
+                    b = {k: v.to_numpy(np.float64) for k, v in _band(rows, metric).items()}
                     x = np.concatenate([b["c"], b["c"][::-1]])
                     y = np.concatenate([b["mean"] + b["std"], (b["mean"] - b["std"])[::-1]])
                     group = f"{run_id}-{cons}"
@@ -91,7 +92,7 @@ def dose_curves(tables: Mapping[str, pd.DataFrame], *, c: float | None = None,
                 if rows.empty:
                     continue
                 fig.add_trace(go.Scatter(
-                    x=rows["c"], y=rows[metric], mode="lines+markers",
+                    x=rows["c"].to_numpy(np.float64), y=rows[metric].to_numpy(np.float64), mode="lines+markers",
                     name=f"{run_id}: dose, mode {mode}", legendgroup=f"{run_id}-dose-{mode}", showlegend=show,
                     line={"color": color, "width": lw if mode == "J" else lw * 0.75, "dash": MODE_DASH[mode]},
                     marker={"size": ms if mode == "J" else ms * 0.6},
@@ -107,18 +108,18 @@ def dose_curves(tables: Mapping[str, pd.DataFrame], *, c: float | None = None,
                     hovertemplate=(f"c = {c:.2f}<br>" + "%{y:.4g}<extra>"
                                    + f"{run_id} ({ro.get('path', 'live')})</extra>"),
                 ), row=1, col=mi)
-    if c is not None:
-        for mi in range(1, len(metrics) + 1):
-            fig.add_vline(x=c, line={"color": BASELINE_COLOR, "width": 1, "dash": "dot"}, row=1, col=mi)
-    style(fig, title="Schur dose surgery: J_l(c) = Q(Λ + cN)Q* at every layer", presentation=presentation)
+    axes, lines = {}, []
+    for mi, metric in enumerate(metrics, start=1):
+        sfx = "" if mi == 1 else str(mi)
+        axes[f"xaxis{sfx}"] = {"title": {"text": "dose c (0 = normal, 1 = trained)"}, "range": [-0.05, 2.05]}
+        axes[f"yaxis{sfx}"] = ({"type": "log"} if metric == "erank" else
+                               {"range": [0, 1.02]} if metric == "henrici" else {})
+        if c is not None:  # the slider's dose, as plain shapes (add_vline costs ~8 ms a panel)
+            lines.append({"type": "line", "xref": f"x{sfx}", "yref": f"y{sfx} domain", "x0": c, "x1": c,
+                          "y0": 0, "y1": 1, "line": {"color": BASELINE_COLOR, "width": 1, "dash": "dot"}})
     # Room for the figure title above the panel titles (the legend stays where style() puts it).
-    fig.update_layout(margin={"t": 110 if not presentation else 140})
-    fig.update_xaxes(title_text="dose c (0 = normal, 1 = trained)", range=[-0.05, 2.05])
-    if "erank" in metrics:
-        fig.update_yaxes(type="log", row=1, col=list(metrics).index("erank") + 1)
-    if "henrici" in metrics:
-        fig.update_yaxes(range=[0, 1.02], row=1, col=list(metrics).index("henrici") + 1)
-    return fig
+    return style(fig, title="Schur dose surgery: J_l(c) = Q(Λ + cN)Q* at every layer", presentation=presentation,
+                 margin={"t": 110 if not presentation else 140}, shapes=lines, **axes)
 
 
 def layer_singular_values(sigma: np.ndarray, *, c: float, layer: int, reference: np.ndarray | None = None,
@@ -133,10 +134,9 @@ def layer_singular_values(sigma: np.ndarray, *, c: float, layer: int, reference:
     fig.add_trace(go.Scatter(x=np.arange(1, len(sigma) + 1), y=sigma, mode="lines", name=f"J_l(c = {c:.2f})",
                              line={"color": PALETTE[1], "width": lw},
                              hovertemplate="i = %{x}<br>σ_i = %{y:.4g}<extra></extra>"))
-    style(fig, title=f"Singular values of J_{layer}(c)", presentation=presentation)
-    fig.update_xaxes(title_text="index i (descending)")
-    fig.update_yaxes(title_text="σ_i", type="log", exponentformat="power")
-    return fig
+    return style(fig, title=f"Singular values of J_{layer}(c)", presentation=presentation,
+                 xaxis={"title": {"text": "index i (descending)"}},
+                 yaxis={"title": {"text": "σ_i"}, "type": "log", "exponentformat": "power"})
 
 
 def layer_complex_plane(eigenvalues: np.ndarray, *, layer: int, pseudo: pd.DataFrame | None = None,
@@ -179,7 +179,6 @@ def layer_complex_plane(eigenvalues: np.ndarray, *, layer: int, pseudo: pd.DataF
     fig.add_trace(go.Scattergl(x=lam.real, y=lam.imag, mode="markers", name="eigenvalues (any c)",
                                marker={"color": PALETTE[0], "size": ms},
                                hovertemplate="λ = %{x:.4f} %{y:+.4f}i<extra></extra>"))
-    style(fig, title=f"Layer {layer}: spectrum, pseudospectra and numerical range{cs}", presentation=presentation)
-    fig.update_xaxes(title_text="Re z")
-    fig.update_yaxes(title_text="Im z", scaleanchor="x", scaleratio=1)
-    return fig
+    return style(fig, title=f"Layer {layer}: spectrum, pseudospectra and numerical range{cs}",
+                 presentation=presentation, xaxis={"title": {"text": "Re z"}},
+                 yaxis={"title": {"text": "Im z"}, "scaleanchor": "x", "scaleratio": 1})
