@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from resdyn.config import default_runs_dir
@@ -115,6 +116,45 @@ def eigenvalues(run_id: str, layers: list[int] | None = None, operator: str = "J
         where += " AND list_contains(?, layer)"
         params.append([int(l) for l in layers])
     return _select(run_id, "eigenvalues", "layer, operator, idx, re, im", where, params, "layer, idx", root)
+
+
+DENSITY_SQL = {"re": "re", "im": "im", "abs": "sqrt(re * re + im * im)"}
+
+
+def eigenvalue_density(run_id: str, operator: str = "J", bins: int = 80, n_layers: int | None = None,
+                       root: str | os.PathLike | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-layer histograms of Re λ, Im λ and |λ| of one operator, binned in DuckDB.
+
+    Returns quantity ("re", "im", "abs") -> (counts (L, bins) int64, edges (bins + 1,) float64):
+    ``bins`` equal bins spanning the values over all layers (±0.5 around a single value), the last
+    bin closed. The same counts as ``figures.spectrum.density_matrix`` on the whole table, without
+    sending the L·d rows to Python (at d = 4096 that read alone took ~40 ms).
+    """
+    store = open_run(root or runs_dir(), run_id)
+    src = f"(SELECT layer, re, im FROM {table_sql(store, 'eigenvalues')} WHERE operator = ?)"
+    cols = ", ".join(f"min({e}), max({e})" for e in DENSITY_SQL.values())
+    ext = query(f"SELECT {cols}, max(layer) FROM {src}", [operator]).iloc[0].to_numpy()
+    n_layers = n_layers or (int(ext[-1]) + 1 if np.isfinite(ext[-1]) else 1)
+    out = {}
+    for i, (q, expr) in enumerate(DENSITY_SQL.items()):
+        lo, hi = (float(ext[2 * i]), float(ext[2 * i + 1])) if np.isfinite(ext[2 * i]) else (0.0, 1.0)
+        if hi - lo < 1e-9:  # a degenerate spectrum still gets a visible bin
+            lo, hi = lo - 0.5, hi + 0.5
+        edges = np.linspace(lo, hi, bins + 1)
+        step = (hi - lo) / bins  # np.linspace's edges are i·step + lo, the last one hi itself
+        # A first guess of the bin, then moved by one where it disagrees with the edges, so that a
+        # value on an edge lands where numpy's histogram puts it (edge_b ≤ x < edge_b+1).
+        rows = query(
+            f"SELECT layer, CASE WHEN x < b0 * ? + ? THEN b0 - 1 "
+            f"WHEN b0 < ? AND x >= (b0 + 1) * ? + ? THEN b0 + 1 ELSE b0 END AS b, count(*) AS n FROM "
+            f"(SELECT layer, x, least(greatest(CAST(floor((x - ?) / ?) AS BIGINT), 0), ?) AS b0 "
+            f"FROM (SELECT layer, {expr} AS x FROM {src})) GROUP BY ALL",
+            [step, lo, bins - 1, step, lo, lo, step, bins - 1, operator])
+        counts = np.zeros((n_layers, bins), np.int64)
+        ok = (rows["layer"] >= 0) & (rows["layer"] < n_layers)
+        counts[rows["layer"][ok].to_numpy(int), rows["b"][ok].to_numpy(int)] = rows["n"][ok].to_numpy()
+        out[q] = (counts, edges)
+    return out
 
 
 def samples(run_id: str, layer: int | None = None, root: str | os.PathLike | None = None) -> pd.DataFrame:

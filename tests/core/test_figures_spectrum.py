@@ -123,3 +123,41 @@ def test_empty_inputs_do_not_raise(eig):
 def test_many_layers_are_coloured_by_depth(eig):
     colors = spectrum.layer_colors(list(range(12)), 12)
     assert len(set(colors.values())) == 12
+
+
+@pytest.mark.parametrize("operator", ["J", "R"])
+def test_duckdb_binning_equals_density_matrix(synthetic_runs_dir, eig, operator):
+    """The Spectrum page bins in DuckDB (queries.eigenvalue_density); counts and edges equal the
+    numpy histogram of density_matrix over the whole table, and the figure is the same."""
+    from resdyn.core import queries
+
+    got = queries.eigenvalue_density(TRAINED_RUN, operator, n_layers=SYNTHETIC_SIZES["n_layers"],
+                                     root=synthetic_runs_dir)
+    for q in spectrum.QUANTITIES:
+        counts, edges, _ = spectrum.density_matrix(eig, q, operator=operator, n_layers=SYNTHETIC_SIZES["n_layers"])
+        np.testing.assert_allclose(got[q][1], edges)
+        np.testing.assert_array_equal(got[q][0], counts)
+        assert got[q][0].sum() == (eig["operator"] == operator).sum()
+    a = plain(spectrum.density_figure(got, operator=operator))
+    b = plain(spectrum.eigenvalue_density(eig, operator=operator, n_layers=SYNTHETIC_SIZES["n_layers"]))
+    for ta, tb in zip(a["data"], b["data"]):
+        np.testing.assert_allclose(np.asarray(ta["z"], float), np.asarray(tb["z"], float))
+
+
+def test_duckdb_binning_puts_values_on_edges_where_numpy_does(tmp_path):
+    """Values exactly on bin edges (real eigenvalues at Im λ = 0 in a symmetric range, a grid of
+    Re λ on the edges) land in numpy's bins, the maximum in the last one."""
+    from resdyn.core import queries
+    from resdyn.core.synthetic import make_synthetic_run
+
+    store = make_synthetic_run(tmp_path, "edges", n_layers=2, d=8, n_samples=4)
+    re = np.array([0.0, 0.1, 0.2, 0.3, 0.7, 0.9, 1.0, 0.3, 0.6, 0.9, 0.45, 0.55])
+    im = np.array([0.0, 0.3, -0.3, 0.0, 0.7, -0.7, 0.0, 1.0, -1.0, 0.0, 0.2, -0.2])
+    rows = pd.DataFrame({"layer": np.repeat([0, 1], 6).astype(np.int32), "operator": "J",
+                         "idx": np.tile(np.arange(6), 2).astype(np.int32), "re": re, "im": im})
+    store.write_table("eigenvalues", rows)
+    for bins in (4, 10, 80):
+        got = queries.eigenvalue_density("edges", "J", bins=bins, n_layers=2, root=tmp_path)
+        for q in spectrum.QUANTITIES:
+            counts, edges, _ = spectrum.density_matrix(rows, q, bins=bins, n_layers=2)
+            np.testing.assert_array_equal(got[q][0], counts, err_msg=f"{q}, {bins} bins")

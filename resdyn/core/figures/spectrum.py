@@ -130,13 +130,25 @@ def eigenvalue_density(eig: pd.DataFrame, *, operator: str = "J", bins: int = 80
     eig = _operator_rows(eig, operator)
     if eig.empty:
         return empty_figure("no eigenvalues in this run", presentation)
+    return density_figure({q: density_matrix(eig, q, operator=operator, bins=bins, n_layers=n_layers)[:2]
+                           for q in QUANTITIES}, operator=operator, presentation=presentation)
+
+
+def density_figure(densities: dict[str, tuple[np.ndarray, np.ndarray]], *, operator: str = "J",
+                   presentation: bool = False) -> go.Figure:
+    """``eigenvalue_density`` from histograms already made: quantity ("re", "im", "abs") ->
+    (counts (L, bins), edges (bins + 1,)), as ``density_matrix`` or ``queries.eigenvalue_density``
+    give them."""
+    if not densities or not densities["re"][0].sum():
+        return empty_figure("no eigenvalues in this run", presentation)
     keys = ("re", "im", "abs")
     refs = {"re": [1.0] if operator == "J" else [0.0], "im": [0.0], "abs": [1.0] if operator == "J" else []}
     fig = subplots(rows=1, cols=3, shared_yaxes=True, horizontal_spacing=0.04,
                    subplot_titles=[QUANTITIES[q][0] for q in keys])
     axes, lines = {}, []
     for col, q in enumerate(keys, start=1):
-        counts, edges, layers = density_matrix(eig, q, operator=operator, bins=bins, n_layers=n_layers)
+        counts, edges = densities[q]
+        layers = np.arange(counts.shape[0])
         centers = 0.5 * (edges[:-1] + edges[1:])
         label = QUANTITIES[q][0]
         fig.add_trace(go.Heatmap(
