@@ -45,13 +45,16 @@ def configs(args) -> list[RunConfig]:
 
 
 def missing(cfg: RunConfig, stages: tuple[str, ...] | None = None) -> list[str]:
-    """Stages of ``cfg``'s run not done yet (all stages when ``stages`` is None)."""
-    from resdyn.compute.stages import stage_names
+    """Stages of ``cfg``'s run not done yet (all stages when ``stages`` is None): not recorded as
+    done, or done by an older resdyn that did not write one of the files the stage writes now."""
+    from resdyn.compute.stages import all_stages
     from resdyn.core.store import RunStore
 
     store = RunStore(cfg.run_dir)
     done = set(store.manifest().get("stages_done", [])) if store.exists() else set()
-    return [s for s in (stages or stage_names()) if s not in done]
+    wanted = [st for st in all_stages() if stages is None or st.name in stages]
+    return [st.name for st in wanted
+            if st.name not in done or not all((store.path / o).is_file() for o in st.outputs)]
 
 
 def compute(cfgs: list[RunConfig], stages: tuple[str, ...] | None, quiet: bool = False) -> None:
