@@ -133,6 +133,21 @@ def test_wide_runs_draw_the_stored_singular_values_without_an_svd(env, monkeypat
         (env / "layer_sigma.parquet.bak").rename(env / TRAINED_RUN / "layer_sigma.parquet")
 
 
+def test_layer_plane_draws_the_spectrum_of_the_mean_jacobian(env):
+    """The complex-plane panel's eigenvalues are J̄_l's (the eigenvalues table), which are the
+    diagonal of either mode's Schur factor (+1 for mode R) to float32 rounding."""
+    at = _app("pages/schur_surgery.py", run=TRAINED_RUN, layer="2", mode="R")
+    _ok(at)
+    (pts,) = [t for t in _charts(at)[2]["data"] if t.get("name") == "eigenvalues (any c)"]
+    got = np.asarray(pts["x"], float) + 1j * np.asarray(pts["y"], float)
+    for mode in ("J", "R"):
+        want = dose.layer_eigenvalues(RunStore(env / TRAINED_RUN), 2, mode)
+        assert len(got) == len(want)
+        # Each eigenvalue has its counterpart (sorting would pair conjugates by rounding noise).
+        assert np.abs(want[:, None] - got[None, :]).min(axis=1).max() < 1e-4
+        assert np.abs(got[:, None] - want[None, :]).min(axis=1).max() < 1e-4
+
+
 def test_dose_comes_from_the_link_and_bad_values_fall_back(env):
     grid = _grid(env, TRAINED_RUN, "R")
     at = _app("pages/schur_surgery.py", run=TRAINED_RUN, c="0.5", mode="R")
