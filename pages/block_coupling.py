@@ -42,9 +42,7 @@ def window_stats(store, metric: str, last_only: bool) -> pd.DataFrame:
 
 store, m, layer = ui.run_page("Block coupling and trajectory regularity")
 n_layers = int(m["n_layers"])
-present = ui.presentation_toggle()
-ui.runs_dir_caption()
-ui.partial_banner(store)
+present = ui.sidebar_tail(store)
 has_coupling, has_traj = store.has_table("block_coupling"), store.has_table("trajectories")
 if not (has_coupling or has_traj):
     ui.require(store, "block_coupling", "trajectories")

@@ -11,9 +11,7 @@ from resdyn.core.store import open_run
 store, m, layer = ui.run_page("Bottleneck: cumulative Jacobians")
 n_layers = int(m["n_layers"])
 overlay = ui.select_runs("Overlay runs", key="overlay", default=[store.run_id])
-present = ui.presentation_toggle()
-ui.runs_dir_caption()
-ui.partial_banner(store)
+present = ui.sidebar_tail(store)
 
 runs = [store] + [open_run(queries.runs_dir(), r) for r in overlay if r != store.run_id]
 cumulative, layers, spectra = {}, {}, {}

@@ -10,9 +10,7 @@ from resdyn.core.figures import topology as fig
 
 store, m, _ = ui.run_page("Activation-graph communities", layer=False)
 n_layers = int(m["n_layers"])
-present = ui.presentation_toggle()
-ui.runs_dir_caption()
-ui.partial_banner(store)
+present = ui.sidebar_tail(store)
 if not ui.require(store, "units", "communities", "nmi"):
     st.caption(f"Compute them with `python -m resdyn.compute run --run-id {store.run_id} "
                f"--runs-dir {store.path.parent} --stages communities`.")

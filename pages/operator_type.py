@@ -9,9 +9,7 @@ from resdyn.core.figures import operator
 store, m, layer = ui.run_page("Operator type across depth")
 n_layers, d = int(m["n_layers"]), int(m["d_model"])
 k = int(m.get("k") or resolve_k(None, d))
-present = ui.presentation_toggle()
-ui.runs_dir_caption()
-ui.partial_banner(store)
+present = ui.sidebar_tail(store)
 if not ui.require(store, "layers"):
     st.stop()
 

@@ -17,6 +17,12 @@ def _trained_sigma(root: str, run_id: str, layer: int, mode: str, stamp: int):
     return dose.layer_sigma(open_run(root, run_id), layer, 1.0, mode)
 
 
+def nearest_stored(table, c: float) -> tuple[np.ndarray, float]:
+    """The doses a per-layer table is stored at, and the one nearest to the slider's c."""
+    stored = np.unique(table["c"].to_numpy(float))
+    return stored, float(stored[np.argmin(np.abs(stored - c))])
+
+
 def dose_from_link() -> float:
     """The dose c from ``?c=`` (default 1.0 = the trained model); bad values warn and fall back."""
     raw = st.query_params.get("c")
@@ -39,9 +45,7 @@ overlay = ui.select_runs("Overlay runs", key="overlay", default=[store.run_id])
 c = st.sidebar.slider("Dose c", 0.0, 2.0, dose_from_link(), step=0.01, key="_sel_c",
                       help="0: every J̄_l made normal at its own spectrum; 1: the trained model; 2: doubled N.")
 st.query_params["c"] = f"{c:.2f}"
-present = ui.presentation_toggle()
-ui.runs_dir_caption()
-ui.partial_banner(store)
+present = ui.sidebar_tail(store)
 
 runs = [store] + [open_run(queries.runs_dir(), r) for r in overlay if r != store.run_id]
 tables, readouts = {}, {}
@@ -99,8 +103,7 @@ else:  # too wide for a live SVD: the singular values stored by the pseudospectr
     sigma = reference = c_sigma = None
     sv = ui.load_table(store, "layer_sigma", "layer = ?", (layer,))
     if sv is not None and len(sv):
-        stored = np.unique(sv["c"].to_numpy(float))
-        c_sigma = float(stored[np.argmin(np.abs(stored - c))])
+        stored, c_sigma = nearest_stored(sv, c)
         sigma = sv.loc[sv["c"] == c_sigma].sort_values("i")["sigma"].to_numpy()
         ref = sv.loc[sv["c"] == 1.0].sort_values("i")["sigma"].to_numpy()
         reference = ref if len(ref) else None
@@ -118,8 +121,7 @@ ps = ui.load_table(store, "pseudospectra", "layer = ?", (layer,))
 nr = ui.load_table(store, "numerical_range", "layer = ?", (layer,))
 c_shown = None
 if ps is not None and len(ps):
-    stored = np.unique(ps["c"].to_numpy(float))
-    c_shown = float(stored[np.argmin(np.abs(stored - c))])
+    stored, c_shown = nearest_stored(ps, c)
     ps = ps[ps["c"] == c_shown]
     nr = nr[nr["c"] == c_shown] if nr is not None else None
     note = "" if mode == "J" else " They are those of J̄'s own Schur form (mode J)."

@@ -9,9 +9,7 @@ from resdyn.core.figures import spectrum
 store, m, layer = ui.run_page("Spectrum of the mean Jacobians")
 n_layers = int(m["n_layers"])
 op = ui.select_operator()
-present = ui.presentation_toggle()
-ui.runs_dir_caption()
-ui.partial_banner(store)
+present = ui.sidebar_tail(store)
 if not ui.require(store, "eigenvalues"):
     st.stop()
 

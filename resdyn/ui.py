@@ -17,6 +17,7 @@ import streamlit as st
 
 from resdyn import report
 from resdyn.core import queries
+from resdyn.core.figures.common import highlight_band
 from resdyn.core.store import RunStore, open_run
 
 _SESSION = "resdyn."  # prefix of the session-state keys that mirror the URL
@@ -467,10 +468,8 @@ def with_highlight(spec: dict, layer: int | None) -> dict:
     """A copy of ``spec`` with the faint band at ``layer`` that ``common.highlight_layer`` draws."""
     if layer is None:
         return spec
-    band = {"type": "rect", "xref": "x", "yref": "y domain", "x0": layer - 0.5, "x1": layer + 0.5,
-            "y0": 0, "y1": 1, "fillcolor": "#999999", "opacity": 0.15, "line": {"width": 0}, "layer": "below"}
     layout = dict(spec.get("layout", {}))
-    layout["shapes"] = [*layout.get("shapes", ()), band]
+    layout["shapes"] = [*layout.get("shapes", ()), highlight_band(layer)]
     return {**spec, "layout": layout}
 
 
@@ -486,3 +485,12 @@ def plot(fig: go.Figure | dict, key: str | None = None) -> None:
 
 def runs_dir_caption() -> None:
     st.sidebar.caption(f"Runs from `{os.fspath(queries.runs_dir())}`")
+
+
+def sidebar_tail(store: RunStore) -> bool:
+    """What every single-run page puts after its own sidebar widgets: the presentation toggle, the
+    runs directory, and the partial-run banner. Returns whether presentation mode is on."""
+    present = presentation_toggle()
+    runs_dir_caption()
+    partial_banner(store)
+    return present

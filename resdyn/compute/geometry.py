@@ -27,15 +27,10 @@ import scipy.linalg as sl
 from resdyn.compute import executors
 from resdyn.compute.stages import Stage
 from resdyn.core import spectral
+# The stored doses and grid sizes of the "pseudospectra" stage (shared with the synthetic writer).
+from resdyn.core.spectral import NR_ANGLES, PSEUDO_DOSES, PSEUDO_GRID, PSEUDO_PAD
 from resdyn.core.store import RunStore
 from resdyn.errors import ResdynError
-
-# Doses at which the per-layer pseudospectra and numerical ranges are stored (c = 0 is normal,
-# so exact and nearly free); the page shows the stored dose nearest to its slider.
-PSEUDO_DOSES = (0.0, 1.0, 2.0)
-PSEUDO_GRID = 40  # grid points per axis
-PSEUDO_PAD = 0.08  # margin around the numerical range, as a fraction of its larger side
-NR_ANGLES = 72
 
 
 def update_summary(store: RunStore, values: dict[str, float]) -> pd.DataFrame:

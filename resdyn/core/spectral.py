@@ -34,6 +34,12 @@ from resdyn.errors import ResdynError
 K_CUM = 512
 # METHODS §6: the paper's dose grid and the number of random draws of each control.
 DOSE_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+# Doses at which the per-layer pseudospectra, numerical ranges and singular values are stored
+# (c = 0 is normal, so exact and nearly free); the Schur page shows the stored dose nearest its slider.
+PSEUDO_DOSES = (0.0, 1.0, 2.0)
+PSEUDO_GRID = 40  # pseudospectrum grid points per axis
+PSEUDO_PAD = 0.08  # margin around the numerical range, as a fraction of its larger side
+NR_ANGLES = 72  # boundary points of the numerical range
 N_DRAWS = 4
 CONSTRUCTIONS = ("dose", "control_a", "control_b")
 MODES = ("J", "R")

@@ -31,14 +31,10 @@ import scipy.linalg as sl
 from numpy.lib.format import open_memmap
 
 from resdyn.core import spectral
+from resdyn.core.spectral import NR_ANGLES, PSEUDO_DOSES, PSEUDO_GRID, PSEUDO_PAD
 from resdyn.core.store import RunStore, _atomic_write
 from resdyn.core.synthetic import operator_blocks
 
-# The real stage's settings (resdyn.compute.geometry; repeated here because core/ imports no compute/).
-PSEUDO_DOSES = (0.0, 1.0, 2.0)
-PSEUDO_GRID = 40
-PSEUDO_PAD = 0.08
-NR_ANGLES = 72
 
 
 def _schur_2x2(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -210,7 +206,7 @@ def add_geometry_stages(store: RunStore, progress=spectral._no_progress) -> dict
             w = _numerical_range(a, b, t)
             nr.append(pd.DataFrame({"layer": np.int32(l), "c": float(c), "idx": np.arange(NR_ANGLES, dtype=np.int32),
                                     "x": w.real, "y": w.imag}))
-            lam = _union_eigs(np.diag(np.diag(a)), b, t)  # the diagonals: the spectrum
+            lam = np.concatenate([np.diag(a), b[:, 0, 0], b[:, 1, 1], t])  # triangular: the diagonals
             x, y = spectral.pseudospectrum_box(lam, w, PSEUDO_GRID, PSEUDO_PAD)
             z = (x[None, :] + 1j * y[:, None]).ravel()
             smin = np.minimum(spectral.sigma_min_grid(a, z), _sigma_min_2x2(b, z))

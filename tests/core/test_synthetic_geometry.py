@@ -29,13 +29,6 @@ def _dosed(q, t, c, shift=0.0):
     return shift * np.eye(D) + q @ spectral.dosed_schur_factor(t.astype(np.complex128), c) @ q.conj().T
 
 
-def test_the_settings_are_the_real_stages():
-    from resdyn.compute import geometry
-
-    assert (PSEUDO_DOSES, PSEUDO_GRID, PSEUDO_PAD, NR_ANGLES) == (
-        geometry.PSEUDO_DOSES, geometry.PSEUDO_GRID, geometry.PSEUDO_PAD, geometry.NR_ANGLES)
-
-
 def test_schur_factors_are_a_schur_form_of_every_layer(run, jac):
     for qn, tn, shift in (("schur_Q", "schur_T", 0.0), ("schur_R_Q", "schur_R_T", 1.0)):
         q, t = run.read_array(qn).astype(np.complex128), run.read_array(tn).astype(np.complex128)

@@ -134,9 +134,13 @@ def highlight_layer(fig: go.Figure, layer: int | None, presentation: bool = Fals
     if layer is None:
         return
     # Appended as a plain shape: add_vrect costs ~5 ms (it resolves subplot references).
-    fig.layout.shapes = (*fig.layout.shapes, dict(
-        type="rect", xref="x", yref="y domain", x0=layer - 0.5, x1=layer + 0.5, y0=0, y1=1,
-        fillcolor="#999999", opacity=0.15, line={"width": 0}, layer="below"))
+    fig.layout.shapes = (*fig.layout.shapes, highlight_band(layer))
+
+
+def highlight_band(layer: int) -> dict:
+    """The faint band of ``highlight_layer`` as a layout shape (also added to cached figure specs)."""
+    return {"type": "rect", "xref": "x", "yref": "y domain", "x0": layer - 0.5, "x1": layer + 0.5, "y0": 0, "y1": 1,
+            "fillcolor": "#999999", "opacity": 0.15, "line": {"width": 0}, "layer": "below"}
 
 
 def empty_figure(message: str, presentation: bool = False) -> go.Figure:
