@@ -5,8 +5,6 @@ its own under ``AppTest.from_file("pages/<page>.py")``; the choices are shared b
 through the URL query parameters and the session state, so a pasted link reopens the same view.
 """
 
-from pathlib import Path
-
 import streamlit as st
 
 from resdyn import ui
@@ -14,11 +12,9 @@ from resdyn import ui
 # No page_icon: a Material icon favicon would be fetched from fonts.gstatic.com (offline here).
 st.set_page_config(page_title="resdyn", layout="wide")
 
-HERE = Path(__file__).resolve().parent
-
 # ---- PAGES ------------------------------------------------------------------------------------
-# The navigation, grouped by section: (file, title, icon). Add a page by adding a line; a page
-# whose file is not there yet is left out, so the app runs while a page is being written.
+# The navigation, grouped by section: (file, title, icon). Add a page by adding a line; the
+# tests render every page declared here (tests/app/pagelist.py reads this literal).
 SECTIONS = {
     "Runs": [
         ("pages/runs.py", "Runs", ":material/table_view:"),
@@ -44,10 +40,9 @@ SECTIONS = {
 
 PAGES = {
     section: [st.Page(path, title=title, icon=icon, default=(path == "pages/runs.py"))
-              for path, title, icon in pages if (HERE / path).is_file()]
+              for path, title, icon in pages]
     for section, pages in SECTIONS.items()
 }
-PAGES = {section: pages for section, pages in PAGES.items() if pages}
 
 ui.install_export_buttons()
 st.navigation(PAGES).run()

@@ -20,7 +20,14 @@ def _headline(root: str, run_id: str, stamps: tuple) -> list[regimes.Headline]:
 
 
 def headline_card(store) -> None:
-    """A bordered card with the run's four headline numbers ("—" and the stage when missing)."""
+    """A bordered card with the run's four headline numbers ("—" and the stage when missing), or
+    one line saying what is damaged and how to repair it."""
+    found = ui.problems(store)
+    if found:
+        with st.container(border=True, key=f"card-{store.run_id}"):
+            st.markdown(f"**{store.run_id}** :red-badge[damaged]")
+            st.error(ui.damaged_message(store, found), icon="🛠️")
+        return
     m = store.manifest()
     stamps = ui.stamps(store, "layers", "cumulative", "coupling") + (m.get("status"),)
     with st.container(border=True, key=f"card-{store.run_id}"):
@@ -47,6 +54,8 @@ if store is None:
     st.stop()
 
 overview = queries.run_overview()
+damaged = ui.damaged_ids(overview["run_id"].tolist())
+overview.loc[overview["run_id"].isin(damaged), "status"] = "damaged"
 stage_cols = [c for c in overview.columns if c.startswith("seconds_")]
 st.dataframe(
     overview, hide_index=True,
@@ -76,6 +85,8 @@ for i in range(0, len(stores), per_row):
         with col:
             headline_card(s)
 
+if ui.problems(store):
+    st.stop()  # its card above already says what is damaged and how to repair it
 m = store.manifest()
 st.subheader(f"Run `{store.run_id}`")
 ui.partial_banner(store)
@@ -121,7 +132,7 @@ elif ui.require(store, "layers"):
                                                             presentation=present)),
             key="runs-regimes")
 
-    tables = {s.run_id: ui.load_layers(s) for s in stores if s.has_table("layers")}
+    tables = {s.run_id: ui.load_layers(s) for s in stores if s.run_id not in damaged and s.has_table("layers")}
     if tables:
         st.markdown("**Self-alignment of J̄ by regime, every run** (the paper's Table 2)")
         cols = st.columns(2)

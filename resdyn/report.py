@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from resdyn import __version__
+from resdyn import __version__, stages
 from resdyn.config import default_runs_dir, resolve_k
 from resdyn.core import regimes
 from resdyn.core.figures import compare
@@ -140,23 +140,6 @@ def _optional(section: Section, name: str, build: Callable[[], go.Figure]) -> No
                      f"{_esc(type(exc).__name__)}: {_esc(exc)}</p>")
 
 
-def _known_stages() -> list[str]:
-    """Stage names of the pipeline, read without importing the stage modules (torch)."""
-    try:
-        from resdyn.compute.stages import STAGE_MODULES
-    except Exception:  # noqa: BLE001 - the dashboard must not depend on the compute side
-        return []
-    return [mod.rsplit(".", 1)[-1] for mod in STAGE_MODULES]
-
-
-def missing_stages(manifest: dict) -> list[str]:
-    """Stages not done yet: from the manifest's ``stages_all`` when recorded (the pipeline writes
-    it), else from the pipeline's stage modules (a fallback for older or synthetic manifests)."""
-    planned = manifest.get("stages_all") or _known_stages()
-    done = set(manifest.get("stages_done", []))
-    return [s for s in planned if s not in done]
-
-
 def run_section(store: RunStore) -> Section:
     """Facts, headline numbers, regime tables and key figures of one run."""
     from resdyn.core.figures import operator, spectrum
@@ -172,7 +155,7 @@ def run_section(store: RunStore) -> Section:
         "compute s": round(float(sum((m.get("timings") or {}).values())), 1),
     }])
     sec.html(table_html(facts))
-    missing = missing_stages(m)
+    missing = stages.missing(m)
     if m.get("status") != "complete":
         sec.html(f"<p class='note'>Partial run; missing stages: {_esc(', '.join(missing) or 'unknown')}. "
                  "Shown: what it has.</p>")

@@ -15,8 +15,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from resdyn import report
-from resdyn.core import queries
+from resdyn import stages
+from resdyn.core import queries, verify
 from resdyn.core.figures.common import highlight_band
 from resdyn.core.store import RunStore, open_run
 
@@ -56,15 +56,54 @@ def leave_legacy_pages_mode() -> None:
         st.rerun()
 
 
+# -- damaged runs: one line on the page, never a traceback, and the other runs keep working -----
+@st.cache_data(max_entries=512, show_spinner=False)
+def _problems(path: str, signature: tuple) -> list[verify.Problem]:
+    return verify.check_run(RunStore(path))
+
+
+def problems(store: RunStore) -> list[verify.Problem]:
+    """``verify.check_run`` of the run, cached until any of its files changes."""
+    return _problems(str(store.path), verify.signature(store))
+
+
+def damaged_ids(ids: list[str]) -> set[str]:
+    """The runs among ``ids`` (in the current runs directory) that have a damaged or missing file."""
+    root = queries.runs_dir()
+    return {r for r in ids if problems(RunStore(root / r))}
+
+
+def damaged_message(store: RunStore, found: list[verify.Problem]) -> str:
+    """One line: the first damaged file, the command that repairs it, and how to list the rest."""
+    p = found[0]
+    more = (f" ({len(found) - 1} more file(s): `python -m resdyn.compute verify {store.run_id}` lists them)"
+            if len(found) > 1 else "")
+    return f"Run `{store.run_id}` cannot be shown: `{p.file}` is {p.reason}. Repair it with `{p.repair()}`{more}."
+
+
+def guard(store: RunStore) -> None:
+    """Stop the page with one ``st.error`` when the run has a damaged or missing file."""
+    found = problems(store)
+    if found:
+        st.error(damaged_message(store, found), icon="🛠️")
+        st.stop()
+
+
+def _run_label(damaged: set[str]):
+    return lambda r: f"{r}  (damaged)" if r in damaged else r
+
+
 def select_run(label: str = "Run", key: str = "run") -> RunStore | None:
-    """Sidebar picker of one run; synced to ``?run=``. Returns None (with a message) if no runs."""
+    """Sidebar picker of one run; synced to ``?run=``. Returns None (with a message) if no runs.
+    Damaged runs stay selectable (the page then says what is wrong) and are marked as such."""
     leave_legacy_pages_mode()  # every page calls select_run first
     df = queries.runs()
     if df.empty:
         st.info(f"No runs in `{queries.runs_dir()}`. Compute one with `python -m resdyn.compute run` or `make demo`.")
         return None
     ids = df["run_id"].tolist()
-    complete = df.loc[df["status"] == "complete", "run_id"].tolist()
+    damaged = damaged_ids(ids)
+    complete = [r for r in df.loc[df["status"] == "complete", "run_id"] if r not in damaged]
     default = complete[0] if complete else ids[0]  # open on a run that has everything to show
     wanted = _param(key)
     if wanted is not None and wanted not in ids:
@@ -74,7 +113,7 @@ def select_run(label: str = "Run", key: str = "run") -> RunStore | None:
     if wanted is None:
         wanted = _remembered(key)
     index = ids.index(wanted) if wanted in ids else ids.index(default)
-    run_id = st.sidebar.selectbox(label, ids, index=index, key=f"_sel_{key}")
+    run_id = st.sidebar.selectbox(label, ids, index=index, key=f"_sel_{key}", format_func=_run_label(damaged))
     _remember(key, run_id)
     return open_run(queries.runs_dir(), run_id)
 
@@ -103,9 +142,14 @@ def select_runs(label: str = "Runs", key: str = "runs", default: list[str] | Non
         chosen = [r for r in wanted if r in ids]
     else:
         chosen = [r for r in (default or ids[:2]) if r in ids]
-    chosen = st.sidebar.multiselect(label, ids, default=chosen, key=f"_sel_{key}")
+    damaged = damaged_ids(ids)
+    chosen = st.sidebar.multiselect(label, ids, default=chosen, key=f"_sel_{key}", format_func=_run_label(damaged))
     _remember(key, ",".join(chosen))
-    return chosen
+    left_out = [r for r in chosen if r in damaged]
+    if left_out:
+        st.sidebar.warning(f"Left out, damaged: {', '.join(map(repr, left_out))}; the Runs page or "
+                           "`python -m resdyn.compute verify` says how to repair them.")
+    return [r for r in chosen if r not in damaged]
 
 
 def run_page(title: str, layer: bool = True) -> tuple[RunStore, dict, int | None]:
@@ -116,6 +160,7 @@ def run_page(title: str, layer: bool = True) -> tuple[RunStore, dict, int | None
     store = select_run()
     if store is None:
         st.stop()
+    guard(store)
     m = store.manifest()
     return store, m, (select_layer(int(m["n_layers"])) if layer else None)
 
@@ -259,17 +304,12 @@ def presentation_toggle(key: str = "present") -> bool:
     return on
 
 
-def missing_stages(manifest: dict) -> list[str]:
-    """Stages not yet done: ``stages_all`` from the manifest when recorded, else the known stages."""
-    return report.missing_stages(manifest)
-
-
 def partial_banner(store: RunStore) -> bool:
     """Warn on a partial run, naming the missing stages; True when the run is partial."""
     m = store.manifest()
     if m.get("status") == "complete":
         return False
-    missing = missing_stages(m)
+    missing = stages.missing(m)
     what = f"missing stages: {', '.join(missing)}" if missing else "some stages have not finished"
     st.warning(
         f"Run `{store.run_id}` is partial; {what}. Showing what it has. Finish it with "

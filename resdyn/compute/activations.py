@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from resdyn.compute.blocks import traced_forward
-from resdyn.compute.stages import Stage
+from resdyn.compute.stages import stages_in
 from resdyn.errors import ResdynError
 
 BATCH = 16
@@ -75,8 +75,4 @@ def run(ctx) -> None:
     }))
 
 
-STAGE = Stage(
-    name="activations", fn=run, needs_model=True,
-    outputs=("activations.npy", "final_state.npy", "passages.parquet"),
-    description="last-token residual states at every sub-layer boundary",
-)
+STAGE, = stages_in(__name__)  # the record lives in resdyn/stages.py

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import typing
+from pathlib import Path
 
 from resdyn.config import RunConfig, default_runs_dir
 from resdyn.errors import ResdynError
@@ -60,9 +61,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_flags(sweep, multi=SWEEP_AXES, skip=("run_id",))
     sweep.add_argument("--quiet", action="store_true", help="no progress bars")
-    lst = sub.add_parser("list", help="list the runs and their status")
+    lst = sub.add_parser("list", help="list the runs and their status (complete, partial or corrupt)")
     lst.add_argument("--runs-dir", type=str, default=None, help="default $RESDYN_RUNS_DIR or data/runs")
+    ver = sub.add_parser(
+        "verify", help="check every file of runs; exit 1 when any is damaged",
+        description="Check each file of the given runs (default: every run) cheaply: Parquet footers and "
+                    "schemas, .npy headers against the file size and the manifest's shapes, and the "
+                    "manifest's finished stages against the files present. Prints one line per problem, "
+                    "naming the file and the command that repairs it; exits 1 when there is any, else 0.",
+    )
+    ver.add_argument("run_ids", nargs="*", metavar="RUN", help="run ids (default: every run)")
+    ver.add_argument("--runs-dir", type=str, default=None, help="default $RESDYN_RUNS_DIR or data/runs")
     return parser
+
+
+def explicit_flags(parser: argparse.ArgumentParser, argv) -> set[str]:
+    """The destinations the command line set explicitly (not left at their defaults)."""
+    saved = []
+    for action in _all_actions(parser):
+        saved.append((action, action.default))
+        action.default = argparse.SUPPRESS
+    try:
+        return set(vars(parser.parse_args(argv)))
+    finally:
+        for action, default in saved:
+            action.default = default
+
+
+def _all_actions(parser: argparse.ArgumentParser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _all_actions(sub)
+        elif action.dest not in ("help", "command"):
+            yield action
 
 
 SWEEP_AXES = ("model", "revision", "init")
@@ -99,11 +131,35 @@ def cmd_sweep(ns) -> int:
     return 2 if any(o.startswith("error") for _, o in results) else 0
 
 
+def settings_from_manifest(kwargs: dict, explicit: set[str]) -> dict:
+    """For an existing run named by ``--run-id``, the settings the command line did not give are
+    taken from its manifest, so `run --run-id X --redo STAGE` repairs or finishes run X whatever
+    model and settings it was computed with. Explicit flags are kept (and checked by the pipeline)."""
+    from resdyn.config import validate_run_id
+    from resdyn.core.verify import read_manifest
+    from resdyn.core.store import RunStore
+
+    if "run_id" not in explicit or not kwargs.get("run_id"):
+        return kwargs
+    validate_run_id(kwargs["run_id"])
+    store = RunStore(Path(kwargs["runs_dir"] or default_runs_dir()) / kwargs["run_id"])
+    m, _ = read_manifest(store)
+    if m is None:
+        return kwargs
+    out = dict(kwargs)
+    for f in dataclasses.fields(RunConfig):
+        if f.metadata.get("manifest") and f.name not in explicit and f.name in m:
+            out[f.name] = m[f.name]
+    if "samples" not in explicit and m.get("n_samples"):
+        out["samples"] = int(m["n_samples"])
+    return out
+
+
 def cmd_run(ns) -> int:
     from resdyn.compute import pipeline
 
     kwargs = {f.name: getattr(ns, f.name) for f in dataclasses.fields(RunConfig)}
-    cfg = RunConfig(**kwargs)
+    cfg = RunConfig(**settings_from_manifest(kwargs, ns.explicit))
     redo = tuple(s.strip() for s in ns.redo.split(",") if s.strip())
     store = pipeline.run(cfg, quiet=ns.quiet, redo=redo)
     m = store.manifest()
@@ -115,11 +171,16 @@ def cmd_run(ns) -> int:
 def cmd_list(ns) -> int:
     from resdyn.core.queries import runs
 
-    root = ns.runs_dir or default_runs_dir()
+    from resdyn.core.store import RunStore
+    from resdyn.core.verify import check_run
+
+    root = Path(ns.runs_dir or default_runs_dir())
     df = runs(root)
     if df.empty:
         print(f"no runs in {root}")
         return 0
+    damaged = {rid for rid in df["run_id"] if check_run(RunStore(root / rid))}
+    df.loc[df["run_id"].isin(damaged), "status"] = "corrupt"
     from rich.console import Console
     from rich.table import Table
 
@@ -130,7 +191,23 @@ def cmd_list(ns) -> int:
     for _, row in df.iterrows():
         table.add_row(*[str(row[c]) for c in cols])
     Console(width=200).print(table)
+    if damaged:
+        print(f"{len(damaged)} run(s) have damaged files: `python -m resdyn.compute verify --runs-dir {root}` "
+              "names each with the command that repairs it")
     return 0
+
+
+def cmd_verify(ns) -> int:
+    from resdyn.core.verify import check_runs
+
+    root = Path(ns.runs_dir or default_runs_dir())
+    checked, problems = check_runs(root, ns.run_ids or None)
+    for p in problems:
+        print(p.line())
+    bad = len({p.run_id for p in problems})
+    print(f"{len(checked)} run(s) checked in {root}: " +
+          (f"{len(problems)} problem(s) in {bad} run(s)" if problems else "no problems"))
+    return 1 if problems else 0
 
 
 def main(argv=None) -> int:
@@ -138,8 +215,9 @@ def main(argv=None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
     ns = parser.parse_args(argv)
+    ns.explicit = explicit_flags(parser, argv)
     try:
-        return {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list}[ns.command](ns)
+        return {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "verify": cmd_verify}[ns.command](ns)
     except ResdynError as exc:
         print(f"resdyn: error: {exc}", file=sys.stderr)
         return 2

@@ -54,7 +54,7 @@ from torch.func import jacrev
 
 from resdyn.compute.blocks import BlockCall, traced_forward
 from resdyn.compute.geometry import update_summary  # the run's shared table of named scalars
-from resdyn.compute.stages import Stage
+from resdyn.compute.stages import stages_in
 from resdyn.core import trajectory as tj
 from resdyn.core.store import RunStore
 from resdyn.errors import ResdynError
@@ -456,12 +456,4 @@ def compute_trajectories(ctx) -> None:
     update_summary(ctx.store, trajectory_summary(table, width))
 
 
-STAGES = [
-    Stage("block_coupling", compute_block_coupling, requires=("activations",), needs_model=True,
-          outputs=("block_coupling.parquet", "block_coupling_A.npy"),
-          description="in-context residual Jacobians of a sample subset and their depth/token-wise "
-                      "coupling (METHODS §9)"),
-    Stage("trajectories", compute_trajectories, requires=("activations",), needs_model=True,
-          outputs=("trajectories.parquet", "trajectory_pca.parquet", "trajectory_windows.parquet"),
-          description="line-shape score, expodistance, norms and 2-D PCA of every token's trajectory (METHODS §9)"),
-]
+STAGES = stages_in(__name__)  # the records live in resdyn/stages.py

@@ -65,7 +65,7 @@ class Split:
 
 def split_for(stage) -> Split | None:
     """The ``Split`` a stage's module declares for it in ``SPLITS`` (by stage name), or None."""
-    module = importlib.import_module(stage.fn.__module__)
+    module = importlib.import_module(stage.module)
     return getattr(module, "SPLITS", {}).get(stage.name)
 
 
@@ -270,7 +270,7 @@ class RayExecutor:
         wcfg = _worker_cfg(ctx.cfg, use_gpu)
         threads = None if use_gpu else opts["num_cpus"]
         actor_cls = ray.remote(**opts)(_SplitWorker)
-        actors = [actor_cls.remote(wcfg, stage.fn.__module__, stage.name, threads) for _ in range(n_workers)]
+        actors = [actor_cls.remote(wcfg, stage.module, stage.name, threads) for _ in range(n_workers)]
         queue = list(units)
         running: dict = {}
         bar = ctx.progress(total=len(units), desc=f"{stage.name} (ray, {n_workers} workers)", unit="layer")

@@ -25,7 +25,7 @@ import pandas as pd
 import scipy.linalg as sl
 
 from resdyn.compute import executors
-from resdyn.compute.stages import Stage
+from resdyn.compute.stages import stages_in
 from resdyn.core import spectral
 # The stored doses and grid sizes of the "pseudospectra" stage (shared with the synthetic writer).
 from resdyn.core.spectral import NR_ANGLES, PSEUDO_DOSES, PSEUDO_GRID, PSEUDO_PAD
@@ -34,13 +34,8 @@ from resdyn.errors import ResdynError
 
 
 def update_summary(store: RunStore, values: dict[str, float]) -> pd.DataFrame:
-    """Upsert named scalars into ``summary.parquet`` (columns name, value), keeping other rows."""
-    new = pd.DataFrame({"name": [str(k) for k in values], "value": [float(v) for v in values.values()]})
-    if store.has_table("summary"):
-        old = store.read_table("summary")
-        new = pd.concat([old[~old["name"].isin(new["name"])], new], ignore_index=True)
-    store.write_table("summary", new)
-    return new
+    """``RunStore.update_summary`` (kept for the stage modules that import it from here)."""
+    return store.update_summary(values)
 
 
 def spectra_layers(n_layers: int) -> list[int]:
@@ -234,16 +229,4 @@ def compute_pseudospectra(ctx) -> None:
     })
 
 
-STAGES = [
-    Stage("cumulative", compute_cumulative, requires=("jacobians", "spectra"),
-          outputs=("cumulative.parquet", "cumulative_spectra.parquet"),
-          description="effective rank and norm of the cumulative products P_l (METHODS §5)"),
-    Stage("schur", compute_schur, requires=("jacobians",),
-          outputs=("schur_Q.npy", "schur_T.npy", "schur_R_Q.npy", "schur_R_T.npy", "schur_dose.parquet"),
-          description="complex Schur forms and the dose / control A / control B grid, modes J and R (METHODS §6)"),
-    Stage("pseudospectra", compute_pseudospectra, requires=("schur",),
-          outputs=("pseudospectra.parquet", "numerical_range.parquet", "transient_growth.parquet",
-                   "layer_sigma.parquet"),
-          description="ε-pseudospectra, numerical ranges, singular values at the stored doses and transient "
-                      "growth (METHODS §11)"),
-]
+STAGES = stages_in(__name__)  # the records live in resdyn/stages.py

@@ -22,7 +22,7 @@ import torch
 from torch.func import jacrev, vmap
 
 from resdyn.compute.blocks import in_context_fn, isolated_calls, isolated_fn, traced_forward
-from resdyn.compute.stages import Stage
+from resdyn.compute.stages import stages_in
 from resdyn.compute.executors import Split
 from resdyn.core.store import npy_ok, save_npy
 from resdyn.errors import ResdynError
@@ -222,11 +222,7 @@ def run(ctx) -> None:
     store.clear_partial("jacobians")
 
 
-STAGE = Stage(
-    name="jacobians", fn=run, requires=("activations",), needs_model=True,
-    outputs=("jacobians.npy", "samples.parquet"),
-    description="exact per-sample block Jacobians, their statistics and the float64 mean",
-)
+STAGE, = stages_in(__name__)  # the record lives in resdyn/stages.py
 
 # Per-layer units for the executors (resdyn.compute.executors): a Ray worker computes whole layers.
 SPLITS = {"jacobians": Split(pending=pending_layers, inputs=layer_inputs, prepare=prepare_worker,

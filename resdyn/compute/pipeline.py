@@ -13,6 +13,7 @@ import platform
 import time
 
 from resdyn import __version__
+from resdyn import stages as registry
 from resdyn.compute import executors
 from resdyn.compute.context import RunContext
 from resdyn.compute.stages import Stage, all_stages
@@ -30,15 +31,6 @@ def select_stages(spec: str | None, stages: list[Stage]) -> list[Stage]:
     if unknown:
         raise ResdynError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(s.name for s in stages)}")
     return [s for s in stages if s.name in names]
-
-
-def dependents(stages: list[Stage], names: set[str]) -> set[str]:
-    """``names`` plus every stage that (transitively) reads their outputs."""
-    out = set(names)
-    for s in stages:  # stages are in dependency order, so one pass suffices
-        if out & set(s.requires):
-            out.add(s.name)
-    return out
 
 
 def _versions() -> dict:
@@ -110,15 +102,18 @@ def run(cfg: RunConfig, quiet: bool = False, redo: tuple[str, ...] = ()) -> RunS
         ctx = RunContext(cfg, store, quiet=quiet)
         m = init_manifest(ctx, todo)
         names = [s.name for s in stages]
-        if redo:
-            unknown = set(redo) - set(names)
-            if unknown:
-                raise ResdynError(f"unknown stage(s) in --redo: {', '.join(sorted(unknown))}; stages: {', '.join(names)}")
-            stale = dependents(stages, set(redo))
+        unknown = set(redo) - set(names)
+        if unknown:
+            raise ResdynError(f"unknown stage(s) in --redo: {', '.join(sorted(unknown))}; stages: {', '.join(names)}")
+        # A redone stage makes its dependents stale; those never computed (nor asked for) stay so.
+        wanted = set(m.get("stages_done", [])) | {s.name for s in todo}
+        stale = set(registry.dependents(set(redo))) & (wanted | set(redo)) if redo else set()
+        todo = [s for s in stages if s in todo or s.name in stale]
+        _check_damaged(store, stale | {s.name for s in todo if s.name not in m.get("stages_done", [])})
+        if stale:
             for name in stale:
                 store.clear_partial(name)
             m = store.invalidate(stale)
-            todo = [s for s in stages if s in todo or s.name in stale]
         done = set(m.get("stages_done", []))
         for stage in todo:
             if stage.name in done and all((store.path / o).is_file() for o in stage.outputs):
@@ -131,6 +126,26 @@ def run(cfg: RunConfig, quiet: bool = False, redo: tuple[str, ...] = ()) -> RunS
             store.mark_stage_done(stage.name, time.perf_counter() - t0, names, outputs=stage.outputs)
             done.add(stage.name)
     return store
+
+
+def _check_damaged(store: RunStore, recomputed: set[str]) -> None:
+    """Stop with one line when a finished stage's file is damaged and nothing asked to rewrite it;
+    delete the damaged files that the stages about to run rewrite.
+
+    A missing file is not refused: its stage is simply computed again (that is how a run gains a
+    file a newer resdyn writes). ``verify`` lists every problem; this names the first.
+    """
+    from resdyn.core.verify import check_run
+
+    found = [p for p in check_run(store) if p.reason != "missing"]
+    for p in found:
+        if set(p.redo) <= recomputed:  # about to be rewritten; a shared file must not be merged into
+            p.path.unlink()
+    bad = [p for p in found if not set(p.redo) <= recomputed]
+    if bad:
+        more = (f" ({len(bad) - 1} more: `python -m resdyn.compute verify {store.run_id} --runs-dir "
+                f"{store.path.parent}` lists them)") if len(bad) > 1 else ""
+        raise ResdynError(f"corrupt file {bad[0].path} ({bad[0].reason}); repair it: `{bad[0].repair()}`{more}")
 
 
 def run_stage(ctx: RunContext, stage: Stage, executor, stages: list[Stage]) -> None:

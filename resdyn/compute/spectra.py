@@ -6,7 +6,7 @@ numpy only: the math lives in ``resdyn.core.linalg`` so the dashboard and tests 
 
 from __future__ import annotations
 
-from resdyn.compute.stages import Stage
+from resdyn.compute.stages import stages_in
 from resdyn.core.linalg import operator_table, sample_summary
 
 
@@ -20,8 +20,4 @@ def run(ctx) -> None:
     store.write_table("eigenvalues", eigs)
 
 
-STAGE = Stage(
-    name="spectra", fn=run, requires=("jacobians",),
-    outputs=("layers.parquet", "eigenvalues.parquet"),
-    description="eigenvalues, alignment, Henrici and κ profiles of J̄ and R",
-)
+STAGE, = stages_in(__name__)  # the record lives in resdyn/stages.py

@@ -1,8 +1,9 @@
-"""The pipeline's stages and their order.
+"""The pipeline's stages: the torch-free registry (``resdyn.stages``) with compute functions attached.
 
 A stage is a function of a ``RunContext`` that reads earlier stages' outputs from the run store
 and writes its own. Stages never decide where they run: the executor (local or Ray) and the
 device come from the context. A finished stage is recorded in the manifest and skipped on rerun.
+Names, inputs and outputs live in ``resdyn/stages.py`` only; this module adds the function.
 """
 
 from __future__ import annotations
@@ -11,34 +12,55 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable
 
-# Order matters: a stage may only read what the stages before it wrote.
-STAGE_MODULES = [
-    "resdyn.compute.activations",
-    "resdyn.compute.jacobians",
-    "resdyn.compute.spectra",
-    "resdyn.compute.geometry",
-    "resdyn.compute.topology",
-    "resdyn.compute.coupling",
-]
+from resdyn import stages as registry
 
 
 @dataclass(frozen=True)
 class Stage:
-    name: str
-    fn: Callable  # fn(ctx: RunContext) -> None
-    requires: tuple[str, ...] = ()
-    outputs: tuple[str, ...] = ()  # file names in the run directory (for --redo and corruption checks)
-    needs_model: bool = False
-    description: str = ""
+    """A registry record plus its compute function, resolved on first use (so a stage module can
+    list its own stages with ``stages_in(__name__)`` while it is being imported)."""
+
+    spec: registry.StageSpec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def requires(self) -> tuple[str, ...]:
+        return self.spec.needs
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return self.spec.outputs
+
+    @property
+    def needs_model(self) -> bool:
+        return self.spec.needs_model
+
+    @property
+    def description(self) -> str:
+        return self.spec.description
+
+    @property
+    def module(self) -> str:
+        return self.spec.function.split(":")[0]
+
+    @property
+    def fn(self) -> Callable:  # fn(ctx: RunContext) -> None
+        module, name = self.spec.function.split(":")
+        return getattr(importlib.import_module(module), name)
 
 
 def all_stages() -> list[Stage]:
-    out = []
-    for mod in STAGE_MODULES:
-        m = importlib.import_module(mod)
-        out.extend(getattr(m, "STAGES", None) or [m.STAGE])
-    return out
+    """Every stage, in computation order."""
+    return [Stage(spec) for spec in registry.STAGES]
+
+
+def stages_in(module: str) -> list[Stage]:
+    """The stages whose compute function lives in ``module``."""
+    return [s for s in all_stages() if s.module == module]
 
 
 def stage_names() -> list[str]:
-    return [s.name for s in all_stages()]
+    return registry.names()

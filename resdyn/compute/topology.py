@@ -44,7 +44,7 @@ from scipy import stats
 from resdyn.compute import executors
 from resdyn.compute.geometry import update_summary  # the run's shared table of named scalars
 from resdyn.core.correlation import HEATMAP_MAX, correlation, overview_blocks, standardize
-from resdyn.compute.stages import Stage
+from resdyn.compute.stages import stages_in
 from resdyn.errors import ResdynError
 
 # -- parameters (METHODS §7–8; the paper's values) ------------------------------------------------
@@ -650,12 +650,4 @@ def compute_coupling(ctx) -> None:
     update_summary(store, summary)
 
 
-STAGES = [
-    Stage("communities", compute_communities, requires=("activations", "jacobians"),
-          outputs=("units.parquet", "communities.parquet", "nmi.parquet", "graph_edges.parquet"),
-          description="top-k correlation graphs and signed Leiden communities of every snapshot (METHODS §7)"),
-    # Named apart from the block-coupling analysis of the second paper (METHODS §9).
-    Stage("topology_coupling", compute_coupling, requires=("communities", "spectra"),
-          outputs=("mesoscale.parquet", "coupling.parquet"),
-          description="mesoscale, boundary-node and rate-level topology ↔ Jacobian tests (METHODS §8)"),
-]
+STAGES = stages_in(__name__)  # the records live in resdyn/stages.py

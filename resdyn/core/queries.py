@@ -39,7 +39,8 @@ def runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
     for store in list_runs(root or runs_dir()):
         try:
             m = store.manifest()
-        except ResdynError:
+        except ResdynError:  # listed, so that a damaged run is named rather than vanishing
+            rows.append({"run_id": store.run_id, "status": "corrupt"})
             continue
         rows.append({
             "run_id": store.run_id,
@@ -175,6 +176,7 @@ def run_overview(root: str | os.PathLike | None = None) -> pd.DataFrame:
         try:
             m = store.manifest()
         except ResdynError:
+            rows.append({"run_id": store.run_id, "status": "corrupt"})
             continue
         timings = m.get("timings", {}) or {}
         rows.append({

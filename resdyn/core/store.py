@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -200,6 +201,17 @@ class RunStore:
         except Exception as exc:  # pyarrow raises several types for damaged files
             raise CorruptFileError(self._corrupt_message("table", path, exc), path) from exc
 
+    def update_summary(self, values: dict[str, float]) -> pd.DataFrame:
+        """Upsert named scalars into ``summary.parquet`` (columns name, value), keeping the other
+        stages' rows; sorted by name, so the file does not depend on the order stages ran in."""
+        new = pd.DataFrame({"name": [str(k) for k in values], "value": [float(v) for v in values.values()]})
+        if self.has_table("summary"):
+            old = self.read_table("summary")
+            new = pd.concat([old[~old["name"].isin(new["name"])], new], ignore_index=True)
+        new = new.sort_values("name", kind="stable", ignore_index=True)
+        self.write_table("summary", new)
+        return new
+
     # -- arrays -----------------------------------------------------------------------------
     def array_path(self, name: str) -> Path:
         return self.path / f"{name}.npy"
@@ -257,25 +269,72 @@ class RunStore:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Exclusive writer lock; a second compute on the same run fails with one line."""
+        """Exclusive writer lock; a second compute on the same run fails with one line.
+
+        The lock is flock(2) on ``.lock``, which the kernel releases when its holder dies, so a
+        ``.lock`` left by a killed process is taken over (with a warning naming its pid). On exit
+        the lock file goes, and so does the run directory when this call created it and no
+        manifest was written (a run that failed to start leaves nothing behind).
+        """
         import fcntl
 
+        created = not self.path.exists()
+        lock_path = self.path / LOCK
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            fh = os.fdopen(os.open(self.path / LOCK, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666), "w")
+            fh = os.fdopen(os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666), "r+")
         except OSError as exc:
-            _raise_for_write_error(exc, self.path / LOCK)
+            _raise_for_write_error(exc, lock_path)
             raise
+        locked = False
         try:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError as exc:
-                raise ResdynError(f"run {self.run_id} is being written by another process; wait for it to finish") from exc
+                raise ResdynError(f"run {self.run_id} is being written by another process "
+                                  f"(pid {fh.read().strip() or '?'}); wait for it to finish") from exc
+            locked = True
+            stale = fh.read().strip()
+            if stale and stale != str(os.getpid()):
+                state = "no longer running" if not _pid_alive(stale) else "not holding it"
+                logging.getLogger("resdyn").warning(
+                    "taking over the lock of run %s left by process %s (%s)", self.run_id, stale, state)
+            fh.seek(0)
+            fh.truncate()
             fh.write(str(os.getpid()))
             fh.flush()
             yield
         finally:
+            if locked:
+                with contextlib.suppress(OSError):
+                    lock_path.unlink()
             fh.close()
+            if created and not self.exists():
+                with contextlib.suppress(OSError):
+                    self.path.rmdir()  # only when empty: a failed start leaves no directory
+
+
+def _pid_alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def holder(path: str | os.PathLike) -> int | None:
+    """The pid of the live process computing the run at ``path``, or None.
+
+    Read from ``.lock`` without locking it (a probe lock could make a starting compute fail):
+    the holder removes the file when it ends, and a killed holder's pid is no longer alive.
+    """
+    try:
+        text = (Path(path) / LOCK).read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() and _pid_alive(text) else None
 
 
 def migrate_manifest(m: dict, path: Path) -> dict:

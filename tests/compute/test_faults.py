@@ -297,7 +297,7 @@ def test_unknown_hub_model_gives_one_line(env, tmp_path, capsys, monkeypatch):
                                                       str(env / "corpus.txt"), "--samples", "2",
                                                       "--runs-dir", str(tmp_path), "--quiet"])
     _one_line_error(capsys, code, "cannot load model 'no-such-org/no-such-model'")
-    assert not list(tmp_path.rglob("manifest.json"))
+    assert not list(tmp_path.iterdir())  # no run directory, no .lock
 
 
 def test_unsupported_architecture_gives_one_line(env, tmp_path, capsys):
@@ -321,7 +321,7 @@ def test_empty_or_short_corpus_gives_one_line(env, tmp_path, capsys, lines, samp
     argv[argv.index("--corpus") + 1] = str(corpus)
     argv[argv.index("--samples") + 1] = str(samples)
     _one_line_error(capsys, main(argv), message)
-    assert not (tmp_path / "runs" / "c" / "manifest.json").exists()
+    assert not (tmp_path / "runs" / "c").exists()  # a run that failed to start leaves no directory
 
 
 @pytest.mark.parametrize("flag, value, message", [
@@ -355,3 +355,25 @@ def test_second_compute_on_the_same_run_is_refused_by_the_lock(env, tmp_path, ca
         _one_line_error(capsys, code, "run ref is being written by another process", "wait for it to finish")
     assert _snapshot(runs / "ref") == before
     assert main(_argv(env, "ref", runs=runs)) == 0  # released: the next compute proceeds
+
+
+def test_stale_lock_of_a_killed_process_is_taken_over_with_a_warning(env, tmp_path, caplog):
+    runs = _copy_ref(env, tmp_path)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid is gone, as a SIGKILLed compute's is
+    (runs / "ref" / ".lock").write_text(str(dead.pid))
+    with caplog.at_level("WARNING", logger="resdyn"):
+        assert main(_argv(env, "ref", "--redo", "spectra", runs=runs)) == 0
+    assert f"taking over the lock of run ref left by process {dead.pid} (no longer running)" in caplog.text
+    assert not (runs / "ref" / ".lock").exists()  # released and removed
+    _assert_same_numbers(env / "runs" / "ref", runs / "ref")
+
+
+def test_lock_holder_is_read_without_locking(env, tmp_path):
+    from resdyn.core.store import holder
+
+    runs = _copy_ref(env, tmp_path)
+    assert holder(runs / "ref") is None
+    with RunStore(runs / "ref").lock():
+        assert holder(runs / "ref") == os.getpid()
+    assert holder(runs / "ref") is None

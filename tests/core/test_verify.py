@@ -1,0 +1,80 @@
+"""``verify``: the cheap checks name what is wrong with a run and the command that repairs it.
+
+The full matrix (every file of a real run, truncated and overwritten, through verify, the pages,
+``run`` and the repair) is tests/compute/test_fault_matrix.py; these cover the cases it does not.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from resdyn.compute.cli import main
+from resdyn.core import verify
+from resdyn.core.store import RunStore, save_npy
+from tests.app.apptools import open_page
+from tests.conftest import RANDOM_RUN, TRAINED_RUN
+
+
+@pytest.fixture
+def runs(synthetic_runs_dir, tmp_path):
+    root = tmp_path / "runs"
+    shutil.copytree(synthetic_runs_dir, root)
+    return root
+
+
+def test_healthy_runs_have_no_problems(synthetic_runs_dir, capsys):
+    assert main(["verify", "--runs-dir", str(synthetic_runs_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "2 run(s) checked" in out and out.rstrip().endswith("no problems")
+    for run in (TRAINED_RUN, RANDOM_RUN):
+        assert verify.check_run(RunStore(synthetic_runs_dir / run)) == []
+
+
+def test_an_array_of_the_wrong_shape_is_named(runs, capsys):
+    jac = np.load(runs / TRAINED_RUN / "jacobians.npy")
+    save_npy(runs / TRAINED_RUN / "jacobians.npy", jac[:-1])  # a valid file, one layer short
+    (p,) = verify.check_run(RunStore(runs / TRAINED_RUN))
+    assert p.file == "jacobians.npy" and p.redo == ("jacobians",)
+    assert p.reason == f"shape {(jac.shape[0] - 1, *jac.shape[1:])} where the manifest implies {jac.shape}"
+    assert main(["verify", TRAINED_RUN, "--runs-dir", str(runs)]) == 1
+    out = capsys.readouterr().out
+    assert f"{TRAINED_RUN}: jacobians.npy: shape" in out and "--redo jacobians" in out
+
+
+def test_a_missing_file_of_a_finished_stage_is_named(runs):
+    (runs / RANDOM_RUN / "eigenvalues.parquet").unlink()
+    (p,) = verify.check_run(RunStore(runs / RANDOM_RUN))
+    assert (p.file, p.reason, p.redo) == ("eigenvalues.parquet", "missing", ("spectra",))
+    assert p.line().endswith("--redo spectra") and f"--run-id {RANDOM_RUN}" in p.line()
+
+
+def test_a_corrupt_manifest_is_listed_verified_and_shown_in_one_line(runs, capsys, monkeypatch):
+    (runs / TRAINED_RUN / "manifest.json").write_text('{"run_id": "synth')  # cut short
+    (p,) = verify.check_run(RunStore(runs / TRAINED_RUN))
+    assert p.file == "manifest.json" and p.redo == () and "move the run directory" in p.repair()
+    assert main(["verify", "--runs-dir", str(runs)]) == 1
+    assert main(["list", "--runs-dir", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert "corrupt" in out and RANDOM_RUN in out
+    monkeypatch.setenv("RESDYN_RUNS_DIR", str(runs))
+    at = open_page("pages/spectrum.py", run=TRAINED_RUN)
+    assert not at.exception and len(at.error) == 1 and "`manifest.json`" in at.error[0].value
+    at = open_page("pages/spectrum.py", run=RANDOM_RUN)  # the other run is untouched
+    assert not at.exception and not at.error and at.get("plotly_chart")
+
+
+def test_verify_refuses_an_unknown_run_in_one_line(runs, capsys):
+    assert main(["verify", "nope", "--runs-dir", str(runs)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"resdyn: error: no run 'nope' in {runs}"
+
+
+def test_signature_changes_when_a_file_does(runs):
+    store = RunStore(runs / TRAINED_RUN)
+    before = verify.signature(store)
+    path = runs / TRAINED_RUN / "layers.parquet"
+    path.write_bytes(path.read_bytes()[:-10])
+    assert verify.signature(store) != before
