@@ -42,6 +42,8 @@ def test_monte_carlo_of_gaussian_matrices():
     se = counts.std(ddof=1) / np.sqrt(n_mat)
     expected = nulls.ginibre_expected_real(d)  # 6.0995
     assert abs(counts.mean() - expected) < 4 * se
+    # The spread of one matrix's count matches Forrester–Nagao's (2 − √2)·E[#real] variance.
+    assert counts.std(ddof=1) / d == pytest.approx(nulls.ginibre_complex_fraction_sd(d), rel=0.1)
     # Tight enough to reject a formula off by 0.3 (e.g. dropping the 1/2, or √(2d/π) alone: 5.64).
     assert 4 * se < 0.3
 
@@ -112,3 +114,12 @@ def test_synthetic_runs_write_the_column_and_older_runs_get_it_on_read(synthetic
     got = queries.layers(TRAINED_RUN, root=root)
     np.testing.assert_allclose(got["frac_complex_null"], nulls.ginibre_complex_fraction(d))
     assert len(got) == len(lay)
+
+
+def test_lss_of_random_directions_is_sqrt_of_the_steps():
+    rng = np.random.default_rng(3)
+    n, d = 30, 4096
+    steps = rng.standard_normal((200, n, d))
+    steps /= np.linalg.norm(steps, axis=-1, keepdims=True)
+    lss = n / np.linalg.norm(steps.sum(1), axis=-1)
+    assert np.median(lss) == pytest.approx(nulls.lss_random_walk(n), rel=0.05)
