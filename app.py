@@ -22,6 +22,7 @@ HERE = Path(__file__).resolve().parent
 SECTIONS = {
     "Runs": [
         ("pages/runs.py", "Runs", ":material/table_view:"),
+        ("pages/claims.py", "Claims", ":material/fact_check:"),
     ],
     "Dynamics": [
         ("pages/spectrum.py", "Spectrum", ":material/scatter_plot:"),
