@@ -131,3 +131,12 @@ def test_runs_page_cards_and_regime_tables(runs_root, monkeypatch):
     assert sorted(t2["run"]) == sorted([DEEP, RANDOM_RUN, TRAINED_RUN])
     fig = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert fig["layout"]["title"]["text"].startswith("self-alignment of J̄: depth regimes")
+
+
+def test_complex_fraction_overlay_has_each_runs_ginibre_line(runs_root, monkeypatch):
+    at = _page("pages/compare.py", runs_root, monkeypatch, runs=f"{TRAINED_RUN},{DEEP}", profile="layers:frac_complex")
+    (chart,) = at.get("plotly_chart")
+    base = [t for t in json.loads(chart.proto.spec)["data"] if "baseline" in t["name"]]
+    assert len(base) == 2
+    for t in base:
+        assert decode(t["y"]) == pytest.approx([nulls.ginibre_complex_fraction(16 if DEEP in t["name"] else 32)] * 2)
