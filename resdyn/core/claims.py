@@ -33,11 +33,14 @@ NOT_COMPUTED = "not computed"
 
 # One sentence per verdict, for the page's legend (and the report's).
 VERDICTS = {
-    HOLDS: "The run shows the effect, beyond the null baseline (and the random-init twin where the claim is about training).",
+    HOLDS: ("The run shows the effect, beyond the null baseline (and the random-init twin where the "
+            "claim is about training)."),
     FAILS: "The run shows no such effect, or the opposite, or its random-init twin shows it as strongly.",
-    NULL: "The value is what a structureless reference already gives (or lies inside the noise band), so it is no evidence for the claim.",
+    NULL: ("The value is what a structureless reference already gives (or lies inside the noise band), "
+           "so it is no evidence for the claim."),
     TAUTOLOGICAL: "The comparison is true by construction, whatever the model, so it cannot support the claim.",
-    CONFOUNDED: "The only null the run has is rewarded by the identity (skip) inside J, so a positive result could come from the skip alone.",
+    CONFOUNDED: ("The only null the run has is rewarded by the identity (skip) inside J, so a positive "
+                 "result could come from the skip alone."),
     NOT_COMPUTED: "The run (or its random-init twin) lacks the stage this claim needs; the note says which.",
 }
 # Icons for the page's verdict column (Streamlit shows them as text).
@@ -70,8 +73,8 @@ def _no_twin_note(run: RunTables) -> str:
 
 def complex_pairs(run: RunTables, twin: RunTables | None) -> dict:
     """Claim 1: most eigenvalues of J̄_l come in complex pairs (METHODS §3)."""
-    claim, q, paper = ("most eigenvalues are complex pairs (rotation)", "complex-pair fraction of J̄_l, mean over layers",
-                       "≈98 %")
+    claim = "most eigenvalues are complex pairs (rotation)"
+    q, paper = "complex-pair fraction of J̄_l, mean over layers", "≈98 %"
     cf = complex_fraction(run)
     if cf is None:
         return _row(claim, q, paper, note="needs the `spectra` stage")
@@ -123,7 +126,8 @@ def init_cluster(run: RunTables, twin: RunTables | None) -> dict:
         note = f"this run is random-init: {init[0]:.0%} of its eigenvalues lie near Re = 1"
     else:
         ok = init[0] >= CLUSTER_FRACTION and init[0] > own[0]
-        note = f"twin {init[0]:.0%} vs trained {own[0]:.0%} near Re = 1 (cluster: ≥ {CLUSTER_FRACTION:.0%} and above the trained run)"
+        note = (f"twin {init[0]:.0%} vs trained {own[0]:.0%} near Re = 1 "
+                f"(cluster: ≥ {CLUSTER_FRACTION:.0%} and above the trained run)")
     return _row(claim, q, paper, run_txt, twin_txt, "— (the twin is the reference)", HOLDS if ok else FAILS, note)
 
 
@@ -346,7 +350,8 @@ def boundary_layers(run: RunTables, twin: RunTables | None) -> dict:
         verdict = HOLDS
         note = f"{fc[2]} with d > 0, {fc[3]} with d < 0"
         if tw is None:
-            note += "; " + (_no_twin_note(run) if twin is None else "the twin lacks the stage") + " to show it is learned"
+            why = _no_twin_note(run) if twin is None else "the twin lacks the stage"
+            note += f"; {why} to show it is learned"
     return _row(claim, q, paper, f"{fc[0]} / {fc[1]} ({method})", None if tw is None else f"{tw[0]} / {tw[1]}",
                 null_txt, verdict, note)
 

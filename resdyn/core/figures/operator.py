@@ -165,8 +165,9 @@ def frac_complex_profile(layers: pd.DataFrame, *, highlight: int | None = None,
     (0.966 at d = 576). A profile at or under it is no evidence of learned rotation. Tables
     without the column (older runs read outside ``queries.layers``) get no line.
     """
-    fig = _profile(layers, "frac_complex", title="Complex-pair eigenvalues", y_title="#{|Im λ| > 10<sup>−6</sup>} / d",
-                   label="complex-pair fraction", highlight=None, presentation=presentation, percent=True)
+    fig = _profile(layers, "frac_complex", title="Complex-pair eigenvalues",
+                   y_title="#{|Im λ| > 10<sup>−6</sup>} / d", label="complex-pair fraction", highlight=None,
+                   presentation=presentation, percent=True)
     if layers.empty or "frac_complex_null" not in layers:
         highlight_layer(fig, highlight, presentation)
         return fig
