@@ -18,6 +18,7 @@ st.set_page_config(page_title="resdyn", layout="wide")
 SECTIONS = {
     "Runs": [
         ("pages/runs.py", "Runs", ":material/table_view:"),
+        ("pages/claims.py", "Claims", ":material/fact_check:"),
     ],
     "Dynamics": [
         ("pages/spectrum.py", "Spectrum", ":material/scatter_plot:"),

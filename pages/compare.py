@@ -5,7 +5,7 @@ import streamlit as st
 
 from resdyn import ui
 from resdyn.config import resolve_k
-from resdyn.core import queries, regimes
+from resdyn.core import nulls, queries, regimes
 from resdyn.core.figures import compare
 from resdyn.core.store import open_run
 
@@ -74,11 +74,14 @@ if column in ("self_alignment", "forward_alignment"):
     for r, m in manifests.items():
         d = int(m["d_model"])
         baselines[r] = int(m.get("k") or resolve_k(None, d)) / d
+elif column == "frac_complex":  # METHODS §3: the complex fraction of a random real matrix of width d
+    baselines = {r: nulls.ginibre_complex_fraction(int(m["d_model"])) for r, m in manifests.items()}
 label = compare.profile_label(key) + (f" of {'J̄' if op == 'J' else 'R = J̄ − I'}" if op else "")
 st.caption(
     "Each line is one run. When the runs have different depths, the x axis becomes relative depth "
-    "l / (L − 1), so the first and last blocks line up. Dotted lines: each run's baseline k/d for "
-    "the alignments. Pick the quantity in the sidebar; the link keeps the choice."
+    "l / (L − 1), so the first and last blocks line up. Dotted lines: each run's baseline, k/d for "
+    "the alignments and the real-Ginibre value at its width d for the complex-pair fraction. Pick "
+    "the quantity in the sidebar; the link keeps the choice."
 )
 fig_key = (tuple((r, str(stores[r].path), ui.stamps(stores[r], source)) for r in profiles), key, op, normalise,
            log_y, present)

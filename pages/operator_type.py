@@ -15,9 +15,17 @@ if not ui.require(store, "layers"):
 
 st.caption(
     f"Is each block a symmetric stretch or a rotation-like, non-normal map? Self-alignment compares "
-    f"the top-{k} input and output singular directions (1 = the same, k/d = {k / d:.3f} = unrelated); "
-    "Henrici δ measures how far the operator is from normal (0 = normal). The shaded column is the "
-    "layer chosen in the sidebar."
+    f"the top-{k} input and output singular directions (1 = the same, k/d = {k}/{d} = {k / d:.3f} = "
+    "unrelated); Henrici δ measures how far the operator is from normal (0 = normal). The shaded "
+    "column is the layer chosen in the sidebar."
+)
+st.info(
+    f"Self-alignment near k/d = {k / d:.3f} does not mean non-normal: a random orthogonal matrix is "
+    "normal (Henrici δ = 0) yet its top singular subspaces are unrelated, so it sits at k/d too. "
+    "Only Henrici δ measures non-normality (METHODS §4). Likewise the complex-pair fraction is read "
+    "against the dotted real-Ginibre line: a random real matrix of this width already has "
+    "that share of complex eigenvalues (METHODS §3).",
+    icon=":material/info:",
 )
 lay = ui.load_layers(store)
 sel = lay[lay["layer"] == layer].set_index("operator")

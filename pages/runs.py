@@ -5,23 +5,26 @@ import streamlit as st
 
 from resdyn import ui
 from resdyn.config import resolve_k
-from resdyn.core import queries, regimes
+from resdyn.core import headlines, queries, regimes
 from resdyn.core.figures import compare
 from resdyn.core.store import open_run
 
 # Which stage computes which headline, for the "—" of a run that lacks it.
 NO_VALUE = "—"
+CARD_TABLES = ("layers", "cumulative", "coupling", "summary")
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def _headline(root: str, run_id: str, stamps: tuple) -> list[regimes.Headline]:
-    store = open_run(root, run_id)
-    return regimes.headline(store)
+def _headline(root: str, run_id: str, twin_id: str | None, stamps: tuple) -> list[headlines.Headline]:
+    run = headlines.RunTables.from_store(open_run(root, run_id))
+    twin = headlines.RunTables.from_store(open_run(root, twin_id)) if twin_id else None
+    return headlines.headlines(run, twin)
 
 
 def headline_card(store) -> None:
-    """A bordered card with the run's four headline numbers ("—" and the stage when missing), or
-    one line saying what is damaged and how to repair it."""
+    """A bordered card with the run's four headline numbers ("—" and the stage when missing), each
+    with the random-init twin's value and the null baseline underneath; or one line saying what is
+    damaged and how to repair it."""
     found = ui.problems(store)
     if found:
         with st.container(border=True, key=f"card-{store.run_id}"):
@@ -29,7 +32,11 @@ def headline_card(store) -> None:
             st.error(ui.damaged_message(store, found), icon="🛠️")
         return
     m = store.manifest()
-    stamps = ui.stamps(store, "layers", "cumulative", "coupling") + (m.get("status"),)
+    root = store.path.parent
+    twin_id = headlines.find_twin(store.run_id, root)
+    stamps = ui.stamps(store, *CARD_TABLES) + (m.get("status"),)
+    if twin_id:
+        stamps += ui.stamps(open_run(root, twin_id), *CARD_TABLES)
     with st.container(border=True, key=f"card-{store.run_id}"):
         status = m.get("status") or "?"
         badge = ":green-badge[complete]" if status == "complete" else f":orange-badge[{status}]"
@@ -37,11 +44,24 @@ def headline_card(store) -> None:
                     f"L = {m.get('n_layers')}, d = {m.get('d_model')}, N = {m.get('n_samples')}")
         cols = st.columns(2)
         missing = []
-        for i, h in enumerate(_headline(str(store.path.parent), store.run_id, stamps)):
+        for i, h in enumerate(_headline(str(root), store.run_id, twin_id, stamps)):
             help_text = h.help or f"computed by the `{h.stage}` stage"
-            cols[i % 2].metric(h.label, h.value if h.value is not None else NO_VALUE, help=help_text)
+            with cols[i % 2]:
+                st.metric(h.label, h.value if h.value is not None else NO_VALUE, help=help_text)
+                bits = []
+                if twin_id:
+                    bits.append(f"init twin {h.twin if h.twin is not None else NO_VALUE}")
+                if h.null is not None:
+                    bits.append(f"null {h.null}")
+                if bits:
+                    st.caption(" · ".join(bits), help=h.null_help or None)
             if h.value is None:
                 missing.append(f"{h.label} ← `{h.stage}`")
+        if twin_id:
+            st.caption(f"Init twin: `{twin_id}` (same model and shape, random weights).")
+        elif m.get("init") != "random":
+            st.caption("No random-init twin of this model in the runs directory "
+                       "(`--init random` computes one).")
         if missing:
             st.caption(f"{NO_VALUE} not computed yet: " + "; ".join(missing) + ".")
 

@@ -24,7 +24,12 @@ if store.has_table("layers"):
     if len(row):
         r = row.iloc[0]
         c = st.columns(4)
-        c[0].metric(f"complex pairs, layer {layer}", f"{r['frac_complex']:.1%}")
+        null = r.get("frac_complex_null")
+        c[0].metric(f"complex pairs, layer {layer}", f"{r['frac_complex']:.1%}",
+                    delta=None if null is None else f"{r['frac_complex'] - null:+.1%} vs a random matrix",
+                    delta_color="off",
+                    help=None if null is None else f"a random real matrix of this width (real Ginibre) has "
+                                                   f"{null:.1%} complex eigenvalues (METHODS §3)")
         c[1].metric("expanding (|λ| > 1)", f"{r['frac_expanding']:.1%}")
         c[2].metric("spectral radius ρ", f"{r['spectral_radius']:.3f}")
         c[3].metric("mean |λ|", f"{r['mean_abs_eig']:.3f}")

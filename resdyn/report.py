@@ -32,7 +32,7 @@ import plotly.graph_objects as go
 
 from resdyn import __version__, stages
 from resdyn.config import default_runs_dir, resolve_k
-from resdyn.core import regimes
+from resdyn.core import claims, headlines, regimes
 from resdyn.core.figures import compare
 from resdyn.core.store import RunStore, open_run
 from resdyn.errors import ResdynError
@@ -130,6 +130,28 @@ def table_html(df: pd.DataFrame, digits: int = 4) -> str:
     return df.map(fmt).to_html(index=False, escape=True, classes="table", border=0, na_rep="—")
 
 
+def claims_html(table: pd.DataFrame) -> str:
+    """The claims table (``resdyn.core.claims.evaluate``) as HTML, verdict cells coloured, then
+    one sentence per verdict that occurs."""
+    cols = ["claim", "quantity", "paper", "run", "twin", "null", "verdict", "note"]
+    head = "".join(f"<th>{_esc(c)}</th>" for c in cols)
+    rows = []
+    for _, r in table.iterrows():
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            v = "—" if v is None or (isinstance(v, float) and not np.isfinite(v)) else v
+            cls = ""
+            if c == "verdict":
+                cls = {claims.HOLDS: "verdict-holds", claims.FAILS: "verdict-fails"}.get(v, "verdict-other")
+            cells.append(f"<td class='{cls}' style='text-align:left'>{_esc(v)}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    legend = "".join(f"<li><b>{_esc(v)}</b>: {_esc(claims.VERDICTS[v])}</li>"
+                     for v in claims.VERDICTS if v in set(table["verdict"]))
+    return (f"<table class='table'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+            f"<ul class='note'>{legend}</ul>")
+
+
 def _optional(section: Section, name: str, build: Callable[[], go.Figure]) -> None:
     """Add a figure made by another module's builder; a failure becomes a visible note, not a crash."""
     try:
@@ -159,13 +181,23 @@ def run_section(store: RunStore) -> Section:
     if m.get("status") != "complete":
         sec.html(f"<p class='note'>Partial run; missing stages: {_esc(', '.join(missing) or 'unknown')}. "
                  "Shown: what it has.</p>")
-    lay = store.read_table("layers") if store.has_table("layers") else None
-    cards = regimes.headline(store, layers=lay)
+    run = headlines.RunTables.from_store(store, eigenvalues=True)
+    twin_id = headlines.find_twin(store.run_id, store.path.parent)
+    twin = headlines.RunTables.from_store(RunStore(store.path.parent / twin_id), eigenvalues=True) if twin_id else None
+    lay = run.layers
+
+    def baselines(h: headlines.Headline) -> str:
+        bits = ([f"init twin ({twin_id}): {h.twin if h.twin is not None else '—'}"] if twin_id else [])
+        bits += [f"null: {h.null}"] if h.null is not None else []
+        return (f"<div class='null' title='{_esc(h.null_help)}'>{_esc(' · '.join(bits))}</div>") if bits else ""
+
     sec.html("<div class='cards'>" + "".join(
         f"<div class='card'><div class='label'>{_esc(h.label)}</div>"
-        f"<div class='value'>{_esc(h.value if h.value is not None else '—')}</div>"
+        f"<div class='value'>{_esc(h.value if h.value is not None else '—')}</div>{baselines(h)}"
         f"<div class='help'>{_esc(h.help if h.value is not None else f'needs the {h.stage} stage')}</div></div>"
-        for h in cards) + "</div>")
+        for h in headlines.headlines(run, twin)) + "</div>")
+    sec.html("<h3>Claims of the papers, checked on this run</h3>")
+    sec.html(claims_html(claims.evaluate(run, twin)))
     if lay is None:
         sec.html("<p class='note'>No layers.parquet (the <code>spectra</code> stage): no profiles.</p>")
         return sec
@@ -258,7 +290,9 @@ table.table th:first-child, table.table td:first-child {text-align: left;}
 .cards {display: flex; gap: 1rem; flex-wrap: wrap; margin: 1rem 0;}
 .card {border: 1px solid #ddd; border-radius: 6px; padding: 0.6rem 1rem; min-width: 200px; flex: 1;}
 .card .label {font-size: 0.85rem; color: #555;} .card .value {font-size: 1.6rem; font-weight: 600;}
-.card .help {font-size: 0.75rem; color: #777;}
+.card .help {font-size: 0.75rem; color: #777;} .card .null {font-size: 0.8rem; color: #444;}
+td.verdict-holds {color: #007a4d; font-weight: 600;} td.verdict-fails {color: #b3261e; font-weight: 600;}
+td.verdict-other {color: #8a5a00; font-weight: 600;}
 .figure {width: 100%; margin: 1rem 0;}
 """
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from resdyn.compute.stages import stages_in
 from resdyn.core.linalg import operator_table, sample_summary
+from resdyn.core.nulls import with_frac_complex_null
 
 
 def run(ctx) -> None:
@@ -16,6 +17,8 @@ def run(ctx) -> None:
     layers, eigs = operator_table(jac, ctx.k)
     summary = sample_summary(store.read_table("samples"))
     layers = layers.merge(summary, on="layer", how="left")
+    # METHODS §3: the complex-pair fraction a real Ginibre matrix of this width would have.
+    layers = with_frac_complex_null(layers, jac.shape[1])
     store.write_table("layers", layers)
     store.write_table("eigenvalues", eigs)
 

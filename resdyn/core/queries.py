@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from resdyn.config import default_runs_dir
+from resdyn.core import nulls
 from resdyn.core.store import RunStore, list_runs, open_run
 from resdyn.errors import ResdynError
 
@@ -106,7 +107,12 @@ def layers(run_id: str, operator: str | None = None, root: str | os.PathLike | N
     ``operator`` "J" or "R" keeps one operator; None keeps both.
     """
     where, params = ("operator = ?", [operator]) if operator else ("TRUE", [])
-    return _select(run_id, "layers", "*", where, params, "operator, layer", root)
+    df = _select(run_id, "layers", "*", where, params, "operator, layer", root)
+    if "frac_complex_null" not in df.columns:  # runs from before the spectra stage wrote it
+        d = open_run(root or runs_dir(), run_id).manifest().get("d_model")
+        if d:
+            df = nulls.with_frac_complex_null(df, int(d))
+    return df
 
 
 def eigenvalues(run_id: str, layers: list[int] | None = None, operator: str = "J",

@@ -12,8 +12,8 @@ early = [0, b1), mid = [b1, b2), late = [b2, L):
   scored from prefix sums, O(L²) — exact and instant for any real depth.
 
 ``regime_table`` gives the regime means of the quantities the paper summarises this way
-(Figures 2 and 3, Table 2); ``self_alignment_table`` is Table 2 itself for several runs;
-``headline`` the four numbers of a run's card on the Runs page. numpy/pandas only (no Streamlit).
+(Figures 2 and 3, Table 2); ``self_alignment_table`` is Table 2 itself for several runs. The
+headline numbers of a run's card are in ``resdyn.core.headlines``. numpy/pandas only.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from resdyn.core.store import RunStore
 
 REGIMES = ("early", "mid", "late")
 # Table 2 of the residual-stream paper: breakpoints by model depth.
@@ -207,66 +206,3 @@ def self_alignment_table(layer_tables: dict[str, pd.DataFrame], method: str = "p
         rows.append({"run": run_id, "n_layers": n, "split": f"{split.breaks[0]}, {split.breaks[1]}",
                      **regime_means(sa, split), "min_layer": lo, "min_value": float(sa[lo])})
     return pd.DataFrame(rows, columns=["run", "n_layers", "split", *REGIMES, "min_layer", "min_value"])
-
-
-# -- the headline card of a run ------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Headline:
-    """One number of a run's card: ``value`` is None when the stage that computes it has not run."""
-
-    label: str
-    value: str | None
-    stage: str  # the pipeline stage that writes the table behind it
-    help: str = ""
-
-
-def headline(store: RunStore, layers: pd.DataFrame | None = None, method: str = "cpm") -> list[Headline]:
-    """Complex-pair fraction, erank(P_0), self-alignment range, FDR-significant layers of a run.
-
-    ``layers``: layers.parquet when the caller already has it (else read here). The FDR count
-    is the boundary-node test of community ``method`` (cpm, the paper's, by default; the first
-    method present otherwise), over the run's layers at α = 0.05 (METHODS §8).
-    """
-    m = store.manifest()
-    n_layers = int(m.get("n_layers") or 0)
-    if layers is None and store.has_table("layers"):
-        layers = store.read_table("layers")
-    out = []
-    if layers is not None and len(layers):
-        j = layers[layers["operator"] == "J"]
-        out.append(Headline("complex-pair fraction", f"{j['frac_complex'].mean():.1%}", "spectra",
-                            "eigenvalues of J̄_l with |Im λ| > 1e-6, mean over layers (METHODS §3)"))
-    else:
-        out.append(Headline("complex-pair fraction", None, "spectra"))
-    if store.has_table("cumulative"):
-        cum = store.read_table("cumulative", columns=["layer", "erank"])
-        row = cum[cum["layer"] == 0]
-        value = f"{float(row['erank'].iloc[0]):.3g}" if len(row) else None
-        out.append(Headline("erank(P_0)", value, "cumulative",
-                            f"effective rank of the whole stack P_0 = J̄_{n_layers - 1}···J̄_0 (METHODS §5)"))
-    else:
-        out.append(Headline("erank(P_0)", None, "cumulative"))
-    if layers is not None and len(layers):
-        j = layers[layers["operator"] == "J"]
-        k, d = m.get("k"), m.get("d_model")
-        base = f"; baseline k/d = {k / d:.3f}" if k and d else ""
-        out.append(Headline("self-alignment range",
-                            f"{j['self_alignment'].min():.2f}–{j['self_alignment'].max():.2f}", "spectra",
-                            f"min – max over layers of ‖V_kᵀU_k‖_F²/k of J̄_l{base} (METHODS §4)"))
-    else:
-        out.append(Headline("self-alignment range", None, "spectra"))
-    if store.has_table("coupling"):
-        coup = store.read_table("coupling", columns=["layer", "method", "cohens_d", "fdr_significant"])
-        methods = list(dict.fromkeys(coup["method"]))
-        chosen = method if method in methods else (methods[0] if methods else None)
-        c = coup[coup["method"] == chosen]
-        sig = c["fdr_significant"].astype(bool)
-        pos, neg = int((sig & (c["cohens_d"] > 0)).sum()), int((sig & (c["cohens_d"] < 0)).sum())
-        value = f"{int(sig.sum())} / {len(c)}" if chosen is not None else None
-        out.append(Headline("FDR-significant layers", value, "topology_coupling",
-                            f"boundary-node test ({chosen}), BH-FDR α = 0.05: {pos} with d > 0, {neg} with d < 0 "
-                            "(METHODS §8)"))
-    else:
-        out.append(Headline("FDR-significant layers", None, "topology_coupling"))
-    return out

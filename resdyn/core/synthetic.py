@@ -50,7 +50,7 @@ from scipy.linalg import expm
 
 from resdyn import __version__
 from resdyn.config import RunConfig, resolve_k, validate_run_id
-from resdyn.core import linalg
+from resdyn.core import linalg, nulls
 from resdyn.core.store import RunStore, _atomic_write
 
 # Stage names of the real pipeline (resdyn/compute/stages.py) and the files each one writes.
@@ -444,6 +444,7 @@ def make_synthetic_run(runs_dir, run_id: str, *, n_layers: int = 4, d: int = 32,
         else:
             layers_df, eig_df = _operator_table_blocks(blocks, norms, k)
         layers_df = layers_df.merge(linalg.sample_summary(samples), on="layer", how="left")
+        layers_df = nulls.with_frac_complex_null(layers_df, d)
         store.write_table("layers", layers_df)
         store.write_table("eigenvalues", eig_df)
         timings["spectra"] = time.perf_counter() - t0

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from resdyn.core import regimes
+from resdyn.core import nulls, regimes
 from resdyn.core.store import RunStore
 from resdyn.core.synthetic import make_synthetic_run
 from tests.app.apptools import open_page
@@ -109,6 +109,13 @@ def test_runs_page_cards_and_regime_tables(runs_root, monkeypatch):
     j = _layers(runs_root, DEEP, "J")
     assert deep["complex-pair fraction"] == f"{j['frac_complex'].mean():.1%}"
     assert any("erank(P_0) ← `cumulative`" in c.value for c in at.caption)
+    # Under each number of the trained run's card: its random-init twin's value and the null.
+    captions = [c.value for c in at.caption]
+    tj = _layers(runs_root, RANDOM_RUN, "J")
+    d = SYNTHETIC_SIZES["d"]
+    assert f"init twin {tj['frac_complex'].mean():.1%} · null {nulls.ginibre_complex_fraction(d):.1%}" in captions
+    assert f"init twin — · null ≤ {d}" in captions  # the twin has no cumulative table
+    assert f"Init twin: `{RANDOM_RUN}` (same model and shape, random weights)." in captions
     # Regime tables of the chosen run: the paper's split and the change-point split.
     lay = RunStore(runs_root / DEEP).read_table("layers")
     split = regimes.paper_split(6)
@@ -124,3 +131,12 @@ def test_runs_page_cards_and_regime_tables(runs_root, monkeypatch):
     assert sorted(t2["run"]) == sorted([DEEP, RANDOM_RUN, TRAINED_RUN])
     fig = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert fig["layout"]["title"]["text"].startswith("self-alignment of J̄: depth regimes")
+
+
+def test_complex_fraction_overlay_has_each_runs_ginibre_line(runs_root, monkeypatch):
+    at = _page("pages/compare.py", runs_root, monkeypatch, runs=f"{TRAINED_RUN},{DEEP}", profile="layers:frac_complex")
+    (chart,) = at.get("plotly_chart")
+    base = [t for t in json.loads(chart.proto.spec)["data"] if "baseline" in t["name"]]
+    assert len(base) == 2
+    for t in base:
+        assert decode(t["y"]) == pytest.approx([nulls.ginibre_complex_fraction(16 if DEEP in t["name"] else 32)] * 2)

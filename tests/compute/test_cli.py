@@ -11,7 +11,7 @@ import transformers as tf
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from resdyn.compute.cli import main
-from resdyn.core import queries
+from resdyn.core import nulls, queries
 
 TEXTS = [
     "the cat sat on the mat and looked at the dog",
@@ -78,6 +78,8 @@ def test_run_is_complete_and_readable_through_duckdb(tiny_run):
                 "spectral_radius", "residual_norm_ratio", "kappa_median", "kappa_q25", "kappa_q75", "fro_median",
                 "pr_median"):
         assert col in layers.columns
+    # METHODS §3's null: the real-Ginibre complex fraction at d = 32, on both operators' rows.
+    np.testing.assert_allclose(layers["frac_complex_null"], nulls.ginibre_complex_fraction(32), rtol=1e-15)
     eig = queries.table("e2e", "eigenvalues", where="operator = ? AND layer = ?", params=["J", 1], root=runs_dir)
     assert len(eig) == 32
     samples = queries.table("e2e", "samples", root=runs_dir)

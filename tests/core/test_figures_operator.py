@@ -106,3 +106,21 @@ def test_empty_table_gives_a_message_not_an_error(layers):
         assert fig["layout"]["annotations"]
     fig = plain(operator.self_alignment_profile(layers.iloc[:0], k=8, d=32))
     assert fig["layout"]["annotations"]
+
+
+def test_complex_fraction_profile_has_the_ginibre_line(layers):
+    from resdyn.core import nulls
+
+    fig = plain(operator.frac_complex_profile(layers, highlight=2))
+    t = _by_name(fig)
+    null = nulls.ginibre_complex_fraction(D)
+    line = t[f"real Ginibre baseline {null:.1%}"]
+    np.testing.assert_allclose(line["y"], [null, null])  # 0.845 at d = 32
+    assert line["x"] == pytest.approx([-0.5, L - 0.5]) and line["line"]["dash"] == "dot"
+    for op in "JR":
+        np.testing.assert_allclose(t[operator.OPERATOR_NAMES[op]]["y"], _rows(layers, op)["frac_complex"])
+    assert fig["layout"]["yaxis"]["range"][0] <= null and fig["layout"]["yaxis"]["tickformat"] == ".0%"
+    assert len(fig["layout"]["shapes"]) == 1  # the highlighted layer
+    # An older table without the column: the profile alone, no line, no error.
+    old = plain(operator.frac_complex_profile(layers.drop(columns="frac_complex_null")))
+    assert not any("Ginibre" in tr["name"] for tr in old["data"])

@@ -1,17 +1,14 @@
-"""Depth regimes: the paper's fixed split, the least-squares change points, regime means, headlines."""
+"""Depth regimes: the paper's fixed split, the least-squares change points, regime means."""
 
 from __future__ import annotations
 
 import itertools
-import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from resdyn.core import regimes
-from resdyn.core.store import RunStore
-from tests.conftest import SYNTHETIC_SIZES, TRAINED_RUN
 
 
 def test_paper_split_is_table_2():
@@ -108,28 +105,3 @@ def test_self_alignment_table_both_splits():
     data = regimes.self_alignment_table(tables, "changepoint").set_index("run")
     assert data.loc["step", "split"] == "8, 20"
     assert data.loc["step", ["early", "mid", "late"]].tolist() == pytest.approx([0.1, 0.5, 0.9])
-
-
-def test_headline_of_a_run_and_the_stages_it_lacks(synthetic_runs_dir, tmp_path):
-    root = tmp_path / "runs"
-    shutil.copytree(synthetic_runs_dir, root)
-    store = RunStore(root / TRAINED_RUN)
-    lay = store.read_table("layers")
-    j = lay[lay["operator"] == "J"]
-    h = {x.label: x for x in regimes.headline(store)}
-    assert h["complex-pair fraction"].value == f"{j['frac_complex'].mean():.1%}"
-    assert h["self-alignment range"].value == f"{j['self_alignment'].min():.2f}–{j['self_alignment'].max():.2f}"
-    assert (h["erank(P_0)"].value, h["erank(P_0)"].stage) == (None, "cumulative")
-    assert (h["FDR-significant layers"].value, h["FDR-significant layers"].stage) == (None, "topology_coupling")
-
-    n = SYNTHETIC_SIZES["n_layers"]
-    store.write_table("cumulative", pd.DataFrame({"layer": np.arange(n), "erank": [6.7, 20.0, 80.0, 400.0],
-                                                  "log10_fro": np.zeros(n)}))
-    store.write_table("coupling", pd.DataFrame({
-        "layer": np.tile(np.arange(n), 2), "method": ["infomap"] * n + ["cpm"] * n,
-        "cohens_d": [0.3, -0.2, 0.1, 0.5, 0.3, -0.2, 0.1, 0.5],
-        "fdr_significant": [True, True, True, True, True, True, False, False]}))
-    h = {x.label: x for x in regimes.headline(store)}
-    assert h["erank(P_0)"].value == "6.7"
-    assert h["FDR-significant layers"].value == "2 / 4"  # the cpm rows, not infomap's 4
-    assert "1 with d > 0, 1 with d < 0" in h["FDR-significant layers"].help

@@ -97,3 +97,21 @@ def test_kaleido_exports_svg_and_png_on_the_system_chromium(tmp_path):
     # A dashboard figure has no width (the page stretches it): EXPORT_WIDTH, and its own height.
     out = report.export_figure(go.Figure(layout={"height": 450}), tmp_path / "b.svg")
     assert f'width="{report.EXPORT_WIDTH}" height="450"' in out.read_text()
+
+
+def test_report_cards_carry_twin_and_null_and_the_claims_table(two_run_report, synthetic_runs_dir):
+    from resdyn.core import claims, headlines, nulls
+
+    text = two_run_report
+    run = headlines.RunTables.from_store(RunStore(synthetic_runs_dir / TRAINED_RUN), eigenvalues=True)
+    twin = headlines.RunTables.from_store(RunStore(synthetic_runs_dir / RANDOM_RUN), eigenvalues=True)
+    h = headlines.headlines(run, twin)[0]
+    assert f"init twin ({RANDOM_RUN}): {h.twin} · null: {nulls.ginibre_complex_fraction(32):.1%}" in text
+    table = claims.evaluate(run, twin)
+    # The same table as the Claims page, once per run; the random-init run's own section has none of
+    # the twin values but still one row per claim.
+    assert text.count("Claims of the papers, checked on this run") == 2
+    for v in table["verdict"]:
+        assert f">{v}</td>" in text
+    assert text.count("<td class='verdict-") == 2 * len(claims.CLAIMS)
+    assert claims.VERDICTS[claims.TAUTOLOGICAL] in text

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from resdyn.config import resolve_k
-from resdyn.core import linalg
+from resdyn.core import linalg, nulls
 from resdyn.core.store import RunStore
 from resdyn.core.synthetic import make_synthetic_run
 from tests.conftest import RANDOM_RUN, SYNTHETIC_SIZES, TRAINED_RUN
@@ -17,7 +17,7 @@ MANIFEST_KEYS = {"run_id", "model", "revision", "init", "architecture", "n_layer
                  "corpus", "mode", "dtype", "seed", "k", "status", "stages_done", "timings", "versions"}
 LAYER_COLUMNS = ["layer", "operator", "self_alignment", "forward_alignment", "henrici", "frac_expanding",
                  "frac_complex", "mean_abs_eig", "spectral_radius", "residual_norm_ratio", "kappa_median",
-                 "kappa_q25", "kappa_q75", "fro_median", "pr_median"]
+                 "kappa_q25", "kappa_q75", "fro_median", "pr_median", "frac_complex_null"]
 L, D, N = SYNTHETIC_SIZES["n_layers"], SYNTHETIC_SIZES["d"], SYNTHETIC_SIZES["n_samples"]
 
 
@@ -50,6 +50,7 @@ def test_tables_are_linalg_of_the_stored_arrays(synthetic_runs_dir):
     store = RunStore(synthetic_runs_dir / TRAINED_RUN)
     ref_layers, ref_eig = linalg.operator_table(store.read_array("jacobians", mmap=False), store.manifest()["k"])
     ref_layers = ref_layers.merge(linalg.sample_summary(store.read_table("samples")), on="layer")
+    ref_layers = nulls.with_frac_complex_null(ref_layers, store.manifest()["d_model"])  # as the spectra stage
     pd.testing.assert_frame_equal(store.read_table("layers"), ref_layers, check_dtype=False, atol=1e-12)
     pd.testing.assert_frame_equal(store.read_table("eigenvalues"), ref_eig, check_dtype=False, atol=1e-12)
     # The spectrum of J̄ is the spectrum of the stored matrix, and R's is J's shifted by one.

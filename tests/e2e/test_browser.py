@@ -39,7 +39,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-backg
 PAGES = {
     "": 1,  # Runs (the default page): the regime profile
     "spectrum": 2,
-    "operator_type": 5,
+    "claims": 0,  # a table, no figure
+    "operator_type": 6,
     "bottleneck": 3,
     "schur_surgery": 3,
     "communities": 3,

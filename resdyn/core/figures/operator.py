@@ -157,10 +157,40 @@ def kappa_profile(layers: pd.DataFrame, *, highlight: int | None = None, present
     return fig
 
 
+def frac_complex_profile(layers: pd.DataFrame, *, highlight: int | None = None,
+                         presentation: bool = False) -> go.Figure:
+    """Complex-pair fraction #{|Im λ| > 1e-6}/d of J̄ and R per layer, with the real-Ginibre line.
+
+    The dotted line is ``frac_complex_null`` (METHODS §3): what a random real d×d matrix gives
+    (0.966 at d = 576). A profile at or under it is no evidence of learned rotation. Tables
+    without the column (older runs read outside ``queries.layers``) get no line.
+    """
+    fig = _profile(layers, "frac_complex", title="Complex-pair eigenvalues",
+                   y_title="#{|Im λ| > 10<sup>−6</sup>} / d", label="complex-pair fraction", highlight=None,
+                   presentation=presentation, percent=True)
+    if layers.empty or "frac_complex_null" not in layers:
+        highlight_layer(fig, highlight, presentation)
+        return fig
+    null = float(layers["frac_complex_null"].iloc[0])
+    n = _n_layers(layers)
+    fig.add_trace(go.Scatter(
+        x=[-0.5, n - 0.5], y=[null, null], mode="lines", name=f"real Ginibre baseline {null:.1%}",
+        line={"color": BASELINE_COLOR, "dash": "dot", "width": line_width(presentation)},
+        hovertemplate=f"a random real matrix of this width: {null:.2%} complex<extra></extra>",
+    ))
+    vals = layers["frac_complex"].to_numpy(dtype=float)
+    lo = float(np.nanmin(np.append(vals, null)))
+    fig.update_yaxes(range=[max(0.0, lo - 0.05), 1.005])
+    fig.update_layout(showlegend=True)
+    highlight_layer(fig, highlight, presentation)
+    return fig
+
+
 # Every operator-type figure, in page order: (key, builder). Builders take layers + keyword args.
 PROFILES = (
     ("henrici", henrici_profile),
     ("residual_norm_ratio", residual_norm_ratio_profile),
     ("kappa", kappa_profile),
     ("frac_expanding", frac_expanding_profile),
+    ("frac_complex", frac_complex_profile),
 )

@@ -1,0 +1,237 @@
+"""The headline numbers of a run, each beside its random-init twin and its null baseline.
+
+One implementation for the Runs page's cards, the HTML report and the Claims page:
+
+- ``RunTables``: the small tables of a run that the headlines and claims read (layers, cumulative,
+  coupling, mesoscale, schur_dose, the summary scalars, optionally the J̄ eigenvalues), ``None``
+  for a table the run lacks.
+- ``find_twin``: the random-init run of the same model and shape (the paper's "step 0" null).
+- ``headlines``: the four cards — complex-pair fraction (null: real Ginibre, METHODS §3),
+  erank(P_0) (ceiling d, METHODS §5), self-alignment range (k/d, METHODS §4), FDR-significant
+  layers (the BH count under the complete null, METHODS §8).
+
+numpy/pandas only (no Streamlit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from resdyn.config import resolve_k
+from resdyn.core import nulls
+from resdyn.core.store import RunStore, list_runs
+from resdyn.core.verify import check_run
+from resdyn.errors import ResdynError
+
+# The boundary-node test's community method shown by default (the paper's signed Leiden CPM).
+DEFAULT_METHOD = "cpm"
+# Tables of a run that are read whole (all small: O(L) to O(L·grid) rows).
+SMALL_TABLES = ("layers", "cumulative", "coupling", "mesoscale", "schur_dose")
+
+
+@dataclass
+class RunTables:
+    """What the headlines and claims of one run read; a table the run lacks is None."""
+
+    run_id: str
+    manifest: dict
+    layers: pd.DataFrame | None = None
+    """layers.parquet, both operators, with frac_complex_null (added on read for older runs)."""
+    cumulative: pd.DataFrame | None = None
+    coupling: pd.DataFrame | None = None
+    mesoscale: pd.DataFrame | None = None
+    schur_dose: pd.DataFrame | None = None
+    summary: dict[str, float] = field(default_factory=dict)
+    """summary.parquet as name -> value."""
+    eigenvalues: pd.DataFrame | None = None
+    """J̄ eigenvalues only: columns layer, re, im (loaded on request: L·d rows)."""
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.manifest.get("n_layers") or 0)
+
+    @property
+    def d(self) -> int:
+        return int(self.manifest.get("d_model") or 0)
+
+    @property
+    def k(self) -> int:
+        return int(self.manifest.get("k") or resolve_k(None, self.d))
+
+    def cumulative_rank(self) -> int | None:
+        """K_cum of the cumulative products: the manifest's ``cumulative_rank`` (newer runs), else
+        the summary's ``cumulative.k`` (older runs), else None (no cumulative stage)."""
+        for v in (self.manifest.get("cumulative_rank"), self.summary.get("cumulative.k")):
+            if v is not None and np.isfinite(float(v)):
+                return int(v)
+        return None
+
+    @classmethod
+    def from_store(cls, store: RunStore, eigenvalues: bool = False) -> "RunTables":
+        """Read a run's small tables (and with ``eigenvalues`` the J̄ rows of eigenvalues.parquet)."""
+        m = store.manifest()
+        tabs = {name: store.read_table(name) if store.has_table(name) else None for name in SMALL_TABLES}
+        if tabs["layers"] is not None and m.get("d_model"):
+            tabs["layers"] = nulls.with_frac_complex_null(tabs["layers"], int(m["d_model"]))
+        summary = {}
+        if store.has_table("summary"):
+            s = store.read_table("summary")
+            summary = dict(zip(s["name"].astype(str), s["value"].astype(float)))
+        eig = None
+        if eigenvalues and store.has_table("eigenvalues"):
+            eig = pd.read_parquet(store.table_path("eigenvalues"), columns=["layer", "re", "im"],
+                                  filters=[("operator", "==", "J")])
+        return cls(run_id=store.run_id, manifest=m, summary=summary, eigenvalues=eig, **tabs)
+
+
+def find_twin(run_id: str, root: str | os.PathLike) -> str | None:
+    """The random-init twin of a run: same ``model``, d and L, ``init`` = "random"; None if none.
+
+    A run that is itself random-init has no twin. Among several candidates the complete ones
+    come first, then those with the same N, then the run id in order.
+    """
+    root = Path(root)
+    try:
+        m = RunStore(root / run_id).manifest()
+    except (ResdynError, OSError):
+        return None
+    if m.get("init") == "random":
+        return None
+    key = (m.get("model"), m.get("d_model"), m.get("n_layers"))
+    found = []
+    for store in list_runs(root):
+        if store.run_id == run_id:
+            continue
+        with contextlib.suppress(ResdynError, OSError):
+            o = store.manifest()
+            if o.get("init") == "random" and (o.get("model"), o.get("d_model"), o.get("n_layers")) == key \
+                    and not check_run(store):  # a damaged twin is no baseline
+                found.append((o.get("status") != "complete", o.get("n_samples") != m.get("n_samples"),
+                              store.run_id))
+    return min(found)[2] if found else None
+
+
+def _fmt_pct(x: float) -> str:
+    return f"{x:.1%}"
+
+
+@dataclass(frozen=True)
+class Headline:
+    """One number of a run's card. ``value`` is None when the stage behind it has not run; ``twin``
+    is the random-init twin's value (None: no twin, or the twin lacks the stage); ``null`` the
+    value with no learned structure and ``null_help`` what that null is."""
+
+    label: str
+    value: str | None
+    stage: str  # the pipeline stage that writes the table behind it
+    help: str = ""
+    twin: str | None = None
+    null: str | None = None
+    null_help: str = ""
+
+
+def complex_fraction(t: RunTables) -> float | None:
+    """Mean over layers of J̄_l's complex-pair fraction, or None without layers.parquet."""
+    if t.layers is None or not len(t.layers):
+        return None
+    return float(t.layers.loc[t.layers["operator"] == "J", "frac_complex"].mean())
+
+
+def erank_p0(t: RunTables) -> float | None:
+    """erank(P_0) (the whole stack), or None without cumulative.parquet."""
+    if t.cumulative is None:
+        return None
+    row = t.cumulative[t.cumulative["layer"] == 0]
+    return float(row["erank"].iloc[0]) if len(row) else None
+
+
+def self_alignment_range(t: RunTables) -> tuple[float, float] | None:
+    """(min, max) over layers of J̄_l's self-alignment, or None."""
+    if t.layers is None or not len(t.layers):
+        return None
+    sa = t.layers.loc[t.layers["operator"] == "J", "self_alignment"]
+    return float(sa.min()), float(sa.max())
+
+
+def coupling_method(t: RunTables, method: str = DEFAULT_METHOD) -> str | None:
+    """The community method whose boundary-node test is reported: ``method`` if present, else the first."""
+    if t.coupling is None or not len(t.coupling):
+        return None
+    methods = list(dict.fromkeys(t.coupling["method"]))
+    return method if method in methods else methods[0]
+
+
+def fdr_counts(t: RunTables, method: str = DEFAULT_METHOD) -> tuple[int, int, int, int] | None:
+    """(significant, tested layers, significant with d > 0, with d < 0) of the boundary-node test."""
+    chosen = coupling_method(t, method)
+    if chosen is None:
+        return None
+    c = t.coupling[t.coupling["method"] == chosen]
+    sig = c["fdr_significant"].astype(bool)
+    return (int(sig.sum()), len(c), int((sig & (c["cohens_d"] > 0)).sum()), int((sig & (c["cohens_d"] < 0)).sum()))
+
+
+def headlines(run: RunTables, twin: RunTables | None = None, method: str = DEFAULT_METHOD) -> list[Headline]:
+    """Complex-pair fraction, erank(P_0), self-alignment range and FDR-significant layers of ``run``,
+    each with ``twin``'s value (its random-init twin, when given) and the null baseline."""
+    d, n_layers, k = run.d, run.n_layers, run.k
+    out = []
+
+    cf = complex_fraction(run)
+    tw = complex_fraction(twin) if twin is not None else None
+    null = nulls.ginibre_complex_fraction(d) if d else None
+    out.append(Headline(
+        "complex-pair fraction", None if cf is None else _fmt_pct(cf), "spectra",
+        "eigenvalues of J̄_l with |Im λ| > 1e-6, mean over layers (METHODS §3)",
+        twin=None if tw is None else _fmt_pct(tw), null=None if null is None else _fmt_pct(null),
+        null_help=(f"a random real {d}×{d} matrix (real Ginibre) has {null:.1%} complex eigenvalues: "
+                   "a fraction at or below it is no evidence of learned rotation") if null is not None else ""))
+
+    e0 = erank_p0(run)
+    tw = erank_p0(twin) if twin is not None else None
+    kc = run.cumulative_rank()
+    trunc = f"; truncated at K_cum = {kc} < d, so biased low (METHODS §5)" if kc is not None and kc < d else ""
+    out.append(Headline(
+        "erank(P_0)", None if e0 is None else f"{e0:.3g}", "cumulative",
+        f"effective rank of the whole stack P_0 = J̄_{n_layers - 1}···J̄_0 (METHODS §5){trunc}",
+        twin=None if tw is None else f"{tw:.3g}", null=f"≤ {d}" if d else None,
+        null_help="the ceiling d: every direction survives equally (the identity map)"))
+
+    sr = self_alignment_range(run)
+    tw = self_alignment_range(twin) if twin is not None else None
+    base = nulls.alignment_baseline(k, d) if d else None
+    out.append(Headline(
+        "self-alignment range", None if sr is None else f"{sr[0]:.2f}–{sr[1]:.2f}", "spectra",
+        f"min – max over layers of ‖V_kᵀU_k‖_F²/k of J̄_l, k = {k} (METHODS §4)",
+        twin=None if tw is None else f"{tw[0]:.2f}–{tw[1]:.2f}",
+        null=None if base is None else f"k/d = {base:.3f}",
+        null_help=("unrelated top-k subspaces; a normal matrix (a random orthogonal one) also sits at k/d, "
+                   "so ≈ k/d does not mean non-normal: only Henrici δ measures that")))
+
+    fc = fdr_counts(run, method)
+    tw = fdr_counts(twin, method) if twin is not None else None
+    n_tests = fc[1] if fc else n_layers
+    bh = nulls.bh_null_discoveries(n_tests) if n_tests else None
+    out.append(Headline(
+        "FDR-significant layers", None if fc is None else f"{fc[0]} / {fc[1]}", "topology_coupling",
+        (f"boundary-node test ({coupling_method(run, method)}), BH-FDR α = {nulls.FDR_ALPHA}: "
+         f"{fc[2]} with d > 0, {fc[3]} with d < 0 (METHODS §8)") if fc else "",
+        twin=None if tw is None else f"{tw[0]} / {tw[1]}", null=None if bh is None else f"{bh:.2f}",
+        null_help=(f"expected BH discoveries among {n_tests} layers when none has an effect (any at all "
+                   f"with probability α = {nulls.FDR_ALPHA}); uncorrected tests would give α·L = "
+                   f"{nulls.FDR_ALPHA * n_tests:.1f}") if bh is not None else ""))
+    return out
+
+
+def headline(store: RunStore, twin: bool = True, method: str = DEFAULT_METHOD) -> list[Headline]:
+    """``headlines`` of a stored run, with its random-init twin from the same runs directory."""
+    run = RunTables.from_store(store)
+    twin_id = find_twin(store.run_id, store.path.parent) if twin else None
+    tw = RunTables.from_store(RunStore(store.path.parent / twin_id)) if twin_id else None
+    return headlines(run, tw, method)
