@@ -46,4 +46,5 @@ PAGES = {
 }
 
 ui.install_export_buttons()
-st.navigation(PAGES).run()
+with ui.timed_run():  # appends each script run's seconds to $RESDYN_TIMING_LOG when it is set
+    st.navigation(PAGES).run()

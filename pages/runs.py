@@ -29,7 +29,7 @@ def headline_card(store) -> None:
     if found:
         with st.container(border=True, key=f"card-{store.run_id}"):
             st.markdown(f"**{store.run_id}** :red-badge[damaged]")
-            st.error(ui.damaged_message(store, found), icon="🛠️")
+            st.error(ui.damaged_message(store, found), icon=":material/build:")
         return
     m = store.manifest()
     root = store.path.parent

@@ -8,7 +8,9 @@ A value from the URL wins; an invalid one gets a sidebar warning and falls back,
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 
 import numpy as np
 import pandas as pd
@@ -85,7 +87,7 @@ def guard(store: RunStore) -> None:
     """Stop the page with one ``st.error`` when the run has a damaged or missing file."""
     found = problems(store)
     if found:
-        st.error(damaged_message(store, found), icon="🛠️")
+        st.error(damaged_message(store, found), icon=":material/build:")
         st.stop()
 
 
@@ -455,6 +457,20 @@ EXPORT_SCRIPT = """
 """ % {"scale": PNG_SCALE}
 # DOMPurify's rule, checked here so that an edit cannot silently disable the script.
 assert not __import__("re").search(r"<[/\w]", EXPORT_SCRIPT.split(">", 1)[1].rsplit("</script>", 1)[0])
+
+
+@contextlib.contextmanager
+def timed_run():
+    """Server time of one script run, appended as "seconds page" to ``$RESDYN_TIMING_LOG`` when that
+    variable is set (the soak test reads it); a no-op otherwise. A page that stops early counts too."""
+    path = os.environ.get("RESDYN_TIMING_LOG")
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        if path:
+            with open(path, "a", encoding="utf-8") as fh:  # one short line: appends do not interleave
+                fh.write(f"{time.perf_counter() - t0:.4f} {st.query_params.get('run', '')}\n")
 
 
 def install_export_buttons() -> None:

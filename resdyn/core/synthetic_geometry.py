@@ -238,6 +238,14 @@ def add_geometry_stages(store: RunStore, progress=spectral._no_progress) -> dict
         "layer": np.array([r[0] for r in tg], np.int32), "k": np.array([r[1] for r in tg], np.int32),
         "log10_norm": np.array([r[2] for r in tg])}))
     t_ps = time.perf_counter() - t0
+    # The summary rows the real stages add (the block Schur forms are exact: no reconstruction error).
+    by_c = dose.set_index(["mode", "c"])["erank"]
+    store.update_summary({
+        **{f"schur.erank.{mode}.c{c:g}": float(by_c[(mode, c)]) for mode in spectral.MODES for c in (0.0, 1.0, 2.0)},
+        "transient.log10_peak_P0": float(max(r[2] for r in tg if r[0] == 0)),
+        "transient.peak_k_P0": float(max((r for r in tg if r[0] == 0), key=lambda r: r[2])[1]),
+        "transient.log10_end_P0": float(next(r[2] for r in tg if r[0] == 0 and r[1] == n_layers)),
+    })
     for name, secs, outputs in (
             ("schur", t_schur, ("schur_Q.npy", "schur_T.npy", "schur_R_Q.npy", "schur_R_T.npy", "schur_dose.parquet")),
             ("pseudospectra", t_ps, ("pseudospectra.parquet", "numerical_range.parquet", "transient_growth.parquet",
