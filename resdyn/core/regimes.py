@@ -243,8 +243,11 @@ def headline(store: RunStore, layers: pd.DataFrame | None = None, method: str = 
         cum = store.read_table("cumulative", columns=["layer", "erank"])
         row = cum[cum["layer"] == 0]
         value = f"{float(row['erank'].iloc[0]):.3g}" if len(row) else None
+        from resdyn.core.spectral import cumulative_rank_note  # exact or truncated (scipy: imported here only)
+
         out.append(Headline("erank(P_0)", value, "cumulative",
-                            f"effective rank of the whole stack P_0 = J̄_{n_layers - 1}···J̄_0 (METHODS §5)"))
+                            f"effective rank of the whole stack P_0 = J̄_{n_layers - 1}···J̄_0 (METHODS §5). "
+                            + cumulative_rank_note(m)))
     else:
         out.append(Headline("erank(P_0)", None, "cumulative"))
     if layers is not None and len(layers):

@@ -131,5 +131,6 @@ def test_headline_of_a_run_and_the_stages_it_lacks(synthetic_runs_dir, tmp_path)
         "fdr_significant": [True, True, True, True, True, True, False, False]}))
     h = {x.label: x for x in regimes.headline(store)}
     assert h["erank(P_0)"].value == "6.7"
+    assert "Exact products" in h["erank(P_0)"].help  # the synthetic manifest records cumulative_rank = d
     assert h["FDR-significant layers"].value == "2 / 4"  # the cpm rows, not infomap's 4
     assert "1 with d > 0, 1 with d < 0" in h["FDR-significant layers"].help
