@@ -9,7 +9,8 @@ It builds (once; reused from ``--cache``) a synthetic run with the real table si
 eigenvalues 2·L·d rows), plus a random-init twin for the multi-run views, and adds the later
 stages named by ``--stages`` (default ``all``) to the main run:
 
-- cumulative, communities, topology_coupling: the real stages (numpy only; ~15 min at d = 4096);
+- cumulative, communities, topology_coupling: the real stages (numpy only; ~25 min at d = 4096, estimated:
+  the exact cumulative products take ~7 min of it and the second mesoscale null ~2.5 min);
 - schur, pseudospectra: the real stages up to d = 1024; above, written block by block from the
   synthetic operator by ``resdyn.core.synthetic_geometry`` (same files, columns and grid sizes;
   ~5 min and 8.6 GB instead of hours);

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from resdyn import ui
-from resdyn.core import queries
+from resdyn.core import queries, spectral
 from resdyn.core.figures import bottleneck
 from resdyn.core.store import open_run
 
@@ -30,9 +30,12 @@ if store.run_id not in cumulative:
 st.caption(
     "P_l maps a perturbation injected at layer l to the final residual state. Its effective rank "
     "exp(H(σ²/Σσ²)) counts the directions that survive to the output: a fall with depth of "
-    "composition is the low-rank funnel. Truncated SVD of rank "
-    "min(512, d); see METHODS §5."
+    "composition is the low-rank funnel (METHODS §5)."
 )
+for s in runs:
+    if s.run_id in cumulative:
+        note = spectral.cumulative_rank_note(s.manifest())
+        st.caption(note if len(cumulative) == 1 else f"`{s.run_id}`: {note}")
 cum = cumulative[store.run_id].sort_values("layer")
 cols = st.columns(4)
 cols[0].metric("erank(P_0), full stack", f"{cum['erank'].iloc[0]:.3g}")

@@ -61,6 +61,9 @@ class RunConfig:
                        manifest=False)
     seed: int = _opt(0, "seed for --init random, controls and permutations")
     k: int | None = _opt(None, "rank of the truncated SVD for alignment; default min(64, d // 4)")
+    cumulative_rank: int | None = _opt(None, "cumulative stage: rank K kept at every step of the products P_l "
+                                       "(METHODS §5); default none = the exact product (K = d); 512 replicates "
+                                       "the paper's truncation, which biases erank low unless erank << K")
     batch_size: int = _opt(8, "samples per Jacobian batch (bounds memory; results do not depend on it)",
                            manifest=False)
     communities: str = _opt("cpm", "community methods for the topology stage",
@@ -102,6 +105,9 @@ class RunConfig:
             raise ResdynError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.k is not None and self.k < 1:
             raise ResdynError(f"--k must be at least 1, got {self.k}")
+        if self.cumulative_rank is not None and self.cumulative_rank < 1:
+            raise ResdynError(f"--cumulative-rank must be at least 1 (or left out for the exact product), "
+                              f"got {self.cumulative_rank}")
 
     @property
     def run_dir(self) -> Path:
@@ -119,3 +125,13 @@ def resolve_k(k: int | None, d: int) -> int:
     if k >= d:
         raise ResdynError(f"k = {k} must be smaller than d_model = {d}")
     return k
+
+
+def resolve_cumulative_rank(rank: int | None, d: int) -> int:
+    """Rank kept by the cumulative products (METHODS §5): d (exact) unless given; 1 ≤ rank ≤ d."""
+    if rank is None:
+        return d
+    if not 1 <= rank <= d:
+        raise ResdynError(f"--cumulative-rank {rank} must be between 1 and d_model = {d} "
+                          f"(leave it out for the exact product)")
+    return int(rank)

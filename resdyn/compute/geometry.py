@@ -26,6 +26,7 @@ import scipy.linalg as sl
 
 from resdyn.compute import executors
 from resdyn.compute.stages import stages_in
+from resdyn.config import resolve_cumulative_rank
 from resdyn.core import spectral
 # The stored doses and grid sizes of the "pseudospectra" stage (shared with the synthetic writer).
 from resdyn.core.spectral import NR_ANGLES, PSEUDO_DOSES, PSEUDO_GRID, PSEUDO_PAD
@@ -55,11 +56,21 @@ def _jacobians(store: RunStore) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 
 def compute_cumulative(ctx) -> None:
+    """The exact products by default; ``--cumulative-rank K`` < d keeps the paper's rank-K truncation.
+
+    The rank is the flag's, else the run's recorded ``cumulative_rank`` (a ``--redo`` keeps the
+    run's setting), else d; it is written to the manifest as ``cumulative_rank`` (d when exact).
+    Runs from before that key were truncated at min(512, d).
+    """
     store = ctx.store
     jac = _jacobians(store)
-    n_layers = jac.shape[0]
+    n_layers, d = jac.shape[0], jac.shape[1]
     keep = spectra_layers(n_layers)
-    cum = spectral.cumulative_products(jac, keep=keep, progress=ctx.progress)
+    rank = ctx.cfg.cumulative_rank
+    if rank is None:
+        rank = store.manifest().get("cumulative_rank")
+    rank = resolve_cumulative_rank(None if rank is None else int(rank), d)
+    cum = spectral.cumulative_products(jac, k=rank, keep=keep, progress=ctx.progress)
     layers = np.arange(n_layers, dtype=np.int32)
     store.write_table("cumulative", pd.DataFrame({"layer": layers, "erank": cum.erank, "log10_fro": cum.log10_fro}))
     frames = []
@@ -86,6 +97,7 @@ def compute_cumulative(ctx) -> None:
         "cumulative.spearman_erank_radius.rho": r,
         "cumulative.spearman_erank_radius.p": p,
     })
+    store.update_manifest(cumulative_rank=int(cum.k))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from resdyn import stages as registry
 from resdyn.compute import executors
 from resdyn.compute.context import RunContext
 from resdyn.compute.stages import Stage, all_stages
-from resdyn.config import RunConfig
+from resdyn.config import RunConfig, resolve_cumulative_rank
 from resdyn.core.store import MANIFEST, SCHEMA_VERSION, CorruptFileError, RunStore
 from resdyn.errors import ResdynError
 
@@ -60,6 +60,8 @@ def init_manifest(ctx: RunContext, stage_list: list[Stage]) -> dict:
     store, cfg = ctx.store, ctx.cfg
     if store.exists():
         m = store.manifest()
+        if cfg.cumulative_rank is not None and "d_model" in m:  # d is known: check the flag now
+            resolve_cumulative_rank(cfg.cumulative_rank, int(m["d_model"]))
         _check_same_settings(m, cfg)
         if m.get("n_samples") not in (None, cfg.samples):
             raise ResdynError(f"run {cfg.run_id} has n_samples={m['n_samples']}, not {cfg.samples}; use another --run-id")
@@ -82,6 +84,7 @@ def init_manifest(ctx: RunContext, stage_list: list[Stage]) -> dict:
         "d_model": bundle.d_model,
         "n_samples": cfg.samples,
         "k": resolve_k(cfg.k, bundle.d_model),
+        "cumulative_rank": resolve_cumulative_rank(cfg.cumulative_rank, bundle.d_model),
         "status": "partial",
         "stages_all": [s.name for s in all_stages()],
         "stages_done": [],

@@ -45,6 +45,12 @@ from resdyn.compute import executors
 from resdyn.compute.geometry import update_summary  # the run's shared table of named scalars
 from resdyn.core.correlation import HEATMAP_MAX, correlation, overview_blocks, standardize
 from resdyn.compute.stages import stages_in
+# The §8 statistics live in resdyn.core (no torch, shared with the dashboard); re-exported here.
+from resdyn.core.topology_coupling import (FDR_ALPHA, N_NULL_PARTITIONS, N_PERM_BOUNDARY,  # noqa: F401
+                                           N_PERM_RATE, NULLS, OPERATORS, TAIL, Z_ABOVE, bh_fdr,
+                                           boundary_test, column_norms, mesoscale_null, mesoscale_operator,
+                                           mesoscale_rows, mesoscale_test, participation_tails,
+                                           permutation_spearman, variance_captured)
 from resdyn.errors import ResdynError
 
 # -- parameters (METHODS §7–8; the paper's values) ------------------------------------------------
@@ -52,11 +58,6 @@ TOP_K = 20                 # edges kept per unit by |corr|
 CPM_GAMMA = 0.001          # CPM resolution on the positive subgraph
 CPM_GAMMA_NEG = 0.0        # CPM resolution on the negative subgraph
 METHODS = ("cpm", "infomap", "modularity1", "modularity2")
-TAIL = 0.10                # top / bottom participation tails of the boundary-node test
-N_NULL_PARTITIONS = 100    # size-matched random partitions of the mesoscale test
-N_PERM_BOUNDARY = 5000     # permutations of the boundary-node test
-N_PERM_RATE = 10000        # permutations of the rate-level tests
-FDR_ALPHA = 0.05
 
 
 def methods_for(choice: str) -> list[str]:
@@ -233,161 +234,6 @@ def nmi_matrix(partitions: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-# -- mesoscale operator (METHODS §8) ---------------------------------------------------------------
-def _one_hot(labels: np.ndarray, m: int | None = None) -> sp.csr_array:
-    labels = np.asarray(labels)
-    m = int(labels.max()) + 1 if m is None else m
-    return sp.csr_array((np.ones(len(labels)), (np.arange(len(labels)), labels)), shape=(len(labels), m))
-
-
-def _block_sums(jac: np.ndarray, lab_out: np.ndarray, lab_in: np.ndarray) -> np.ndarray:
-    """S[a, b] = Σ_{i∈a (out), j∈b (in)} J_ij via sparse one-hot products, O(d²). (m_out, m_in)."""
-    m_out, m_in = _one_hot(lab_out), _one_hot(lab_in)
-    rows = m_out.T @ jac                    # (m_out, d)
-    return (m_in.T @ rows.T).T              # (m_out, m_in)
-
-
-def mesoscale_operator(jac: np.ndarray, lab_out: np.ndarray, lab_in: np.ndarray) -> np.ndarray:
-    """K = C_outᵀ J C_in, C's column c being 1/√n_c on the members of community c (METHODS §8).
-
-    jac: (d, d) Jacobian (output × input); lab_out / lab_in: (d,) labels 0..m−1, every label used.
-    Returns (m_out, m_in) float64.
-    """
-    s = _block_sums(np.asarray(jac, dtype=np.float64), lab_out, lab_in)
-    n_out = np.bincount(lab_out, minlength=s.shape[0])
-    n_in = np.bincount(lab_in, minlength=s.shape[1])
-    return s / np.sqrt(np.outer(n_out, n_in))
-
-
-def variance_captured(jac: np.ndarray, lab_out: np.ndarray, lab_in: np.ndarray) -> float:
-    """‖C_out K C_inᵀ‖_F² / ‖J‖_F² = ‖K‖_F² / ‖J‖_F² (C has orthonormal columns). 1 iff J is
-    constant on every (out-community, in-community) block."""
-    jac = np.asarray(jac, dtype=np.float64)
-    k = mesoscale_operator(jac, lab_out, lab_in)
-    return float((k**2).sum() / (jac**2).sum())
-
-
-def mesoscale_test(jac: np.ndarray, lab_out: np.ndarray, lab_in: np.ndarray,
-                   n_null: int = N_NULL_PARTITIONS, rng: np.random.Generator | None = None) -> dict:
-    """Variance captured by the community partitions against size-matched random partitions.
-
-    A null partition keeps the community sizes and assigns units at random (a random permutation
-    of the labels), independently on the input and output side. One-sided z = (vc − mean)/sd
-    (ddof = 1) with its normal p, and the empirical p = (1 + #{null ≥ vc}) / (1 + n_null).
-    Returns variance_captured, sigma_max_K (largest singular value of K), null_mean, null_std,
-    null_q05, null_q95, z, p_z, p_empirical.
-    """
-    rng = np.random.default_rng() if rng is None else rng
-    jac = np.asarray(jac, dtype=np.float64)
-    lab_out, lab_in = np.asarray(lab_out), np.asarray(lab_in)
-    total = float((jac**2).sum())
-    k = mesoscale_operator(jac, lab_out, lab_in)
-    vc = float((k**2).sum() / total) if total > 0 else np.nan
-    sigma = float(np.linalg.svd(k, compute_uv=False)[0]) if k.size else np.nan
-    n_out = np.bincount(lab_out).astype(float)
-    n_in = np.bincount(lab_in).astype(float)
-    scale = np.outer(n_out, n_in)
-    null = np.empty(n_null)
-    for r in range(n_null):
-        s = _block_sums(jac, rng.permutation(lab_out), rng.permutation(lab_in))
-        null[r] = (s**2 / scale).sum() / total
-    mu, sd = float(null.mean()), float(null.std(ddof=1)) if n_null > 1 else np.nan
-    z = (vc - mu) / sd if sd > 0 else np.nan
-    return {
-        "variance_captured": vc, "sigma_max_K": sigma,
-        "null_mean": mu, "null_std": sd,
-        "null_q05": float(np.quantile(null, 0.05)), "null_q95": float(np.quantile(null, 0.95)),
-        "z": z, "p_z": float(stats.norm.sf(z)) if np.isfinite(z) else np.nan,
-        "p_empirical": float((1 + np.sum(null >= vc)) / (1 + n_null)),
-    }
-
-
-# -- boundary-node test (METHODS §8) ---------------------------------------------------------------
-def column_norms(jac: np.ndarray) -> np.ndarray:
-    """‖J_{:,i}‖₂ for every input unit i: how strongly J amplifies a perturbation of unit i. (d,) float64."""
-    return np.linalg.norm(np.asarray(jac, dtype=np.float64), axis=0)
-
-
-def participation_tails(part: np.ndarray, tail: float = TAIL) -> tuple[np.ndarray, np.ndarray]:
-    """Masks of the top and bottom ``tail`` fraction of participation.
-
-    Thresholds are the (1 − tail) and tail quantiles (numpy's linear rule); ties at a threshold
-    are all included, so no unit is picked by an arbitrary tie-break. NaN participation is in
-    neither tail.
-    """
-    part = np.asarray(part, dtype=np.float64)
-    ok = np.isfinite(part)
-    if not ok.any():
-        return ok, ok
-    lo, hi = np.quantile(part[ok], [tail, 1.0 - tail])
-    return ok & (part >= hi), ok & (part <= lo)
-
-
-def boundary_test(part: np.ndarray, norms: np.ndarray, tail: float = TAIL,
-                  n_perm: int = N_PERM_BOUNDARY, rng: np.random.Generator | None = None) -> dict:
-    """Are boundary units (high participation) amplified differently from core units?
-
-    part, norms: (d,) participation and column norms of the same units.
-    Cohen's d = (mean norm of the top tail − mean of the bottom tail) / std(all norms, ddof = 1)
-    (METHODS §8; the paper's fixed denominator). The p-value is a two-sided permutation test of
-    the difference of means: the pooled top and bottom units are re-split at random into groups of
-    the same sizes (``scipy.stats.permutation_test``, vectorised; exact when there are fewer
-    splits than ``n_perm``). Spearman ρ (and its p) is over all units with finite values.
-    Returns cohens_d, p_perm, n_top, n_bottom, spearman_rho, spearman_p.
-    """
-    part = np.asarray(part, dtype=np.float64)
-    norms = np.asarray(norms, dtype=np.float64)
-    ok = np.isfinite(part) & np.isfinite(norms)
-    top, bottom = participation_tails(np.where(ok, part, np.nan), tail)
-    out = {"cohens_d": np.nan, "p_perm": np.nan, "n_top": int(top.sum()), "n_bottom": int(bottom.sum()),
-           "spearman_rho": np.nan, "spearman_p": np.nan}
-    if ok.sum() >= 3 and np.ptp(part[ok]) > 0 and np.ptp(norms[ok]) > 0:
-        res = stats.spearmanr(part[ok], norms[ok])
-        out.update(spearman_rho=float(res.statistic), spearman_p=float(res.pvalue))
-    if not top.any() or not bottom.any() or (top & bottom).any() or ok.sum() < 2:
-        return out  # all participation tied: the tails coincide and there is nothing to compare
-    sd = float(norms[ok].std(ddof=1))
-    diff = float(norms[top].mean() - norms[bottom].mean())
-    out["cohens_d"] = diff / sd if sd > 0 else np.nan
-    if sd > 0:
-        res = stats.permutation_test(
-            (norms[top], norms[bottom]),
-            lambda a, b, axis: a.mean(axis=axis) - b.mean(axis=axis),
-            permutation_type="independent", vectorized=True, n_resamples=n_perm,
-            alternative="two-sided", rng=rng,
-        )
-        out["p_perm"] = float(res.pvalue)
-    return out
-
-
-def bh_fdr(p: np.ndarray, alpha: float = FDR_ALPHA) -> tuple[np.ndarray, np.ndarray]:
-    """Benjamini–Hochberg adjusted p-values (``scipy.stats.false_discovery_control``) and the mask
-    q ≤ alpha. NaN p-values are left out of the family and come back NaN / False."""
-    p = np.asarray(p, dtype=np.float64)
-    q = np.full(p.shape, np.nan)
-    ok = np.isfinite(p)
-    if ok.any():
-        q[ok] = stats.false_discovery_control(p[ok], method="bh")
-    return q, np.isfinite(q) & (q <= alpha)
-
-
-def permutation_spearman(x, y, n_perm: int = N_PERM_RATE,
-                         rng: np.random.Generator | None = None) -> tuple[float, float]:
-    """Spearman ρ of x and y with a two-sided permutation p (pairings shuffled ``n_perm`` times).
-
-    ρ is Pearson's r of the ranks, so the test is ``scipy.stats.pearsonr`` on ranks with a
-    ``PermutationMethod``. Pairs with a NaN are dropped; fewer than 3 pairs give (NaN, NaN).
-    """
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return np.nan, np.nan
-    res = stats.pearsonr(stats.rankdata(x), stats.rankdata(y),
-                         method=stats.PermutationMethod(n_resamples=n_perm, rng=rng))
-    return float(res.statistic), float(res.pvalue)
-
-
 # -- stages ------------------------------------------------------------------------------------------
 def _snapshot_sources(store) -> tuple[int, int, bool]:
     """(L, number of partitioned snapshots, has_final)."""
@@ -559,17 +405,20 @@ def _self_alignment(store, n_layers: int) -> np.ndarray:
 
 
 def compute_coupling(ctx) -> None:
-    """Stage ``topology_coupling``: per layer and method, the mesoscale test, the boundary-node
+    """Stage ``topology_coupling``: per layer and method, the mesoscale tests, the boundary-node
     test and the rate-level tests (METHODS §8).
 
-    mesoscale.parquet: layer, method, snapshot_in, snapshot_out, n_comm_in, n_comm_out,
-    variance_captured, sigma_max_K, null_mean, null_std, null_q05, null_q95, z, p_z, p_empirical,
-    and for l < L−1 the rate-level inputs disruption = 1 − NMI(snapshot 2l, snapshot 2l+2),
-    d_sigma_max = |σ_max(K_{l+1}) − σ_max(K_l)|, d_variance_captured = |vc_{l+1} − vc_l|.
+    mesoscale.parquet, one row per (layer, method, null, operator) with null 'independent' | 'joint'
+    and operator 'J' | 'R' (``resdyn.core.topology_coupling``): layer, method, null, operator,
+    snapshot_in, snapshot_out, n_comm_in, n_comm_out, variance_captured, sigma_max_K, null_mean,
+    null_std, null_q05, null_q95, z, p_z, p_empirical, and for l < L−1 the rate-level inputs
+    disruption = 1 − NMI(snapshot 2l, snapshot 2l+2), d_sigma_max = |σ_max(K_{l+1}) − σ_max(K_l)|,
+    d_variance_captured = |vc_{l+1} − vc_l| (of that row's operator).
     coupling.parquet: layer, method, snapshot, cohens_d, p_perm, q_bh, fdr_significant, n_top,
-    n_bottom, spearman_rho, spearman_p, self_alignment.
+    n_bottom, spearman_rho, spearman_p, self_alignment; the tails hold exactly ⌊0.1 d⌋ units, ties
+    broken by the run's seed.
     summary.parquet gains topology.<method>.* rows (Spearman of self-alignment vs d, FDR counts,
-    rate-level ρ and p, layers above the mesoscale null).
+    rate-level ρ and p on J, layers above each mesoscale null).
     """
     store, cfg = ctx.store, ctx.cfg
     n_layers, n_snap, has_final = _snapshot_sources(store)
@@ -584,17 +433,19 @@ def compute_coupling(ctx) -> None:
     tasks = [(mi, m, layer) for mi, m in enumerate(present) for layer in range(n_layers)]
     by_key = {k: g.sort_values("unit") for k, g in units.groupby(["method", "snapshot"])}
     for mi, m, layer in ctx.progress(tasks, desc="coupling", total=len(tasks), unit="layer"):
-        rng = np.random.default_rng([cfg.seed, mi, layer])
         s_in, s_out = 2 * layer, out_snapshot(layer, n_layers, has_final)
         u_in, u_out = by_key[(m, s_in)], by_key[(m, s_out)]
         lab_in = u_in["community"].to_numpy(np.int64)
         lab_out = u_out["community"].to_numpy(np.int64)
         jac = np.asarray(jacs[layer], dtype=np.float64)
-        meso = mesoscale_test(jac, lab_out, lab_in, rng=rng)
-        meso_rows.append({"layer": layer, "method": m, "snapshot_in": s_in, "snapshot_out": s_out,
-                          "n_comm_in": int(lab_in.max()) + 1, "n_comm_out": int(lab_out.max()) + 1,
-                          **meso, "disruption": np.nan})
-        bt = boundary_test(u_in["participation"].to_numpy(float), column_norms(jac), rng=rng)
+        head = {"layer": layer, "method": m}
+        info = {"snapshot_in": s_in, "snapshot_out": s_out,
+                "n_comm_in": int(lab_in.max()) + 1, "n_comm_out": int(lab_out.max()) + 1}
+        for row in mesoscale_rows(jac, lab_out, lab_in, seed=[cfg.seed, mi, layer, 1]):
+            meso_rows.append({**head, "null": row.pop("null"), "operator": row.pop("operator"), **info, **row,
+                              "disruption": np.nan})
+        bt = boundary_test(u_in["participation"].to_numpy(float), column_norms(jac),
+                           rng=np.random.default_rng([cfg.seed, mi, layer]), seed=cfg.seed)
         coup_rows.append({"layer": layer, "method": m, "snapshot": s_in, **bt,
                           "self_alignment": sa[layer]})
 
@@ -605,18 +456,30 @@ def compute_coupling(ctx) -> None:
     coup["q_bh"] = np.nan
     coup["fdr_significant"] = False
     for mi, m in enumerate(present):
-        mm = meso["method"] == m
-        rows = meso.index[mm]
-        vc = meso.loc[rows, "variance_captured"].to_numpy()
-        sig = meso.loc[rows, "sigma_max_K"].to_numpy()
         disr = np.full(n_layers, np.nan)
         for layer in range(n_layers - 1):
             disr[layer] = 1.0 - nmi(by_key[(m, 2 * layer)]["community"], by_key[(m, 2 * layer + 2)]["community"])
-        d_sig, d_vc = np.full(n_layers, np.nan), np.full(n_layers, np.nan)
-        d_sig[:-1], d_vc[:-1] = np.abs(np.diff(sig)), np.abs(np.diff(vc))
-        meso.loc[rows, "disruption"] = disr
-        meso.loc[rows, "d_sigma_max"] = d_sig
-        meso.loc[rows, "d_variance_captured"] = d_vc
+        pre = f"topology.{m}."
+        rate = {}
+        for null in NULLS:
+            for op in OPERATORS:
+                # rows were appended layer by layer, so this index is in layer order
+                rows = meso.index[(meso["method"] == m) & (meso["null"] == null) & (meso["operator"] == op)]
+                vc = meso.loc[rows, "variance_captured"].to_numpy()
+                sig = meso.loc[rows, "sigma_max_K"].to_numpy()
+                d_sig, d_vc = np.full(n_layers, np.nan), np.full(n_layers, np.nan)
+                d_sig[:-1], d_vc[:-1] = np.abs(np.diff(sig)), np.abs(np.diff(vc))
+                meso.loc[rows, "disruption"] = disr
+                meso.loc[rows, "d_sigma_max"] = d_sig
+                meso.loc[rows, "d_variance_captured"] = d_vc
+                rate[op] = (d_sig, d_vc)
+                z = meso.loc[rows, "z"].to_numpy(float)
+                summary[pre + f"mesoscale.{null}.{op}.above_z3"] = int((z > Z_ABOVE).sum())
+                summary[pre + f"mesoscale.{null}.{op}.median_z"] = (float(np.nanmedian(z)) if np.isfinite(z).any()
+                                                                     else np.nan)
+                if (null, op) == ("independent", "J"):
+                    # The name older readers know: the paper's test, counted at z > 1.96.
+                    summary[pre + "mesoscale.above_null"] = int((z > 1.96).sum())
 
         cm = coup["method"] == m
         q, s = bh_fdr(coup.loc[cm, "p_perm"].to_numpy())  # FDR over the layers of this run
@@ -629,9 +492,9 @@ def compute_coupling(ctx) -> None:
             r = stats.spearmanr(sa[okk], dvals[okk])
             rho_sa, p_sa = float(r.statistic), float(r.pvalue)
         rng = np.random.default_rng([cfg.seed, mi, 10**6])
+        d_sig, d_vc = rate["J"]  # METHODS §8's rate-level test is on K of J̄
         r1, p1 = permutation_spearman(disr[:-1], d_sig[:-1], rng=rng)
         r2, p2 = permutation_spearman(disr[:-1], d_vc[:-1], rng=rng)
-        pre = f"topology.{m}."
         summary.update({
             pre + "selfalign_vs_d.rho": rho_sa, pre + "selfalign_vs_d.p": p_sa,
             pre + "fdr_sig_pos": int((s & (dvals > 0)).sum()), pre + "fdr_sig_neg": int((s & (dvals < 0)).sum()),
@@ -640,7 +503,6 @@ def compute_coupling(ctx) -> None:
             pre + "mean_d": float(np.nanmean(dvals)) if np.isfinite(dvals).any() else np.nan,
             pre + "rate.dsigma.rho": r1, pre + "rate.dsigma.p": p1,
             pre + "rate.dvar.rho": r2, pre + "rate.dvar.p": p2,
-            pre + "mesoscale.above_null": int((meso.loc[rows, "z"] > 1.96).sum()),
         })
     coup["fdr_significant"] = coup["fdr_significant"].astype(bool)
     coup = coup[["layer", "method", "snapshot", "cohens_d", "p_perm", "q_bh", "fdr_significant", "n_top",

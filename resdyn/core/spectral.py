@@ -30,7 +30,9 @@ from threadpoolctl import threadpool_limits
 
 from resdyn.errors import ResdynError
 
-# METHODS §5: rank of the iterative truncated SVD of the cumulative products (d when d ≤ 512).
+# METHODS §5: the paper's rank of the iterative truncated SVD of the cumulative products. resdyn's
+# default is the exact product (rank d); runs computed before ``cumulative_rank`` was recorded in the
+# manifest were truncated at min(K_CUM, d).
 K_CUM = 512
 # METHODS §6: the paper's dose grid and the number of random draws of each control.
 DOSE_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
@@ -110,44 +112,93 @@ class Cumulative:
     """Cumulative products P_l = J̄_{L−1} ··· J̄_l, l = 0..L−1 (index = injection layer)."""
 
     erank: np.ndarray
-    """(L,) float64 effective rank of P_l (of its rank-k truncation)."""
+    """(L,) float64 effective rank of P_l (of its rank-k truncation when k < d)."""
     log10_fro: np.ndarray
-    """(L,) float64 log10 ‖P_l‖_F (of the truncation; accumulated, never formed)."""
+    """(L,) float64 log10 ‖P_l‖_F (of the truncation when k < d; accumulated, never formed unscaled)."""
     log10_sigma: dict[int, np.ndarray]
     """layer -> (k,) float64 log10 of P_l's top-k singular values, descending (layers in ``keep``)."""
     k: int
-    """rank kept at every step (K_cum = min(512, d) unless given)."""
+    """rank kept at every step: d for the exact product (the default), K_cum < d when truncated."""
 
 
 def cumulative_products(jacobians: np.ndarray, k: int | None = None, keep: Sequence[int] = (),
-                        progress: Progress = _no_progress) -> Cumulative:
-    """Effective rank and Frobenius norm of every P_l by iterative truncated SVD (METHODS §5).
+                        progress: Progress = _no_progress, dtype=np.float64) -> Cumulative:
+    """Effective rank and Frobenius norm of every P_l (METHODS §5): exact unless ``k`` < d.
 
-    From the top: P_{L−1} = J̄_{L−1} ≈ U S Vᵀ (rank k), then P_l = P_{l+1} J̄_l = U (S Vᵀ J̄_l) and
-    only the k×d matrix W = S Vᵀ J̄_l is decomposed, W = U' S' V'ᵀ, so P_l ≈ (U U') S' V'ᵀ. After
-    each step S' is divided by its largest value and log10 of that factor is added to a running
-    scale, so neither d = 4096 nor L = 32 can over- or underflow. With k = d the result is exact.
+    Exact (k = d, the default): from the top, P_{L−1} = J̄_{L−1} and P_l = P_{l+1} J̄_l as dense
+    d×d products. After each step P is divided by its Frobenius norm and log10 of that norm is
+    added to a running scale, so neither d = 4096 nor L = 32 can over- or underflow. erank needs
+    only σ², the eigenvalues of the Gram matrix P Pᵀ (one symmetric rank-d update and a
+    values-only ``eigvalsh``, about 3× cheaper than ``svdvals`` at d = 4096); their absolute error ε‖P‖²
+    moves erank by about d·ε·log(1/ε) relative, nothing at 1e-9. The layers in ``keep`` get the
+    singular values themselves (``svdvals``: small σ accurate to ε‖P‖, not √ε‖P‖, for the log plot).
+
+    Truncated (k < d; the paper's replication option, K_cum = 512): P_{L−1} = J̄_{L−1} ≈ U S Vᵀ
+    (rank k), then P_l = P_{l+1} J̄_l = U (S Vᵀ J̄_l) and only the k×d matrix W = S Vᵀ J̄_l is
+    decomposed, W = U' S' V'ᵀ, so P_l ≈ (U U') S' V'ᵀ. Each step keeps the top k singular values
+    only, which biases erank low unless it is ≪ k (measured at d = 1024: 417 instead of 670).
 
     Args:
         jacobians: (L, d, d) mean Jacobians (float32 memmap is fine; each layer is read once).
-        k: truncation rank (default min(K_CUM, d)).
+        k: rank kept at every step, 1 ≤ k ≤ d (default d: exact).
         keep: injection layers whose singular values are returned.
         progress: ``ctx.progress``-like wrapper of an iterable.
+        dtype: working precision of the exact product: float64 (the stages' choice) or float32
+            (a quarter of the time at d = 4096; ``benchmarks/cumulative.py`` measures the erank it loses).
     """
     n_layers, d, _ = jacobians.shape
-    k = min(K_CUM, d) if k is None else int(k)
+    k = d if k is None else int(k)
     if not 1 <= k <= d:
         raise ResdynError(f"cumulative rank k = {k} must be in [1, d = {d}]")
+    out = Cumulative(erank=np.full(n_layers, np.nan), log10_fro=np.full(n_layers, -np.inf), log10_sigma={}, k=k)
     keep = {int(l) for l in keep}
-    er = np.full(n_layers, np.nan)
-    lf = np.full(n_layers, -np.inf)
-    spectra: dict[int, np.ndarray] = {}
+    top_down = progress(range(n_layers - 1, -1, -1), desc="cumulative products", total=n_layers, unit="layer")
+    if k == d:
+        _exact_cumulative(jacobians, top_down, keep, dtype, out)
+    else:
+        _truncated_cumulative(jacobians, top_down, keep, k, out)
+    return out
+
+
+def _layer(jacobians: np.ndarray, l: int, dtype) -> np.ndarray:
+    j = np.asarray(jacobians[l], dtype=dtype)
+    if not np.isfinite(j).all():
+        raise ResdynError(f"mean Jacobian of layer {l} has non-finite entries; recompute the jacobians stage")
+    return j
+
+
+def _exact_cumulative(jacobians: np.ndarray, top_down: Iterable[int], keep: set[int], dtype,
+                      out: Cumulative) -> None:
+    """Fill ``out`` with the exact products, P rescaled to ‖P‖_F = 1 after every step."""
+    p = None
+    scale = 0.0  # log10 of the factor divided out of p so far
+    for l in top_down:
+        j = _layer(jacobians, l, dtype)
+        p = j.copy() if p is None else p @ j
+        fro = float(np.linalg.norm(p))
+        if fro == 0.0:  # the product is the zero map from here down
+            break
+        p /= fro
+        scale += np.log10(fro)
+        out.log10_fro[l] = scale
+        if l in keep:
+            s = sl.svdvals(p, check_finite=False).astype(np.float64)
+            out.erank[l] = erank(s)
+            with np.errstate(divide="ignore"):
+                out.log10_sigma[l] = scale + np.log10(s)
+        else:
+            # σ² = eig(P Pᵀ), values only; numpy forms p @ p.T as one symmetric rank-d update (syrk).
+            lam = sl.eigvalsh(p @ p.T, check_finite=False, overwrite_a=True).astype(np.float64)
+            out.erank[l] = erank(np.sqrt(np.clip(lam, 0.0, None)))
+
+
+def _truncated_cumulative(jacobians: np.ndarray, top_down: Iterable[int], keep: set[int], k: int,
+                          out: Cumulative) -> None:
+    """Fill ``out`` by the rank-k iterative truncated SVD (the paper's method)."""
     scale = 0.0
     s = vt = None
-    for l in progress(range(n_layers - 1, -1, -1), desc="cumulative products", total=n_layers, unit="layer"):
-        j = np.asarray(jacobians[l], dtype=np.float64)
-        if not np.isfinite(j).all():
-            raise ResdynError(f"mean Jacobian of layer {l} has non-finite entries; recompute the jacobians stage")
+    for l in top_down:
+        j = _layer(jacobians, l, np.float64)
         w = j if s is None else (s[:, None] * vt) @ j  # (d, d) at the top, else (k, d)
         # U is never needed for σ: W's left factor only rotates the output side of P_l.
         s, vt = sl.svd(w, full_matrices=False, check_finite=False)[1:]
@@ -157,12 +208,38 @@ def cumulative_products(jacobians: np.ndarray, k: int | None = None, keep: Seque
             break
         scale += np.log10(top)
         s = s / top
-        er[l] = erank(s)
-        lf[l] = scale + np.log10(np.linalg.norm(s))
+        out.erank[l] = erank(s)
+        out.log10_fro[l] = scale + np.log10(np.linalg.norm(s))
         if l in keep:
             with np.errstate(divide="ignore"):
-                spectra[l] = scale + np.log10(s)
-    return Cumulative(erank=er, log10_fro=lf, log10_sigma=spectra, k=k)
+                out.log10_sigma[l] = scale + np.log10(s)
+
+
+def cumulative_rank_note(manifest: dict) -> str:
+    """One sentence (Markdown) saying how a run's cumulative products were computed (METHODS §5).
+
+    ``manifest["cumulative_rank"]`` is d for the exact product and K < d for the truncated one;
+    runs from before that key was recorded were truncated at min(K_CUM, d), which is exact when
+    d ≤ K_CUM.
+    """
+    d = manifest.get("d_model")
+    rank = manifest.get("cumulative_rank")
+    if d is None:
+        return "Rank of the cumulative products unknown (the manifest has no d_model)."
+    d = int(d)
+    if rank is None:
+        k = min(K_CUM, d)
+        if k == d:
+            return (f"Exact products: computed before resdyn recorded `cumulative_rank`, with the old rank "
+                    f"min({K_CUM}, d) = d = {d}, which keeps every direction.")
+        return (f"**Truncated to rank K = {k}** (min({K_CUM}, d), the rank of runs computed before resdyn "
+                f"recorded `cumulative_rank`): erank is biased low unless it is ≪ K. "
+                f"`--redo cumulative` computes the exact product.")
+    rank = int(rank)
+    if rank >= d:
+        return f"Exact products (rank d = {d} at every step, rescaled with the log-norm carried aside)."
+    return (f"**Truncated to rank K = {rank}** (`--cumulative-rank {rank}`, the paper's method): erank is "
+            f"biased low unless it is ≪ K.")
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:

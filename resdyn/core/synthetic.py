@@ -49,7 +49,7 @@ from numpy.lib.format import open_memmap
 from scipy.linalg import expm
 
 from resdyn import __version__
-from resdyn.config import RunConfig, resolve_k, validate_run_id
+from resdyn.config import RunConfig, resolve_cumulative_rank, resolve_k, validate_run_id
 from resdyn.core import linalg, nulls
 from resdyn.core.store import RunStore, _atomic_write
 
@@ -377,6 +377,7 @@ def make_synthetic_run(runs_dir, run_id: str, *, n_layers: int = 4, d: int = 32,
         **cfg.manifest_fields(),
         "run_id": run_id, "architecture": "synthetic", "model_type": "synthetic", "snapshots": SNAPSHOTS,
         "n_layers": n_layers, "d_model": d, "n_samples": n_samples, "k": k,
+        "cumulative_rank": resolve_cumulative_rank(None, d),  # what init_manifest records: exact
         "status": "partial", "stages_done": [], "timings": {},
         "versions": {"python": platform.python_version(), "torch": None, "transformers": None,
                      "numpy": np.__version__, "resdyn": __version__},

@@ -70,6 +70,29 @@ def test_bottleneck_page_shows_the_cumulative_tables(env):
     assert not at.warning
 
 
+def _captions(at: AppTest) -> str:
+    return " ".join(c.value for c in at.caption)
+
+
+def test_bottleneck_says_whether_the_products_are_exact_or_truncated(env):
+    at = _app("pages/bottleneck.py", run=TRAINED_RUN)
+    assert "Exact products (rank d = 32" in _captions(at)
+    for run_id, rank, expected in (("trunc8", 8, "Truncated to rank K = 8"),
+                                   ("predates", None, "computed before resdyn recorded `cumulative_rank`")):
+        if not (env / run_id).exists():
+            shutil.copytree(env / TRAINED_RUN, env / run_id)
+        store = RunStore(env / run_id)
+        m = store.manifest()
+        m.pop("cumulative_rank", None)
+        if rank is not None:
+            m["cumulative_rank"] = rank
+        store.write_manifest(m)
+        at = _app("pages/bottleneck.py", run=run_id)
+        _ok(at)
+        assert expected in _captions(at)
+        assert "biased low" in _captions(at) if rank is not None else "keeps every direction" in _captions(at)
+
+
 def test_bottleneck_overlays_several_runs(env):
     at = _app("pages/bottleneck.py", run=TRAINED_RUN, overlay=f"{TRAINED_RUN},{RANDOM_RUN}")
     _ok(at)

@@ -116,7 +116,12 @@ def test_wide_runs_draw_block_mean_images_stored_or_computed(tmp_path, synthetic
 def test_topology_dynamics_page_shows_every_view(topo_root, monkeypatch):
     at = _page("topology_dynamics.py", topo_root, monkeypatch, run=TRAINED_RUN, layer="2")
     assert not at.exception and not at.error
-    assert len(_figures(at)) == 5  # scatter, Cohen's d, self-alignment, mesoscale, rate-level
+    figs = _figures(at)
+    assert len(figs) == 6  # scatter, Cohen's d, self-alignment, mesoscale, mesoscale z (4 panels), rate-level
+    assert "R, joint null" in figs[3]["layout"]["title"]["text"]
+    assert len([a for a in figs[4]["layout"]["annotations"] if "layers z > 3" in a["text"]]) == 4
+    assert any("Only the joint null on R supports" in c.value for c in at.caption)
+    assert not at.info
     coup = RunStore(topo_root / TRAINED_RUN).read_table("coupling")
     d2 = coup[(coup.method == "cpm") & (coup.layer == 2)]["cohens_d"].iloc[0]
     assert _metric(at, "Cohen's d, layer 2") == f"{d2:+.3f}"
@@ -131,3 +136,18 @@ def test_pages_say_what_is_missing_on_a_run_without_topology(topo_root, monkeypa
     assert not at.get("plotly_chart")
     assert any("units.parquet" in i.value for i in at.info)
     assert any("--stages communities" in c.value for c in at.caption)
+
+
+def test_topology_dynamics_page_reads_a_mesoscale_table_from_before_the_joint_null(topo_root, monkeypatch, tmp_path):
+    root = tmp_path / "runs"
+    shutil.copytree(topo_root / TRAINED_RUN, root / TRAINED_RUN)
+    store = RunStore(root / TRAINED_RUN)
+    meso = store.read_table("mesoscale")
+    old = meso[(meso["null"] == "independent") & (meso["operator"] == "J")].drop(columns=["null", "operator"])
+    store.write_table("mesoscale", old.reset_index(drop=True))
+    at = _page("topology_dynamics.py", root, monkeypatch, run=TRAINED_RUN, layer="1")
+    assert not at.exception and not at.error
+    figs = _figures(at)
+    assert len(figs) == 6
+    assert "J̄, independent null" in figs[3]["layout"]["title"]["text"]
+    assert [i.value for i in at.info] and "--redo topology_coupling" in at.info[0].value

@@ -156,6 +156,8 @@ def _samples(root):
     (["--samples", "0"], "--samples must be at least 1"),
     (["--model", "/nonexistent/model/dir"], "no model directory"),
     (["--corpus", "/nonexistent.txt"], "corpus"),
+    (["--cumulative-rank", "0"], "--cumulative-rank must be at least 1"),
+    (["--cumulative-rank", "-4"], "--cumulative-rank must be at least 1"),
 ])
 def test_bad_input_gives_one_line(tmp_path, capsys, args, message):
     base = ["run", "--runs-dir", str(tmp_path), "--quiet"]
@@ -177,3 +179,33 @@ def test_list_prints_runs(tiny_run, capsys):
     root, _ = tiny_run
     assert main(["list", "--runs-dir", str(root / "runs")]) == 0
     assert "e2e" in capsys.readouterr().out
+
+
+def test_cumulative_rank_above_d_is_refused_once_the_model_is_known(tiny_run, capsys):
+    root, argv = tiny_run
+    code = main(argv + ["--run-id", "too-wide", "--cumulative-rank", "33"])  # d = 32
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err == "resdyn: error: --cumulative-rank 33 must be between 1 and d_model = 32 (leave it out for the exact product)"
+    assert not (root / "runs" / "too-wide" / "manifest.json").exists()  # no run was started
+    # An existing run checks the flag against its recorded d before anything runs.
+    assert main(argv + ["--cumulative-rank", "64"]) == 2
+    assert "--cumulative-rank 64 must be between 1 and d_model = 32" in capsys.readouterr().err
+
+
+def test_run_from_before_cumulative_rank_resumes_and_records_it(tiny_run, tmp_path):
+    import shutil
+
+    root, argv = tiny_run
+    runs = tmp_path / "runs"
+    shutil.copytree(root / "runs" / "e2e", runs / "old")
+    manifest = json.loads((runs / "old" / "manifest.json").read_text())
+    assert manifest["cumulative_rank"] == 32  # new runs record it: exact
+    del manifest["cumulative_rank"]
+    (runs / "old" / "manifest.json").write_text(json.dumps(manifest))
+    base = argv + ["--runs-dir", str(runs), "--run-id", "old"]  # argparse: the last value of a flag wins
+    assert main(base) == 0  # nothing to do, and no settings clash
+    # The cumulative stage then records the rank it used (here the paper's truncation, K = 8 < d).
+    assert main(base + ["--stages", "activations,jacobians,spectra,cumulative", "--cumulative-rank", "8"]) == 0
+    manifest = json.loads((runs / "old" / "manifest.json").read_text())
+    assert manifest["cumulative_rank"] == 8

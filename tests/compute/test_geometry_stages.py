@@ -95,6 +95,50 @@ def test_summary_has_spearman_of_erank_against_spectral_radius(run):
     assert summary["cumulative.erank_P0"] == pytest.approx(cum["erank"].iloc[0])
 
 
+def test_cumulative_rank_is_recorded_exact_by_default(run):
+    assert run.manifest()["cumulative_rank"] == D
+
+
+def _copy(run: RunStore, tmp_path, run_id: str) -> RunStore:
+    root = tmp_path / "runs"
+    shutil.copytree(run.path, root / run_id)
+    return RunStore(root / run_id)
+
+
+def test_cumulative_rank_flag_keeps_the_papers_truncation(run, jac, tmp_path):
+    store = _copy(run, tmp_path, "truncated")
+    ctx = RunContext(RunConfig(runs_dir=store.path.parent, run_id=store.run_id, cumulative_rank=8), store, quiet=True)
+    geometry.compute_cumulative(ctx)
+    ref = spectral.cumulative_products(jac, k=8)
+    cum = store.read_table("cumulative")
+    np.testing.assert_allclose(cum["erank"], ref.erank, rtol=1e-12)
+    assert store.manifest()["cumulative_rank"] == 8
+    assert store.read_table("summary").set_index("name")["value"]["cumulative.k"] == 8
+    assert (cum["erank"] < run.read_table("cumulative")["erank"]).all()  # biased low against the exact
+    assert (store.read_table("cumulative_spectra").groupby("layer").size() == 8).all()
+    # A later --redo without the flag keeps the run's recorded rank.
+    geometry.compute_cumulative(_ctx(store))
+    np.testing.assert_allclose(store.read_table("cumulative")["erank"], ref.erank, rtol=1e-12)
+
+
+def test_run_from_before_the_key_is_recomputed_exact_and_recorded(run, tmp_path):
+    store = _copy(run, tmp_path, "old")
+    m = store.manifest()
+    del m["cumulative_rank"]
+    store.write_manifest(m)
+    geometry.compute_cumulative(_ctx(store))
+    assert store.manifest()["cumulative_rank"] == D
+    np.testing.assert_allclose(store.read_table("cumulative")["erank"], run.read_table("cumulative")["erank"])
+
+
+def test_cumulative_rank_above_d_is_one_line_error(run, tmp_path):
+    store = _copy(run, tmp_path, "too-wide")
+    ctx = RunContext(RunConfig(runs_dir=store.path.parent, run_id=store.run_id, cumulative_rank=D + 1), store,
+                     quiet=True)
+    with pytest.raises(ResdynError, match=f"--cumulative-rank {D + 1} must be between 1 and d_model = {D}"):
+        geometry.compute_cumulative(ctx)
+
+
 def test_update_summary_merges_with_other_stages_rows(tmp_path):
     store = RunStore(tmp_path / "r")
     geometry.update_summary(store, {"a": 1.0, "b": 2})

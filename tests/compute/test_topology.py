@@ -141,10 +141,10 @@ def test_permutation_p_with_resampling_matches_full_enumeration():
     assert out["p_perm"] == pytest.approx(exact, abs=4 * np.sqrt(exact * (1 - exact) / 5000) + 2e-4)
 
 
-def test_tails_include_ties_and_all_tied_gives_nan():
+def test_tails_take_a_tenth_of_tied_units_and_all_tied_gives_nan():
     part = np.array([0, 0, 0, 0.5, 0.5, 0.5, 0.5, 1, 1, 1.0])
     top, bottom = T.participation_tails(part)
-    assert top.sum() == 3 and bottom.sum() == 3
+    assert top.sum() == 1 and bottom.sum() == 1 and part[top] == 1.0 and part[bottom] == 0.0
     out = T.boundary_test(np.zeros(10), np.arange(10.0))
     assert np.isnan(out["cohens_d"]) and np.isnan(out["p_perm"])
 
@@ -216,8 +216,8 @@ CONTRACT = {
     "communities": ["snapshot", "method", "community", "size"],
     "nmi": ["method", "snapshot_a", "snapshot_b", "nmi"],
     "graph_edges": ["snapshot", "i", "j", "weight"],
-    "mesoscale": ["layer", "method", "snapshot_in", "snapshot_out", "variance_captured", "null_mean", "null_std",
-                  "z", "sigma_max_K", "disruption", "d_sigma_max", "d_variance_captured"],
+    "mesoscale": ["layer", "method", "null", "operator", "snapshot_in", "snapshot_out", "variance_captured",
+                  "null_mean", "null_std", "z", "sigma_max_K", "disruption", "d_sigma_max", "d_variance_captured"],
     "coupling": ["layer", "method", "snapshot", "cohens_d", "p_perm", "q_bh", "fdr_significant", "spearman_rho",
                  "self_alignment"],
 }
@@ -263,12 +263,27 @@ def test_stages_write_every_table_with_the_contract_columns(topo_run):
     edges = store.read_table("graph_edges")
     assert (edges.i < edges.j).all() and set(edges.snapshot) == set(range(n_snap))
     meso = store.read_table("mesoscale")
-    assert len(meso) == len(T.METHODS) * L
+    assert len(meso) == len(T.METHODS) * L * 4  # (null, operator) ∈ {independent, joint} × {J, R}
+    assert (meso.groupby(["layer", "method", "null", "operator"]).size() == 1).all()
+    assert set(meso["null"]) == {"independent", "joint"} and set(meso["operator"]) == {"J", "R"}
+    jac = store.read_array("jacobians")
+    lab = {k: g.sort_values("unit")["community"].to_numpy() for k, g in units.groupby(["method", "snapshot"])}
+    for _, row in meso[(meso.method == "cpm") & (meso.layer == 1)].iterrows():
+        j = jac[1].astype(np.float64) - (np.eye(d) if row["operator"] == "R" else 0.0)
+        assert row["variance_captured"] == pytest.approx(
+            T.variance_captured(j, lab[("cpm", row["snapshot_out"])], lab[("cpm", 2)]), rel=1e-9)
+    for m in T.METHODS:  # the summary counts layers above each null, and keeps the old row's meaning
+        g = meso[(meso.method == m) & (meso.null == "joint") & (meso.operator == "R")]
+        summary = dict(store.read_table("summary").itertuples(index=False))
+        assert summary[f"topology.{m}.mesoscale.joint.R.above_z3"] == (g["z"] > 3).sum()
+        old = meso[(meso.method == m) & (meso.null == "independent") & (meso.operator == "J")]
+        assert summary[f"topology.{m}.mesoscale.above_null"] == (old["z"] > 1.96).sum()
     assert meso.loc[meso.layer == L - 1, "snapshot_out"].eq(2 * L).all()
     assert meso.loc[meso.layer < L - 1, "disruption"].between(0, 1).all()
     assert meso.loc[meso.layer == L - 1, "disruption"].isna().all()
     coup = store.read_table("coupling")
     assert len(coup) == len(T.METHODS) * L and coup["fdr_significant"].dtype == bool
+    assert (coup["n_top"] == d // 10).all() and (coup["n_bottom"] == d // 10).all()  # exactly ⌊0.1 d⌋
     lay = store.read_table("layers")
     sa = lay[lay.operator == "J"].sort_values("layer")["self_alignment"].to_numpy()
     np.testing.assert_allclose(coup[coup.method == "cpm"].sort_values("layer")["self_alignment"], sa)

@@ -173,6 +173,39 @@ def test_mesoscale_figure_counts_layers_above_null():
     assert list(band["y"]) == [0.12, 0.12, 0.12, 0.08, 0.08, 0.08]
 
 
+def _meso_rows(z_by_panel: dict, n_layers: int = 3) -> pd.DataFrame:
+    rows = []
+    for (null, op), zs in z_by_panel.items():
+        for layer, z in zip(range(n_layers), zs):
+            rows.append({"layer": layer, "null": null, "operator": op, "z": z, "variance_captured": 0.2,
+                         "null_mean": 0.1, "null_q05": 0.08, "null_q95": 0.12})
+    return pd.DataFrame(rows)
+
+
+def test_mesoscale_z_figure_has_four_panels_with_the_z3_line():
+    meso = _meso_rows({("independent", "J"): [40, 35, 50], ("independent", "R"): [4, 1, 0.5],
+                       ("joint", "J"): [0.1, -1, 2], ("joint", "R"): [3.5, 0.2, 5.0]})
+    fig = plain(F.mesoscale_z_figure(meso, n_layers=3, highlight=1))
+    titles = [a["text"] for a in fig["layout"]["annotations"]]
+    assert titles[0].endswith("independent null: 3/3 layers z > 3") and titles[0].startswith("J̄_l")
+    assert titles[1].endswith("joint null: 0/3 layers z > 3")
+    assert titles[2].startswith("R_l") and titles[2].endswith("independent null: 1/3 layers z > 3")
+    assert titles[3].endswith("joint null: 2/3 layers z > 3")
+    assert [list(t["y"]) for t in fig["data"]] == [[40, 35, 50], [0.1, -1, 2], [4, 1, 0.5], [3.5, 0.2, 5.0]]
+    lines = [s for s in fig["layout"]["shapes"] if s["type"] == "line"]
+    assert len(lines) == 4 and all(s["y0"] == s["y1"] == 3.0 for s in lines)
+    assert sorted(s["yref"] for s in lines) == ["y", "y2", "y3", "y4"]
+
+
+def test_mesoscale_z_figure_on_a_table_from_before_the_joint_null():
+    old = _meso_rows({("independent", "J"): [40, 35, 50]}).drop(columns=["null", "operator"])
+    fig = plain(F.mesoscale_z_figure(old, n_layers=3))
+    titles = [a["text"] for a in fig["layout"]["annotations"]]
+    assert titles[0].endswith("3/3 layers z > 3")
+    assert sum("not computed (--redo topology_coupling)" in t for t in titles) == 3
+    assert len(fig["data"]) == 1
+
+
 def test_participation_scatter_colours_the_tails():
     units = pd.DataFrame({"unit": np.arange(20), "participation": np.arange(20) / 19,
                           "column_norm": np.arange(1.0, 21.0)})
@@ -182,3 +215,16 @@ def test_participation_scatter_colours_the_tails():
     bottom = [v for k, v in by_name.items() if k.startswith("bottom")][0]
     assert sorted(top["customdata"]) == [18, 19] and sorted(bottom["customdata"]) == [0, 1]
     assert "ρ = +1.000" in fig["layout"]["title"]["text"]
+
+
+def test_participation_scatter_colours_the_tests_seeded_tails_under_ties():
+    from resdyn.core.topology_coupling import participation_tails
+
+    rng = np.random.default_rng(0)
+    units = pd.DataFrame({"unit": np.arange(50), "participation": np.round(rng.uniform(size=50), 1),
+                          "column_norm": rng.uniform(1, 2, 50)}).sample(frac=1, random_state=1)  # any row order
+    fig = plain(F.participation_scatter(units, seed=7))
+    by_name = {t["name"][:3]: t for t in fig["data"]}
+    top, bottom = participation_tails(units.sort_values("unit")["participation"].to_numpy(), seed=7)
+    assert sorted(by_name["top"]["customdata"]) == np.flatnonzero(top).tolist() and top.sum() == 5
+    assert sorted(by_name["bot"]["customdata"]) == np.flatnonzero(bottom).tolist() and bottom.sum() == 5

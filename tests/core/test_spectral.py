@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.linalg as sl
+from threadpoolctl import threadpool_limits
 from scipy.spatial import ConvexHull
 
 from resdyn.core import linalg, spectral
@@ -59,7 +61,7 @@ def test_erank_matches_entropy_formula_and_is_scale_invariant():
 
 # -- cumulative products --------------------------------------------------------------------------
 
-def test_truncated_cumulative_product_equals_dense_product_for_small_d():
+def test_cumulative_product_is_exact_by_default():
     r = _rng(2)
     n_layers, d = 6, 12
     jac = (np.eye(d) + 0.6 * r.standard_normal((n_layers, d, d))).astype(np.float32)
@@ -72,6 +74,79 @@ def test_truncated_cumulative_product_equals_dense_product_for_small_d():
         assert cum.log10_fro[l] == pytest.approx(np.log10(np.linalg.norm(p)), abs=1e-10)
         if l in (0, 3, 5):
             np.testing.assert_allclose(cum.log10_sigma[l], np.log10(s), atol=1e-8)
+
+
+def test_exact_cumulative_erank_equals_dense_float64_product_at_d1024():
+    # METHODS §5: the default is the exact product. A rank-512 truncation of the same stack is
+    # biased low (it keeps 512 of the 1024 directions at every step). One BLAS thread: on the
+    # shared 2-core machine LAPACK under load is several times faster so (about 8 s here).
+    with threadpool_limits(limits=1, user_api="blas"):
+        _exact_at_d1024()
+
+
+def _exact_at_d1024():
+    r = _rng(5)
+    n_layers, d = 7, 1024
+    jac = (np.eye(d) + 0.5 * r.standard_normal((n_layers, d, d)) / np.sqrt(d)).astype(np.float32)
+    cum = spectral.cumulative_products(jac, keep=[0])
+    assert cum.k == d
+    p = np.eye(d)
+    for l in range(n_layers - 1, -1, -1):
+        p = p @ jac[l].astype(np.float64)  # no rescaling needed for 7 well-conditioned layers
+        s = sl.svdvals(p)
+        assert abs(cum.erank[l] - spectral.erank(s)) < 1e-6
+        assert cum.log10_fro[l] == pytest.approx(np.log10(np.linalg.norm(p)), abs=1e-12)
+    np.testing.assert_allclose(cum.log10_sigma[0], np.log10(s), atol=1e-9)
+    truncated = spectral.cumulative_products(jac, k=512)
+    assert truncated.k == 512
+    assert np.all(truncated.erank < cum.erank - 30)
+
+
+def test_truncated_cumulative_follows_the_rank_k_recursion():
+    # The paper's replication option: P̃_{L−1} = [J̄_{L−1}]_k, P̃_l = [P̃_{l+1} J̄_l]_k, with [·]_k the
+    # best rank-k approximation; checked against that recursion on dense float64 matrices.
+    r = _rng(6)
+    n_layers, d, k = 5, 40, 12
+    jac = (np.eye(d) + 0.7 * r.standard_normal((n_layers, d, d)) / np.sqrt(d)).astype(np.float32)
+    cum = spectral.cumulative_products(jac, k=k, keep=[0, n_layers - 1])
+    assert cum.k == k
+    p = None
+    for l in range(n_layers - 1, -1, -1):
+        j = jac[l].astype(np.float64)
+        u, s, vt = np.linalg.svd(j if p is None else p @ j)
+        p = (u[:, :k] * s[:k]) @ vt[:k]
+        assert cum.erank[l] == pytest.approx(spectral.erank(s[:k]), rel=1e-10)
+        assert cum.log10_fro[l] == pytest.approx(np.log10(np.linalg.norm(s[:k])), abs=1e-10)
+        if l in (0, n_layers - 1):
+            np.testing.assert_allclose(cum.log10_sigma[l], np.log10(s[:k]), atol=1e-8)
+    assert cum.erank[0] < spectral.cumulative_products(jac).erank[0]
+
+
+@pytest.mark.parametrize("k", [0, -3, 65])
+def test_cumulative_rejects_a_rank_outside_1_to_d(k):
+    with pytest.raises(ResdynError, match=r"cumulative rank k = -?\d+ must be in \[1, d = 64\]"):
+        spectral.cumulative_products(np.ones((2, 64, 64)), k=k)
+
+
+def test_float32_cumulative_product_is_close_to_float64():
+    # The stage keeps float64; float32 (half the cost) loses about 1e-7 of erank relative.
+    r = _rng(7)
+    jac = (np.eye(96) + 0.6 * r.standard_normal((10, 96, 96)) / np.sqrt(96)).astype(np.float32)
+    e64 = spectral.cumulative_products(jac).erank
+    e32 = spectral.cumulative_products(jac, dtype=np.float32).erank
+    np.testing.assert_allclose(e32, e64, rtol=1e-5)
+    assert not np.array_equal(e32, e64)
+
+
+def test_cumulative_rank_note_names_exact_truncated_and_old_runs():
+    note = spectral.cumulative_rank_note
+    assert note({"d_model": 1024, "cumulative_rank": 1024}).startswith("Exact products (rank d = 1024")
+    assert "Truncated to rank K = 512" in note({"d_model": 1024, "cumulative_rank": 512})
+    assert "biased low unless it is ≪ K" in note({"d_model": 1024, "cumulative_rank": 512})
+    old_wide = note({"d_model": 4096})  # before the key: min(512, d)
+    assert "Truncated to rank K = 512" in old_wide and "--redo cumulative" in old_wide
+    assert "Truncated to rank K = 512" in note({"d_model": 576})  # the demo runs (d = 576)
+    assert note({"d_model": 256}).startswith("Exact products") and "min(512, d) = d = 256" in note({"d_model": 256})
 
 
 def test_truncation_keeps_the_top_of_a_low_rank_product():

@@ -26,6 +26,7 @@ def test_contract_files_shapes_and_manifest(synthetic_runs_dir):
     m = store.manifest()
     assert MANIFEST_KEYS <= set(m)
     assert (m["n_layers"], m["d_model"], m["n_samples"], m["k"]) == (L, D, N, resolve_k(None, D))
+    assert m["cumulative_rank"] == D  # exact products, as init_manifest records by default
     assert m["status"] == "complete" and m["stages_done"] == ["activations", "jacobians", "spectra"]
     assert set(m["timings"]) == set(m["stages_done"])
     assert {"python", "torch", "transformers", "resdyn"} <= set(m["versions"])

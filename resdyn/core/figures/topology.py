@@ -22,8 +22,10 @@ from scipy import stats
 # HEATMAP_MAX: up to this d a plain go.Heatmap with hover values; IMAGE_MAX_PX: above it, a PNG of at
 # most this many pixels a side (about the panel's width on screen).
 from resdyn.core.correlation import HEATMAP_MAX, IMAGE_MAX_PX, community_order  # noqa: F401  (re-exported)
-from resdyn.core.figures.common import (PALETTE, empty_figure, highlight_layer, layer_axis_props,
-                                        line_width, marker_size, style, subplots)
+from resdyn.core.figures.common import (PALETTE, empty_figure, highlight_band, highlight_layer,
+                                        layer_axis_props, line_width, marker_size, style, subplots)
+from resdyn.core.topology_coupling import (NULLS, OPERATORS, TAIL, Z_ABOVE, participation_tails,
+                                           with_null_columns)
 
 CORR_SCALE = "RdBu_r"   # negative blue, positive red, 0 white
 MAX_BOUNDARIES = 200    # community squares drawn on the sorted matrix
@@ -285,23 +287,24 @@ def spearman_text(x, y) -> tuple[float, float, str]:
     return float(r.statistic), float(r.pvalue), f"Spearman ρ = {r.statistic:+.3f}, p = {r.pvalue:.3g}"
 
 
-def participation_scatter(units: pd.DataFrame, tail: float = 0.10, title: str = "",
+def participation_scatter(units: pd.DataFrame, tail: float = TAIL, title: str = "", seed=0,
                           presentation: bool = False) -> go.Figure:
     """Participation coefficient against Jacobian column norm for the units of one layer.
 
-    units: unit, participation, column_norm (snapshot 2l of one method). The top and bottom
-    ``tail`` participation quantiles (the boundary-node test's groups, ties included) are coloured;
-    the title carries Spearman ρ over all units.
+    units: unit, participation, column_norm (snapshot 2l of one method, every unit). The top and
+    bottom tails of the boundary-node test (exactly ⌊tail · n⌋ units each, ties broken by ``seed``,
+    the run's seed: ``participation_tails``) are coloured; the title carries Spearman ρ over all units.
     """
+    units = units.sort_values("unit")  # the tie-break order is indexed by unit
     p = units["participation"].to_numpy(float)
     c = units["column_norm"].to_numpy(float)
     ok = np.isfinite(p) & np.isfinite(c)
     if not ok.any():
         return empty_figure("no column norms for this snapshot (pre-MLP snapshots have none)", presentation)
-    lo, hi = np.quantile(p[ok], [tail, 1 - tail])
-    groups = [("middle", ok & (p > lo) & (p < hi), MIDDLE_COLOR),
-              (f"bottom {tail:.0%} participation (core)", ok & (p <= lo), CORE_COLOR),
-              (f"top {tail:.0%} participation (boundary)", ok & (p >= hi), BOUNDARY_COLOR)]
+    top, bottom = participation_tails(np.where(ok, p, np.nan), tail, seed=seed)
+    groups = [("middle", ok & ~top & ~bottom, MIDDLE_COLOR),
+              (f"bottom {tail:.0%} participation (core)", bottom, CORE_COLOR),
+              (f"top {tail:.0%} participation (boundary)", top, BOUNDARY_COLOR)]
     fig = go.Figure()
     unit = units["unit"].to_numpy()
     for name, sel, color in groups:
@@ -368,8 +371,9 @@ def selfalign_vs_d_figure(coupling: pd.DataFrame, n_layers: int, title: str = ""
 
 def mesoscale_figure(meso: pd.DataFrame, n_layers: int, highlight: int | None = None, title: str = "",
                      presentation: bool = False) -> go.Figure:
-    """Variance of J̄_l captured by the community basis against the 5–95 % band and the mean of 100
-    size-matched random partitions, per layer (one method); the title counts layers with z > 1.96."""
+    """Variance captured by the community basis against the 5–95 % band and the mean of 100
+    size-matched random partitions, per layer, for the rows of one method, null and operator; the
+    title counts layers with z > 3 (``Z_ABOVE``)."""
     g = meso.sort_values("layer")
     if g.empty:
         return empty_figure("no mesoscale table", presentation)
@@ -386,11 +390,57 @@ def mesoscale_figure(meso: pd.DataFrame, n_layers: int, highlight: int | None = 
                              marker=dict(size=marker_size(presentation) + 1), customdata=g["z"],
                              hovertemplate="layer %{x}<br>captured %{y:.4f}<br>z = %{customdata:.1f}"
                                            "<extra></extra>"))
-    above = int((g["z"] > 1.96).sum())
-    style(fig, title=f"{title}  {above}/{len(g)} layers above the null (z > 1.96)".strip(),
+    above = int((g["z"] > Z_ABOVE).sum())
+    style(fig, title=f"{title}  {above}/{len(g)} layers above the null (z > {Z_ABOVE:g})".strip(),
           presentation=presentation, height=440, xaxis=layer_axis_props(n_layers),
-          yaxis={"title": {"text": "variance captured ‖K‖²_F / ‖J̄‖²_F"}})
+          yaxis={"title": {"text": "variance captured ‖K‖²_F / ‖op‖²_F"}})
     highlight_layer(fig, highlight, presentation)
+    return fig
+
+
+NULL_LABELS = {"independent": "independent null", "joint": "joint null"}
+OPERATOR_LABELS = {"J": "J̄_l", "R": "R_l = J̄_l − I"}
+
+
+def mesoscale_z_figure(meso: pd.DataFrame, n_layers: int, highlight: int | None = None,
+                       presentation: bool = False) -> go.Figure:
+    """z of the mesoscale test per layer in four panels: rows operator J, R; columns null
+    independent, joint (METHODS §8), with the z = 3 line. Rows of one method; a (null, operator)
+    the table lacks (runs from before the joint null) is an empty panel that says so."""
+    meso = with_null_columns(meso)
+    if meso.empty:
+        return empty_figure("no mesoscale table", presentation)
+    titles, panels = [], []
+    for op in OPERATORS:
+        for null in NULLS:
+            g = meso[(meso["null"] == null) & (meso["operator"] == op)].sort_values("layer")
+            z = g["z"].to_numpy(float)
+            name = f"{OPERATOR_LABELS[op]}, {NULL_LABELS[null]}"
+            titles.append(f"{name}: {int((z > Z_ABOVE).sum())}/{len(g)} layers z > {Z_ABOVE:g}" if len(g)
+                          else f"{name}: not computed (--redo topology_coupling)")
+            panels.append(g)
+    fig = subplots(rows=2, cols=2, subplot_titles=titles, shared_xaxes=True, vertical_spacing=0.14,
+                   horizontal_spacing=0.08)
+    shapes = []
+    for i, g in enumerate(panels):
+        row, col = i // 2 + 1, i % 2 + 1
+        ax = "" if i == 0 else str(i + 1)  # make_subplots numbers the axes row by row
+        if len(g):
+            fig.add_trace(go.Scatter(x=g["layer"], y=g["z"], mode="lines+markers", showlegend=False,
+                                     line=dict(color=OBS_COLOR, width=line_width(presentation)),
+                                     marker=dict(size=marker_size(presentation)),
+                                     hovertemplate="layer %{x}<br>z = %{y:.1f}<extra></extra>"),
+                          row=row, col=col)
+        # Plain shapes: add_hline / add_vrect resolve subplot references at ~5 ms each.
+        shapes.append({"type": "line", "xref": f"x{ax} domain", "x0": 0, "x1": 1, "yref": f"y{ax}",
+                       "y0": Z_ABOVE, "y1": Z_ABOVE, "line": {"color": NULL_COLOR, "dash": "dot"}})
+        if highlight is not None:
+            shapes.append({**highlight_band(highlight), "xref": f"x{ax}", "yref": f"y{ax} domain"})
+    fig.layout.shapes = shapes
+    style(fig, title="Mesoscale z against each null", presentation=presentation, height=560, legend=False)
+    fig.update_xaxes(range=[-0.5, n_layers - 0.5])
+    fig.update_xaxes(title_text="layer l", row=2)
+    fig.update_yaxes(title_text="z", col=1)
     return fig
 
 

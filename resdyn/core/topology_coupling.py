@@ -1,0 +1,283 @@
+"""The statistics of the topology ↔ dynamics coupling (METHODS §8), numpy/scipy only.
+
+The ``topology_coupling`` stage (``resdyn.compute.topology``) and the Topology ↔ dynamics page
+share these functions; the tests run them without torch, Leiden or a run store.
+
+- Mesoscale test: the variance of an operator captured by the community basis, z-scored against
+  size-matched random partitions. Two nulls and two operators, four tests per layer:
+
+  * null "independent" (the paper's): the input and the output partition are each shuffled by its
+    own random permutation of the units. Adjacent snapshots share most communities, and that
+    overlap puts the identity inside J (the skip connection) on the diagonal blocks of K, which
+    the shuffle destroys: J = I + R with no community structure in R scores z ≈ 40 against it.
+  * null "joint": one random permutation of the units relabels both partitions. It keeps the
+    overlap between them (the table of (output community, input community) counts over units), so
+    the identity captures exactly as much under the null as observed.
+  * operator "J" (J̄_l) or "R" (R_l = J̄_l − I, the block's own computation without the skip).
+
+  Only the joint null on R can support a claim that the Jacobian couples communities.
+- Boundary-node test: amplification (column norm) of the top against the bottom participation
+  tails, each exactly ⌊0.1 n⌋ units, ties broken by a seeded random order.
+- Benjamini–Hochberg FDR over layers and permutation Spearman for the rate-level tests.
+
+Shapes: J is (d, d) float (output × input), labels are (d,) ints 0..m−1 with every label used.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from scipy import stats
+
+TAIL = 0.10                # top / bottom participation tails of the boundary-node test
+N_NULL_PARTITIONS = 100    # size-matched random partitions of the mesoscale test (per null)
+N_PERM_BOUNDARY = 5000     # permutations of the boundary-node test
+N_PERM_RATE = 10000        # permutations of the rate-level tests
+FDR_ALPHA = 0.05
+NULLS = ("independent", "joint")
+OPERATORS = ("J", "R")
+Z_ABOVE = 3.0              # the z above which a layer counts as capturing more than its null
+# A null whose spread is below this fraction of its mean is degenerate (e.g. J = I against the
+# joint null, where every draw captures the same variance up to rounding): z is then NaN.
+NULL_STD_RTOL = 1e-9
+
+
+# -- mesoscale operator --------------------------------------------------------------------------
+def _one_hot(labels: np.ndarray, m: int | None = None) -> sp.csr_array:
+    labels = np.asarray(labels)
+    m = int(labels.max()) + 1 if m is None else m
+    return sp.csr_array((np.ones(len(labels)), (np.arange(len(labels)), labels)), shape=(len(labels), m))
+
+
+def _block_sums(jac: np.ndarray, lab_out: np.ndarray, lab_in: np.ndarray) -> np.ndarray:
+    """S[a, b] = Σ_{i∈a (out), j∈b (in)} J_ij via sparse one-hot products, O(d²). (m_out, m_in)."""
+    m_out, m_in = _one_hot(lab_out), _one_hot(lab_in)
+    rows = m_out.T @ jac                    # (m_out, d)
+    return (m_in.T @ rows.T).T              # (m_out, m_in)
+
+
+def _overlap(lab_out: np.ndarray, lab_in: np.ndarray, m_out: int, m_in: int) -> np.ndarray:
+    """N[a, b] = #{units i: out(i) = a, in(i) = b}: the block sums of the identity. (m_out, m_in) float64."""
+    return np.bincount(lab_out * m_in + lab_in, minlength=m_out * m_in).reshape(m_out, m_in).astype(np.float64)
+
+
+def mesoscale_operator(jac: np.ndarray, lab_out: np.ndarray, lab_in: np.ndarray) -> np.ndarray:
+    """K = C_outᵀ J C_in, C's column c being 1/√n_c on the members of community c (METHODS §8).
+
+    jac: (d, d) Jacobian (output × input); lab_out / lab_in: (d,) labels 0..m−1, every label used.
+    Returns (m_out, m_in) float64.
+    """
+    s = _block_sums(np.asarray(jac, dtype=np.float64), lab_out, lab_in)
+    n_out = np.bincount(lab_out, minlength=s.shape[0])
+    n_in = np.bincount(lab_in, minlength=s.shape[1])
+    return s / np.sqrt(np.outer(n_out, n_in))
+
+
+def variance_captured(jac: np.ndarray, lab_out: np.ndarray, lab_in: np.ndarray) -> float:
+    """‖C_out K C_inᵀ‖_F² / ‖J‖_F² = ‖K‖_F² / ‖J‖_F² (C has orthonormal columns). 1 iff J is
+    constant on every (out-community, in-community) block."""
+    jac = np.asarray(jac, dtype=np.float64)
+    k = mesoscale_operator(jac, lab_out, lab_in)
+    return float((k**2).sum() / (jac**2).sum())
+
+
+def _null_labels(lab_out: np.ndarray, lab_in: np.ndarray, null: str,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    if null == "independent":
+        return rng.permutation(lab_out), rng.permutation(lab_in)
+    if null == "joint":
+        perm = rng.permutation(len(lab_out))
+        return lab_out[perm], lab_in[perm]
+    raise ValueError(f"unknown null {null!r}; expected one of {NULLS}")
+
+
+def _z_row(vc: float, sigma: float, null: np.ndarray) -> dict:
+    """The test's statistics from the observed variance captured and the null draws (n_null,)."""
+    n_null = len(null)
+    mu = float(null.mean())
+    sd = float(null.std(ddof=1)) if n_null > 1 else np.nan
+    z = (vc - mu) / sd if np.isfinite(sd) and sd > NULL_STD_RTOL * abs(mu) else np.nan
+    return {
+        "variance_captured": vc, "sigma_max_K": sigma,
+        "null_mean": mu, "null_std": sd,
+        "null_q05": float(np.quantile(null, 0.05)), "null_q95": float(np.quantile(null, 0.95)),
+        "z": z, "p_z": float(stats.norm.sf(z)) if np.isfinite(z) else np.nan,
+        "p_empirical": float((1 + np.sum(null >= vc)) / (1 + n_null)),
+    }
+
+
+def mesoscale_null(jac: np.ndarray, lab_out: np.ndarray, lab_in: np.ndarray, null: str = "independent",
+                   n_null: int = N_NULL_PARTITIONS, rng: np.random.Generator | None = None) -> dict[str, dict]:
+    """Variance captured by the community partitions against ``n_null`` size-matched random
+    partitions of one null, for J and for R = J − I (METHODS §8).
+
+    Each null draw relabels the units (``null``: "independent" or "joint", see the module
+    docstring) and scores both operators on the same draw: R's block sums are J's minus the
+    overlap counts, S_R = S_J − N, so R costs nothing extra. One-sided z = (vc − mean)/sd (ddof = 1;
+    NaN when the null has no spread) with its normal p, and the empirical
+    p = (1 + #{null ≥ vc}) / (1 + n_null).
+
+    Returns {"J": stats, "R": stats}, each with variance_captured, sigma_max_K (largest singular
+    value of K), null_mean, null_std, null_q05, null_q95, z, p_z, p_empirical. R's fields are NaN
+    when R = 0.
+    """
+    rng = np.random.default_rng() if rng is None else rng
+    jac = np.asarray(jac, dtype=np.float64)
+    lab_out, lab_in = np.asarray(lab_out, dtype=np.int64), np.asarray(lab_in, dtype=np.int64)
+    d = jac.shape[0]
+    m_out, m_in = int(lab_out.max()) + 1, int(lab_in.max()) + 1
+    n_out = np.bincount(lab_out, minlength=m_out).astype(float)
+    n_in = np.bincount(lab_in, minlength=m_in).astype(float)
+    scale = np.outer(n_out, n_in)
+    total_j = float((jac**2).sum())
+    total_r = float(((jac - np.eye(d)) ** 2).sum())
+    s_j = _block_sums(jac, lab_out, lab_in)
+    s_r = s_j - _overlap(lab_out, lab_in, m_out, m_in)
+    null_j, null_r = np.empty(n_null), np.empty(n_null)
+    for r in range(n_null):
+        lo, li = _null_labels(lab_out, lab_in, null, rng)
+        s = _block_sums(jac, lo, li)
+        null_j[r] = (s**2 / scale).sum() / total_j
+        null_r[r] = ((s - _overlap(lo, li, m_out, m_in))**2 / scale).sum() / total_r if total_r > 0 else np.nan
+    out = {}
+    for name, s_obs, total, nul in (("J", s_j, total_j, null_j), ("R", s_r, total_r, null_r)):
+        k = s_obs / np.sqrt(scale)
+        vc = float((k**2).sum() / total) if total > 0 else np.nan
+        sigma = float(np.linalg.svd(k, compute_uv=False)[0]) if k.size else np.nan
+        out[name] = _z_row(vc, sigma, nul) if total > 0 else _z_row(np.nan, sigma, np.full(n_null, np.nan))
+    return out
+
+
+def mesoscale_test(jac: np.ndarray, lab_out: np.ndarray, lab_in: np.ndarray,
+                   n_null: int = N_NULL_PARTITIONS, rng: np.random.Generator | None = None,
+                   null: str = "independent", operator: str = "J") -> dict:
+    """One of the four mesoscale tests (``mesoscale_null(...)[operator]``); the paper's by default."""
+    if operator not in OPERATORS:
+        raise ValueError(f"unknown operator {operator!r}; expected one of {OPERATORS}")
+    return mesoscale_null(jac, lab_out, lab_in, null=null, n_null=n_null, rng=rng)[operator]
+
+
+def mesoscale_rows(jac: np.ndarray, lab_out: np.ndarray, lab_in: np.ndarray, seed,
+                   n_null: int = N_NULL_PARTITIONS) -> list[dict]:
+    """All four tests, one dict per (null, operator) with those two keys added.
+
+    ``seed``: anything ``np.random.default_rng`` takes; null i draws from ``default_rng([*seed, i])``
+    so each null's draws do not depend on the other's.
+    """
+    seed = list(np.atleast_1d(seed))
+    rows = []
+    for i, null in enumerate(NULLS):
+        res = mesoscale_null(jac, lab_out, lab_in, null=null, n_null=n_null, rng=np.random.default_rng([*seed, i]))
+        rows += [{"null": null, "operator": op, **res[op]} for op in OPERATORS]
+    return rows
+
+
+def with_null_columns(meso):
+    """A ``mesoscale`` table (pandas DataFrame) with ``null`` and ``operator`` columns: tables from
+    before the joint null held the paper's test only, so their rows become ('independent', 'J')."""
+    if "null" in meso.columns and "operator" in meso.columns:
+        return meso
+    return meso.assign(null="independent", operator="J")
+
+
+def claim_rows(meso):
+    """The rows that can support a coupling claim: the joint null on R; ('independent', 'J') for a
+    table from before the joint null (the caller should say that it is confounded by the skip)."""
+    meso = with_null_columns(meso)
+    joint_r = meso[(meso["null"] == "joint") & (meso["operator"] == "R")]
+    return joint_r if len(joint_r) else meso[(meso["null"] == "independent") & (meso["operator"] == "J")]
+
+
+# -- boundary-node test ---------------------------------------------------------------------------
+def column_norms(jac: np.ndarray) -> np.ndarray:
+    """‖J_{:,i}‖₂ for every input unit i: how strongly J amplifies a perturbation of unit i. (d,) float64."""
+    return np.linalg.norm(np.asarray(jac, dtype=np.float64), axis=0)
+
+
+def participation_tails(part: np.ndarray, tail: float = TAIL, seed=0) -> tuple[np.ndarray, np.ndarray]:
+    """Masks (d,) bool of the top and bottom participation tails, each exactly ⌊tail · n⌋ units.
+
+    n counts the units with finite participation (NaN is in neither tail). Units are ranked by
+    participation; ties are broken by one random order of all d units drawn from ``seed`` (the
+    run's seed), so the tails are reproducible and never hold more than their share. A unit's
+    place in the tie-break depends on its index, not on the other units' values.
+    """
+    part = np.asarray(part, dtype=np.float64)
+    ok = np.isfinite(part)
+    top, bottom = np.zeros(len(part), bool), np.zeros(len(part), bool)
+    n_tail = int(np.floor(tail * ok.sum() + 1e-9))
+    if n_tail == 0:
+        return top, bottom
+    tiebreak = np.random.default_rng(seed).permutation(len(part))
+    idx = np.flatnonzero(ok)
+    order = idx[np.lexsort((tiebreak[idx], part[idx]))]  # ascending participation, ties by the draw
+    bottom[order[:n_tail]] = True
+    top[order[-n_tail:]] = True
+    return top, bottom
+
+
+def boundary_test(part: np.ndarray, norms: np.ndarray, tail: float = TAIL,
+                  n_perm: int = N_PERM_BOUNDARY, rng: np.random.Generator | None = None, seed=0) -> dict:
+    """Are boundary units (high participation) amplified differently from core units?
+
+    part, norms: (d,) participation and column norms of the same units; ``seed`` breaks ties in
+    the tails (``participation_tails``).
+    Cohen's d = (mean norm of the top tail − mean of the bottom tail) / std(all norms, ddof = 1)
+    (METHODS §8; the paper's fixed denominator). The p-value is a two-sided permutation test of
+    the difference of means: the pooled top and bottom units are re-split at random into groups of
+    the same sizes (``scipy.stats.permutation_test``, vectorised; exact when there are fewer
+    splits than ``n_perm``). Spearman ρ (and its p) is over all units with finite values.
+    Returns cohens_d, p_perm, n_top, n_bottom, spearman_rho, spearman_p.
+    """
+    part = np.asarray(part, dtype=np.float64)
+    norms = np.asarray(norms, dtype=np.float64)
+    ok = np.isfinite(part) & np.isfinite(norms)
+    top, bottom = participation_tails(np.where(ok, part, np.nan), tail, seed=seed)
+    out = {"cohens_d": np.nan, "p_perm": np.nan, "n_top": int(top.sum()), "n_bottom": int(bottom.sum()),
+           "spearman_rho": np.nan, "spearman_p": np.nan}
+    if ok.sum() >= 3 and np.ptp(part[ok]) > 0 and np.ptp(norms[ok]) > 0:
+        res = stats.spearmanr(part[ok], norms[ok])
+        out.update(spearman_rho=float(res.statistic), spearman_p=float(res.pvalue))
+    if not top.any() or not bottom.any() or (top & bottom).any() or ok.sum() < 2 or np.ptp(part[ok]) == 0:
+        return out  # no tails, or all participation tied: there is no boundary/core contrast
+    sd = float(norms[ok].std(ddof=1))
+    diff = float(norms[top].mean() - norms[bottom].mean())
+    out["cohens_d"] = diff / sd if sd > 0 else np.nan
+    if sd > 0:
+        res = stats.permutation_test(
+            (norms[top], norms[bottom]),
+            lambda a, b, axis: a.mean(axis=axis) - b.mean(axis=axis),
+            permutation_type="independent", vectorized=True, n_resamples=n_perm,
+            alternative="two-sided", rng=rng,
+        )
+        out["p_perm"] = float(res.pvalue)
+    return out
+
+
+# -- multiple testing and rate-level tests ----------------------------------------------------------
+def bh_fdr(p: np.ndarray, alpha: float = FDR_ALPHA) -> tuple[np.ndarray, np.ndarray]:
+    """Benjamini–Hochberg adjusted p-values (``scipy.stats.false_discovery_control``) and the mask
+    q ≤ alpha. NaN p-values are left out of the family and come back NaN / False."""
+    p = np.asarray(p, dtype=np.float64)
+    q = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        q[ok] = stats.false_discovery_control(p[ok], method="bh")
+    return q, np.isfinite(q) & (q <= alpha)
+
+
+def permutation_spearman(x, y, n_perm: int = N_PERM_RATE,
+                         rng: np.random.Generator | None = None) -> tuple[float, float]:
+    """Spearman ρ of x and y with a two-sided permutation p (pairings shuffled ``n_perm`` times).
+
+    ρ is Pearson's r of the ranks, so the test is ``scipy.stats.pearsonr`` on ranks with a
+    ``PermutationMethod``. Pairs with a NaN are dropped; fewer than 3 pairs give (NaN, NaN).
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return np.nan, np.nan
+    res = stats.pearsonr(stats.rankdata(x), stats.rankdata(y),
+                         method=stats.PermutationMethod(n_resamples=n_perm, rng=rng))
+    return float(res.statistic), float(res.pvalue)
