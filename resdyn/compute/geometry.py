@@ -14,7 +14,7 @@ float32 and writes:
   dose in random eigenvalue orders and the skip dose βI + R(c).
 - "pseudospectra" (METHODS §11): ``pseudospectra.parquet`` (layer, c, x, y, log10_sigma_min) on
   a grid per layer and dose, ``numerical_range.parquet`` (layer, c, idx, x, y),
-  ``layer_sigma.parquet`` (layer, c, i, sigma: the singular values of J_l(c), mode J, at the same
+  ``layer_sigma.parquet`` (layer, c, i, sigma: the singular values of J_l(c) at the same
   doses) and ``transient_growth.parquet`` (layer, k, log10_norm).
 
 ``summary.parquet`` holds named scalars (name, value) shared by every stage: ``update_summary``.
@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import scipy.linalg as sl
+from threadpoolctl import threadpool_limits
 
 from resdyn.compute import executors
 from resdyn.compute.stages import Stage
@@ -218,7 +219,20 @@ def dose_table(q: np.ndarray, t: np.ndarray, jac: np.ndarray, seed: int,
     return df
 
 
+def single_blas_thread():
+    """Context with one BLAS thread. The schur stage's parallelism is its own (the executor's layers,
+    ``chain_product``'s two segments); OpenBLAS threads on top of it oversubscribe the cores, which
+    on the shared 2-core machine was measured to slow the Schur forms 18× under load
+    (benchmarks/dose_slider.py)."""
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def compute_schur(ctx) -> None:
+    with single_blas_thread():
+        _compute_schur(ctx)
+
+
+def _compute_schur(ctx) -> None:
     store = ctx.store
     jac = _jacobians(store)
     q, t, worst = schur_factors(jac, ctx.progress, desc="schur (canonical order)")
