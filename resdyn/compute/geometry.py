@@ -22,6 +22,9 @@ float32 and writes:
 
 from __future__ import annotations
 
+import contextvars
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pandas as pd
 import scipy.linalg as sl
@@ -184,6 +187,24 @@ def _families(q: np.ndarray, t: np.ndarray, jac: np.ndarray, seed: int):
         yield "order_draw", draw, order_draw_family(q, t, jac, seed, draw)
 
 
+def _one_ahead(items):
+    """Yield the items of the iterator ``items``, building the next one in a background thread while
+    the caller works on the current one.
+
+    Building a family (Schur reorders, Haar draws, normal parts) is mostly single-threaded; its
+    statistics (chain products on two threads, an SVD, eigenvalues) mostly run outside the GIL, so
+    the two overlap on the two cores. The items come in their order, so results do not change;
+    the background thread runs in a copy of this context, so it sees the run's executor.
+    """
+    ctx = contextvars.copy_context()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        it = iter(items)
+        nxt = pool.submit(ctx.run, next, it, None)
+        while (item := nxt.result()) is not None:
+            nxt = pool.submit(ctx.run, next, it, None)
+            yield item
+
+
 def dose_table(q: np.ndarray, t: np.ndarray, jac: np.ndarray, seed: int,
                progress=spectral._no_progress) -> pd.DataFrame:
     """Rows (mode, construction, draw, c, beta, erank, log10_fro, henrici) over DOSE_GRID.
@@ -200,8 +221,8 @@ def dose_table(q: np.ndarray, t: np.ndarray, jac: np.ndarray, seed: int,
                      "erank": s.erank, "log10_fro": s.log10_fro, "henrici": s.henrici})
 
     stats = {}
-    for construction, draw, fam in progress(_families(q, t, jac, seed), desc="dose grid", total=n_fam,
-                                            unit="family"):
+    for construction, draw, fam in progress(_one_ahead(_families(q, t, jac, seed)), desc="dose grid",
+                                            total=n_fam, unit="family"):
         for c in spectral.DOSE_GRID:
             if construction == "control_a" and c == 0.0:
                 # c = 0 adds 0·M: identical to the dose at c = 0, no need to recompute.
