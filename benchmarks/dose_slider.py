@@ -8,11 +8,11 @@
     python benchmarks/dose_slider.py --threads 0          # BLAS threads of a live call (0: library default)
 
 It builds a synthetic run (``resdyn.core.synthetic``), takes the Schur factors of every layer
-(the "schur" stage's first half) and the mode-J dose grid, then times:
+(the "schur" stage's first half) and the dose grid, then times:
 
 - the one-time precomputation of a run (``LiveDose``: A = QΛQ*, B = J̄ − A for every layer);
 - one live call at a dose c off the grid, with the singular values of one layer (what the page
-  asks for on every slider move) and of every layer;
+  asks for on every slider move), the same at skip weight β = 0.5, and with every layer's;
 - the interpolated fallback (the stored grid) for comparison.
 
 Prints the median wall-clock and CPU seconds over ``--repeat`` calls (on a shared machine the wall
@@ -43,7 +43,7 @@ from resdyn.core.synthetic import make_synthetic_run  # noqa: E402
 
 
 def prepare(root: Path, d: int, n_layers: int, init: str) -> RunStore:
-    """A synthetic run with schur_Q/schur_T and the mode-J dose rows of schur_dose (reused if present)."""
+    """A synthetic run with schur_Q/schur_T (canonical order) and the dose rows of schur_dose (reused if present)."""
     run_id = f"bench-{init}-d{d}-L{n_layers}"
     store = RunStore(root / run_id)
     if store.has_table("schur_dose"):
@@ -63,7 +63,7 @@ def prepare(root: Path, d: int, n_layers: int, init: str) -> RunStore:
     for c in spectral.DOSE_GRID:
         with threadpool_limits(limits=1, user_api="blas"):
             s = spectral.family_stats(fam, c)
-        rows.append({"mode": "J", "construction": "dose", "draw": 0, "c": c, "erank": s.erank,
+        rows.append({"mode": "J", "construction": "dose", "draw": 0, "c": c, "beta": 1.0, "erank": s.erank,
                      "log10_fro": s.log10_fro, "henrici": s.henrici})
     store.write_table("schur_dose", pd.DataFrame(rows))
     print(f"prepared synthetic run d={d}, L={n_layers} in {time.perf_counter() - t0:.1f} s "
@@ -108,14 +108,16 @@ def main(argv=None) -> int:
         print(f"run {store.run_id}: L={n_layers}, d={d}; BLAS threads of a live call: {ns.threads or 'default'}; "
               f"cpus: {os.cpu_count()}; load average {load:.1f}")
         t0 = time.perf_counter()
-        live = dose.live_dose(store, "J")
-        print(f"precompute (once per run and mode):         {time.perf_counter() - t0:7.3f} s wall")
+        live = dose.live_dose(store)
+        print(f"precompute (once per run):                  {time.perf_counter() - t0:7.3f} s wall")
         print("                                              wall s   CPU s")
         mid = n_layers // 2
         cs = iter(np.linspace(0.13, 1.87, 4 * ns.repeat))  # off-grid doses, a fresh c every call
         sec, cpu, res = timed(lambda: live.evaluate(next(cs), layers=[mid]), ns.repeat)
         print(f"live call, one layer's σ (the page):       {sec:7.3f} {cpu:7.3f}   "
               f"erank={res.erank:.3g} log10‖P‖={res.log10_fro:.2f} henrici={res.henrici:.3f}")
+        sec_b, cpu_b, _ = timed(lambda: live.evaluate(next(cs), layers=[mid], beta=0.5), ns.repeat)
+        print(f"live call at β = 0.5 (the skip slider):    {sec_b:7.3f} {cpu_b:7.3f}")
         sec_all, cpu_all, _ = timed(lambda: live.evaluate(next(cs), layers=None), max(1, ns.repeat // 2))
         print(f"live call, every layer's σ:                {sec_all:7.3f} {cpu_all:7.3f}")
         limit = threadpool_limits(limits=ns.threads, user_api="blas") if ns.threads else contextlib.nullcontext()
@@ -125,7 +127,7 @@ def main(argv=None) -> int:
             sec_s, cpu_s, st = timed(lambda: spectral.product_stats(p, scale), ns.repeat)
         print(f"  of which the product P(c):               {sec_p:7.3f} {cpu_p:7.3f}")
         print(f"  and its SVD + eigenvalues (core {st.rank_used:4d}): {sec_s:7.3f} {cpu_s:7.3f}")
-        sec_i, cpu_i, _ = timed(lambda: dose.dose_response(store, 0.6, "J", layers=[mid], path="interpolated"),
+        sec_i, cpu_i, _ = timed(lambda: dose.dose_response(store, 0.6, layers=[mid], path="interpolated"),
                                 ns.repeat)
         print(f"interpolated fallback, one layer's σ:      {sec_i:7.3f} {cpu_i:7.3f}")
         print(f"target ≤ 1 s per live call: {'met' if sec <= 1.0 else 'NOT met'} ({sec:.3f} s wall"

@@ -1,4 +1,5 @@
-"""Schur surgery: scale the non-normal part N of every J̄_l = Q(Λ + N)Q* by a dose c (METHODS §6, §11)."""
+"""Schur surgery: scale the non-normal part N of every J̄_l = Q(Λ + N)Q* by a dose c, and weigh the
+skip connection by β (METHODS §6, §11)."""
 
 import numpy as np
 import streamlit as st
@@ -12,14 +13,14 @@ from resdyn.errors import ResdynError
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _trained_sigma(root: str, run_id: str, layer: int, mode: str, stamp: int):
-    """σ of J̄_l itself (c = 1), the reference curve; one SVD, cached per run, layer and mode."""
-    return dose.layer_sigma(open_run(root, run_id), layer, 1.0, mode)
+def _trained_sigma(root: str, run_id: str, layer: int, stamp: int):
+    """σ of J̄_l itself (c = 1, β = 1), the reference curve; one SVD, cached per run and layer."""
+    return dose.layer_sigma(open_run(root, run_id), layer, 1.0)
 
 
-def nearest_stored(table, c: float) -> tuple[np.ndarray, float]:
-    """The doses a per-layer table is stored at, and the one nearest to the slider's c."""
-    stored = np.unique(table["c"].to_numpy(float))
+def nearest_stored(table, c: float, column: str = "c") -> tuple[np.ndarray, float]:
+    """The values of ``column`` a table is stored at, and the one nearest to the slider's."""
+    stored = np.unique(table[column].to_numpy(float))
     return stored, float(stored[np.argmin(np.abs(stored - c))])
 
 
@@ -40,65 +41,99 @@ def dose_from_link() -> float:
 
 store, m, layer = ui.run_page("Schur surgery: dose response of the non-normal part")
 n_layers = int(m["n_layers"])
-mode = ui.select_operator("Dose mode", key="mode")
 overlay = ui.select_runs("Overlay runs", key="overlay", default=[store.run_id])
 c = st.sidebar.slider("Dose c", 0.0, 2.0, dose_from_link(), step=0.01, key="_sel_c",
                       help="0: every J̄_l made normal at its own spectrum; 1: the trained model; 2: doubled N.")
 st.query_params["c"] = f"{c:.2f}"
+beta = ui.select_number("Skip weight β", dose.B_MIN, dose.B_MAX, 1.0, key="beta",
+                        help="Every layer becomes βI + R_l(c), R_l(c) = J_l(c) − I: 1 is the model, "
+                             "0 keeps the residual branches alone.")
 present = ui.sidebar_tail(store)
 
 runs = [store] + [open_run(queries.runs_dir(), r) for r in overlay if r != store.run_id]
 tables, readouts = {}, {}
 for s in runs:
     df = ui.load_table(s, "schur_dose")
-    if df is None or not dose.has_schur(s, mode):
+    if df is None or not dose.has_schur(s):
         st.warning(f"Run `{s.run_id}` lacks the **schur** stage, so it is not drawn. Compute it with "
                    f"`python -m resdyn.compute run --run-id {s.run_id} --stages schur`.")
         continue
     tables[s.run_id] = df
 if store.run_id not in tables:
     st.stop()
+table = tables[store.run_id]
 
 st.caption(
     "Each mean Jacobian is written in complex Schur form J̄_l = Q(Λ + N)Q* and only its strictly "
     "upper-triangular part N is scaled: J_l(c) = Q(Λ + cN)Q*. The spectrum never changes; c = 0 "
     "removes all non-normality, c = 1 is the trained model. The readouts are for the whole "
-    "linearised stack P_{0:L−1}(c) = J_{L−1}(c)···J_0(c). Mode R does the same to R = J̄ − I "
-    "(J(c) = I + R(c)); with the same eigenvalue order in both Schur forms the two modes coincide "
-    "exactly, so any gap between them measures the order LAPACK chose."
+    "linearised stack P_{0:L−1}(c, β) = J_{L−1}(c, β)···J_0(c, β), with J_l(c, β) = βI + R_l(c) "
+    "and R_l(c) = J_l(c) − I the residual branch (β = 1: the model's skip). A Schur form exists for "
+    "every order of the eigenvalues on T's diagonal and J_l(c) depends on it for c ≠ 1: the dose "
+    "uses one fixed order, and the band shows the dose in random orders."
 )
+order = dose.schur_order(store)
+band = dose.band_at(table, c)
+if band is None:
+    st.caption(f"Run `{store.run_id}` was computed before the canonical eigenvalue order: its dose uses "
+               "LAPACK's arbitrary order and it stores no ordering band or skip-dose grid; recompute it with "
+               f"`python -m resdyn.compute run --run-id {store.run_id} --redo schur` to add them.")
 try:
-    res = dose.dose_response(store, c, mode, layers=[layer])
-    for s in runs[1:]:
-        if s.run_id in tables:
-            r = dose.dose_response(s, c, mode, layers=[], path="interpolated")
-            readouts[s.run_id] = {"erank": r.erank, "log10_fro": r.log10_fro, "henrici": r.henrici, "path": r.path}
+    res = dose.dose_response(store, c, layers=[layer], beta=beta)
 except ResdynError as exc:
     st.error(str(exc))
     st.stop()
-readouts[store.run_id] = {"erank": res.erank, "log10_fro": res.log10_fro, "henrici": res.henrici, "path": res.path}
+readouts[store.run_id] = {"erank": res.erank, "log10_fro": res.log10_fro, "henrici": res.henrici,
+                          "path": res.path, "beta": beta}
+missing = []
+for s in runs[1:]:
+    if s.run_id in tables:
+        try:
+            r = dose.dose_response(s, c, layers=[], path="interpolated", beta=beta)
+        except ResdynError:
+            missing.append(s.run_id)
+            continue
+        readouts[s.run_id] = {"erank": r.erank, "log10_fro": r.log10_fro, "henrici": r.henrici,
+                              "path": r.path, "beta": beta}
 
-trained = tables[store.run_id]
-trained = trained[(trained["mode"] == mode) & (trained["construction"] == "dose") & (trained["c"] == 1.0)]
+trained = table[(table["mode"] == "J") & (table["construction"] == "dose") & (table["c"] == 1.0)]
 ref = trained.iloc[0] if len(trained) else None
+at = f"c = {c:.2f}" + (f", β = {beta:.2f}" if beta != 1.0 else "")
 cols = st.columns(3)
 for col, key, label, fmt in ((cols[0], "erank", "erank(P_{0:L−1})", "{:.3g}"),
                              (cols[1], "log10_fro", "log10 ‖P_{0:L−1}‖_F", "{:.2f}"),
                              (cols[2], "henrici", "Henrici δ(P_{0:L−1})", "{:.3f}")):
     value = getattr(res, key)
     delta = None if ref is None or not np.isfinite(value) else f"{value - ref[key]:+.3g} vs trained"
-    col.metric(f"{label} at c = {c:.2f}", fmt.format(value), delta=delta, delta_color="off")
+    col.metric(f"{label} at {at}", fmt.format(value), delta=delta, delta_color="off")
 how = ("recomputed live from the stored Schur factors" if res.path == "live"
        else "interpolated from the stored dose grid (the run is too large to recompute live here)")
-st.caption(f"Run `{store.run_id}`, mode {mode}: {how} in {res.seconds:.2f} s. Overlaid runs are interpolated.")
+order_note = f"eigenvalue order: {order}" if order else "eigenvalue order: LAPACK's"
+st.caption(f"Run `{store.run_id}` ({order_note}): {how} in {res.seconds:.2f} s. Overlaid runs are interpolated."
+           + (f" Runs without a skip-dose grid have no readout at β ≠ 1: {', '.join(missing)}." if missing else ""))
+if band is not None:
+    n_draws = table.loc[table["construction"] == "order_draw", "draw"].nunique()
+    lo, hi = band["erank"]
+    canon = dose.grid_values(store, c)[0]
+    st.caption(
+        f"Ordering band at c = {c:.2f} (min–max over {n_draws} random eigenvalue orders, interpolated from the "
+        f"stored grid{', at β = 1' if beta != 1.0 else ''}): erank {lo:.3g}–{hi:.3g}, a width of "
+        f"{100 * (hi - lo) / canon:.1f} % of the fixed order's {canon:.3g}; log10 ‖P‖_F "
+        f"{band['log10_fro'][0]:.2f}–{band['log10_fro'][1]:.2f}; Henrici {band['henrici'][0]:.3f}–"
+        f"{band['henrici'][1]:.3f}. Differences smaller than this are the eigenvalue order, not the model.")
 
-ui.plot(surgery.dose_curves(tables, c=c, readouts=readouts, presentation=present), key="surgery-dose")
+skip_betas = []
+if beta != 1.0:
+    betas = dose.stored_betas(table)
+    skip_betas = [min(betas, key=lambda b: abs(b - beta))]
+ui.plot(surgery.dose_curves(tables, c=c, readouts=readouts, skip_betas=skip_betas, presentation=present),
+        key="surgery-dose")
 
-st.subheader(f"Layer {layer} at c = {c:.2f}")
+st.subheader(f"Layer {layer} at {at}")
 if int(m["d_model"]) <= dose.SIGMA_MAX_D:  # one d×d SVD per move: live
     sigma, c_sigma = res.sigma.get(layer), c
-    t_file = store.array_path(dose.schur_names(mode)[1])
-    reference = _trained_sigma(str(store.path.parent), store.run_id, layer, mode, t_file.stat().st_mtime_ns)
+    t_file = store.array_path("schur_T")
+    reference = _trained_sigma(str(store.path.parent), store.run_id, layer, t_file.stat().st_mtime_ns)
 else:  # too wide for a live SVD: the singular values stored by the pseudospectra stage
     sigma = reference = c_sigma = None
     sv = ui.load_table(store, "layer_sigma", "layer = ?", (layer,))
@@ -108,15 +143,15 @@ else:  # too wide for a live SVD: the singular values stored by the pseudospectr
         ref = sv.loc[sv["c"] == 1.0].sort_values("i")["sigma"].to_numpy()
         reference = ref if len(ref) else None
         st.caption(f"d = {m['d_model']} is too wide for a live SVD per slider move: the singular values are "
-                   f"those stored at c ∈ {{{', '.join(f'{x:g}' for x in stored)}}} (mode J); showing "
+                   f"those stored at c ∈ {{{', '.join(f'{x:g}' for x in stored)}}} and β = 1; showing "
                    f"c = {c_sigma:g}, the nearest to the slider.")
-# The spectrum of J_l(c) is J̄_l's for every c and both modes: from the eigenvalues table (float64,
-# a few kB) rather than the diagonal of the (L, d, d) Schur factor (4,096 scattered reads at d = 4096).
+# The spectrum of J_l(c) is J̄_l's for every c: from the eigenvalues table (float64, a few kB) rather
+# than the diagonal of the (L, d, d) Schur factor (4,096 scattered reads at d = 4096). β shifts it.
 if store.has_table("eigenvalues"):
     ev = ui.load_eigenvalues(store, [layer], "J")
     eigs = ev["re"].to_numpy() + 1j * ev["im"].to_numpy()
 else:
-    eigs = dose.layer_eigenvalues(store, layer, mode)
+    eigs = dose.layer_eigenvalues(store, layer)
 ps = ui.load_table(store, "pseudospectra", "layer = ?", (layer,))
 nr = ui.load_table(store, "numerical_range", "layer = ?", (layer,))
 c_shown = None
@@ -124,10 +159,10 @@ if ps is not None and len(ps):
     stored, c_shown = nearest_stored(ps, c)
     ps = ps[ps["c"] == c_shown]
     nr = nr[nr["c"] == c_shown] if nr is not None else None
-    note = "" if mode == "J" else " They are those of J̄'s own Schur form (mode J)."
     st.caption(f"Pseudospectra and numerical range are stored at c ∈ {{{', '.join(f'{x:g}' for x in stored)}}}; "
-               f"showing c = {c_shown:g}, the nearest to the slider.{note} Contours: "
-               "log10 ε of the ε-pseudospectrum {z : σ_min(zI − J) < ε}.")
+               f"showing c = {c_shown:g}, the nearest to the slider"
+               + (f", translated by β − 1 = {beta - 1:+.2f} (exact: (β − 1)I only shifts them)" if beta != 1.0
+                  else "") + ". Contours: log10 ε of the ε-pseudospectrum {z : σ_min(zI − J) < ε}.")
 else:
     st.info(f"Run `{store.run_id}` lacks the **pseudospectra** stage. Compute it with "
             f"`python -m resdyn.compute run --run-id {store.run_id} --stages pseudospectra`.")
@@ -141,6 +176,6 @@ with left:
         ui.plot(surgery.layer_singular_values(sigma, c=c_sigma, layer=layer, reference=reference,
                                               presentation=present), key="surgery-sigma")
 with right:
-    ui.plot(surgery.layer_complex_plane(eigs, layer=layer, pseudo=ps,
-                                        numrange=nr, c_shown=c_shown, presentation=present),
+    ui.plot(surgery.layer_complex_plane(eigs, layer=layer, pseudo=ps, numrange=nr, c_shown=c_shown,
+                                        shift=beta - 1.0, presentation=present),
             key="surgery-plane")

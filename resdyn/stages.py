@@ -50,8 +50,9 @@ STAGES: tuple[StageSpec, ...] = (
               "effective rank and norm of the cumulative products P_l (METHODS §5)",
               "resdyn.compute.geometry:compute_cumulative", shared=SUMMARY),
     StageSpec("schur", ("jacobians",),
-              ("schur_Q.npy", "schur_T.npy", "schur_R_Q.npy", "schur_R_T.npy", "schur_dose.parquet"),
-              "complex Schur forms and the dose / control A / control B grid (METHODS §6)",
+              ("schur_Q.npy", "schur_T.npy", "schur_dose.parquet"),
+              "complex Schur forms in canonical eigenvalue order and the dose grid: dose, controls A and B, "
+              "random-order band, skip dose (METHODS §6)",
               "resdyn.compute.geometry:compute_schur", shared=SUMMARY),
     StageSpec("pseudospectra", ("schur",),
               ("pseudospectra.parquet", "numerical_range.parquet", "transient_growth.parquet",

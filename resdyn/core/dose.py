@@ -1,19 +1,25 @@
-"""The live Schur dose behind the dashboard's slider (METHODS §6). numpy/scipy only, no torch.
+"""The live Schur dose behind the dashboard's sliders (METHODS §6). numpy/scipy only, no torch.
 
-Given a run with the "schur" stage done and any dose c ∈ [0, 2], ``dose_response`` returns
-erank(P_{0:L−1}(c)), log10 ‖P_{0:L−1}(c)‖_F, Henrici δ(P_{0:L−1}(c)) and the singular values of
-the chosen layers' J_l(c), for mode "J" (J(c) = Q(Λ + cN)Q*) or "R" (J(c) = I + Q_R(Λ_R + cN_R)Q_R*).
+Given a run with the "schur" stage done, any dose c ∈ [0, 2] and skip weight β ∈ [0, 1],
+``dose_response`` returns erank(P_{0:L−1}(c, β)), log10 ‖P_{0:L−1}(c, β)‖_F, Henrici δ(P_{0:L−1}(c, β))
+and the singular values of the chosen layers' J_l(c, β), where J_l(c, β) = βI + R_l(c),
+R_l(c) = Q(Λ − I + cN)Q* (the residual branch at dose c; J_l(c, 1) = J_l(c) = Q(Λ + cN)Q*).
 
 Two paths, and the result says which one ran:
 
 - "live": exact recomputation from the stored Schur factors. Everything that does not depend
-  on c is done once per run and mode and cached (``LiveDose``): J_l(c) = A_l + c B_l with
-  A_l = QΛQ* (+ I) and B_l = J̄_l − A_l, both complex64. A call is then L − 1 complex64 d×d
+  on (c, β) is done once per run and cached (``LiveDose``): J_l(c, β) = (β − 1)I + A_l + c B_l
+  with A_l = QΛQ* and B_l = J̄_l − A_l, both complex64. A call is then L − 1 complex64 d×d
   products, one SVD of the product and one small eigensolve (see ``spectral.product_stats``).
   Measured by ``benchmarks/dose_slider.py``.
-- "interpolated": linear interpolation of the precomputed grid in ``schur_dose.parquet``
-  (erank interpolated in log space) for runs where L·d³ makes the live path too slow
-  (``LIVE_MAX_WORK``); per-layer singular values are still exact for d ≤ ``SIGMA_MAX_D``.
+- "interpolated": linear interpolation of the precomputed grid in ``schur_dose.parquet`` (erank
+  interpolated in log space; in β between the stored skip rows) for runs where L·d³ makes the
+  live path too slow (``LIVE_MAX_WORK``); per-layer singular values are still exact for
+  d ≤ ``SIGMA_MAX_D``.
+
+The stored factors' eigenvalue order matters for c ≠ 1 (METHODS §6): runs computed since the
+canonical order record it as the manifest's ``schur_order`` and store the dose in random orders
+(``order_draw`` rows), whose spread ``order_band`` reports.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import scipy.linalg as sl
 from threadpoolctl import threadpool_limits
 
@@ -34,6 +41,7 @@ from resdyn.core.store import RunStore
 from resdyn.errors import ResdynError
 
 C_MIN, C_MAX = 0.0, 2.0
+B_MIN, B_MAX = 0.0, 1.0  # skip weight β: 0 = the residual branches alone, 1 = the model's skip
 # "auto" runs live while L·d³ stays below this: 1.4 × the SmolLM2 demo (L = 30, d = 576), where one
 # call costs about 1.0 CPU-second (0.58 s wall measured at load average 2.8 on the 2-core machine;
 # benchmarks/dose_slider.py).
@@ -45,17 +53,18 @@ SIGMA_MAX_D = 1024
 # other processes ran, and a dashboard serving several sessions gains nothing from more.
 LIVE_BLAS_THREADS: int | None = 1
 PATHS = ("auto", "live", "interpolated")
+SCHUR_NAMES = ("schur_Q", "schur_T")
+METRICS = ("erank", "log10_fro", "henrici")
 
 
-def schur_names(mode: str) -> tuple[str, str]:
-    """Array names of the stored Schur factors (Q, T) of mode "J" or "R"."""
-    if mode not in spectral.MODES:
-        raise ResdynError(f"dose mode must be 'J' or 'R', got {mode!r}")
-    return ("schur_Q", "schur_T") if mode == "J" else ("schur_R_Q", "schur_R_T")
+def has_schur(store: RunStore) -> bool:
+    """Whether the run holds J̄'s stored Schur factors (``schur_Q.npy``, ``schur_T.npy``)."""
+    return all(store.has_array(n) for n in SCHUR_NAMES)
 
 
-def has_schur(store: RunStore, mode: str = "J") -> bool:
-    return all(store.has_array(n) for n in schur_names(mode))
+def schur_order(store: RunStore) -> str | None:
+    """The manifest's ``schur_order`` (None for runs computed before the canonical order: LAPACK's)."""
+    return store.manifest().get("schur_order")
 
 
 def live_threads():
@@ -65,39 +74,35 @@ def live_threads():
     return contextlib.nullcontext()
 
 
-def _shift(mode: str) -> float:
-    return 1.0 if mode == "R" else 0.0
+def _sigma_of(t: np.ndarray, layer: int, c: float, beta: float) -> np.ndarray:
+    """Singular values of J_l(c, β): those of (β − 1)I + Λ + cN (unitary invariance), float64, descending."""
+    return sl.svdvals(spectral.dosed_schur_factor(t[layer], c, beta - 1.0), check_finite=False).astype(np.float64)
 
 
-def _sigma_of(t: np.ndarray, layer: int, c: float, shift: float) -> np.ndarray:
-    """Singular values of J_l(c): those of shift·I + Λ + cN (unitary invariance), float64, descending."""
-    return sl.svdvals(spectral.dosed_schur_factor(t[layer], c, shift), check_finite=False).astype(np.float64)
-
-
-def layer_sigma(store: RunStore, layer: int, c: float, mode: str = "J") -> np.ndarray:
-    """(d,) float64 singular values of J_l(c) of one layer (one d×d SVD; ~0.1 s at d = 576)."""
+def layer_sigma(store: RunStore, layer: int, c: float, beta: float = 1.0) -> np.ndarray:
+    """(d,) float64 singular values of J_l(c, β) of one layer (one d×d SVD; ~0.1 s at d = 576)."""
     with live_threads():
-        return _sigma_of(store.read_array(schur_names(mode)[1]), int(layer), _check_c(c), _shift(mode))
+        return _sigma_of(store.read_array("schur_T"), int(layer), _check_c(c), _check_beta(beta))
 
 
-def layer_eigenvalues(store: RunStore, layer: int, mode: str = "J") -> np.ndarray:
-    """(d,) complex128 eigenvalues of J_l(c), the same for every c (by construction of the dose)."""
-    t = store.read_array(schur_names(mode)[1])
-    return np.diag(t[int(layer)]).astype(np.complex128) + _shift(mode)
+def layer_eigenvalues(store: RunStore, layer: int, beta: float = 1.0) -> np.ndarray:
+    """(d,) complex128 eigenvalues of J_l(c, β) = λ(J̄_l) + β − 1, the same for every c."""
+    t = store.read_array("schur_T")
+    return np.diag(t[int(layer)]).astype(np.complex128) + (_check_beta(beta) - 1.0)
 
 
 @dataclass(frozen=True)
 class DoseResult:
-    """The readouts of one dose c for one run and mode."""
+    """The readouts of one dose (c, β) for one run."""
 
     run_id: str
-    mode: str
     c: float
+    beta: float
     erank: float
     log10_fro: float
     henrici: float
     sigma: dict[int, np.ndarray] = field(repr=False)
-    """layer -> (d,) float64 singular values of J_l(c), descending (the layers asked for)."""
+    """layer -> (d,) float64 singular values of J_l(c, β), descending (the layers asked for)."""
     path: str
     """"live" (exact at c) or "interpolated" (from the stored dose grid)."""
     seconds: float
@@ -110,104 +115,165 @@ def _check_c(c: float) -> float:
     return c
 
 
-class LiveDose:
-    """Everything about one run's dose that does not depend on c, for repeated evaluation."""
+def _check_beta(beta: float) -> float:
+    beta = float(beta)
+    if not B_MIN <= beta <= B_MAX:
+        raise ResdynError(f"skip weight β = {beta:g} is outside [{B_MIN:g}, {B_MAX:g}]")
+    return beta
 
-    def __init__(self, store: RunStore, mode: str = "J"):
-        qn, tn = schur_names(mode)
-        if not has_schur(store, mode):
+
+class LiveDose:
+    """Everything about one run's dose that depends on neither c nor β, for repeated evaluation."""
+
+    def __init__(self, store: RunStore):
+        if not has_schur(store):
             raise ResdynError(f"run {store.run_id} has no Schur factors; compute its 'schur' stage first")
         self.run_id = store.run_id
-        self.mode = mode
-        self.shift = _shift(mode)
         jac = store.read_array("jacobians")
-        q = store.read_array(qn)
-        self.t = store.read_array(tn)  # (L, d, d) complex64, memory-mapped
+        q = store.read_array("schur_Q")
+        self.t = store.read_array("schur_T")  # (L, d, d) complex64, memory-mapped
         self.n_layers, self.d, _ = self.t.shape
         with live_threads():
             self.family = spectral.family_from_layers(
-                (spectral.dose_layer(q[l], self.t[l], jac[l], self.shift) for l in range(self.n_layers)),
+                (spectral.dose_layer(q[l], self.t[l], jac[l]) for l in range(self.n_layers)),
                 self.n_layers, self.d)
 
-    def evaluate(self, c: float, layers=None) -> DoseResult:
-        """Exact readouts at dose c; ``layers`` (default all) get their singular values."""
-        c = _check_c(c)
+    def evaluate(self, c: float, layers=None, beta: float = 1.0) -> DoseResult:
+        """Exact readouts at (c, β); ``layers`` (default all) get their singular values."""
+        c, beta = _check_c(c), _check_beta(beta)
         t0 = time.perf_counter()
         layers = range(self.n_layers) if layers is None else layers
         # The layers' SVDs do not depend on the product: run them beside it (numpy frees the GIL).
         with live_threads(), ThreadPoolExecutor(max_workers=2) as pool:
-            futures = {int(l): pool.submit(_sigma_of, self.t, int(l), c, self.shift) for l in layers}
-            st = spectral.family_stats(self.family, c)
+            futures = {int(l): pool.submit(_sigma_of, self.t, int(l), c, beta) for l in layers}
+            st = spectral.family_stats(self.family, c, beta)
             sigma = {l: f.result() for l, f in futures.items()}
-        return DoseResult(self.run_id, self.mode, c, st.erank, st.log10_fro, st.henrici, sigma, "live",
+        return DoseResult(self.run_id, c, beta, st.erank, st.log10_fro, st.henrici, sigma, "live",
                           time.perf_counter() - t0)
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_live(path: str, mode: str, stamp: tuple) -> LiveDose:
-    return LiveDose(RunStore(path), mode)
+def _cached_live(path: str, stamp: tuple) -> LiveDose:
+    return LiveDose(RunStore(path))
 
 
-def live_dose(store: RunStore, mode: str = "J") -> LiveDose:
+def live_dose(store: RunStore) -> LiveDose:
     """The cached ``LiveDose`` of a run (rebuilt when its Schur files change).
 
     Memory: 2·L·d² complex64 values per entry (160 MB at L = 30, d = 576); at most 4 entries.
     """
-    qn, tn = schur_names(mode)
-    if not has_schur(store, mode):
+    if not has_schur(store):
         raise ResdynError(f"run {store.run_id} has no Schur factors; compute its 'schur' stage first")
-    stamp = tuple(os.stat(store.array_path(n)).st_mtime_ns for n in (qn, tn, "jacobians"))
-    return _cached_live(str(store.path), mode, stamp)
+    stamp = tuple(os.stat(store.array_path(n)).st_mtime_ns for n in (*SCHUR_NAMES, "jacobians"))
+    return _cached_live(str(store.path), stamp)
 
 
-def grid_values(store: RunStore, c: float, mode: str = "J") -> tuple[float, float, float]:
-    """(erank, log10_fro, henrici) at c interpolated from ``schur_dose.parquet`` (construction "dose").
+def _interp(c: float, cs: np.ndarray, values: np.ndarray, metric: str) -> float:
+    """``metric`` at c from its values on the grid ``cs``: erank linearly in log (it changes by
+    factors over the grid), the others linearly."""
+    if metric == "erank":
+        return float(np.exp(np.interp(c, cs, np.log(values))))
+    return float(np.interp(c, cs, values))
 
-    erank is interpolated linearly in log(erank) (it changes by factors over the grid), the
-    other two linearly in c.
+
+def _curve(df: pd.DataFrame, construction: str, beta: float | None = None) -> pd.DataFrame:
+    """Mode-J rows of one construction (and β), sorted by c; old tables have no beta column (β = 1)."""
+    rows = df[(df["mode"] == "J") & (df["construction"] == construction)]
+    if beta is not None:
+        b = rows["beta"] if "beta" in rows else pd.Series(1.0, index=rows.index)
+        rows = rows[np.isclose(b.to_numpy(float), beta)]
+    return rows.sort_values("c")
+
+
+def stored_betas(df: pd.DataFrame) -> list[float]:
+    """The skip weights β the table stores a skip-dose curve for ([1.0] for tables without skip rows)."""
+    rows = df[df["construction"] == "skip"]
+    return sorted({1.0, *rows["beta"].astype(float)}) if "beta" in rows else [1.0]
+
+
+def grid_values(store: RunStore, c: float, beta: float = 1.0) -> tuple[float, float, float]:
+    """(erank, log10_fro, henrici) at (c, β) interpolated from ``schur_dose.parquet``.
+
+    In c along the stored curves ("dose" at β = 1, "skip" at the other stored β), then linearly in
+    β between the two stored curves around it. Raises ResdynError for β ≠ 1 on runs without skip
+    rows (computed before the skip dose: ``--redo schur`` adds them).
     """
-    c = _check_c(c)
+    c, beta = _check_c(c), _check_beta(beta)
     if not store.has_table("schur_dose"):
         raise ResdynError(f"run {store.run_id} has no schur_dose table; compute its 'schur' stage first")
     df = store.read_table("schur_dose")
-    df = df[(df["mode"] == mode) & (df["construction"] == "dose")].sort_values("c")
-    if df.empty:
-        raise ResdynError(f"run {store.run_id}: schur_dose has no rows for mode {mode}")
-    cs = df["c"].to_numpy(float)
-    er = float(np.exp(np.interp(c, cs, np.log(df["erank"].to_numpy(float)))))
-    lf = float(np.interp(c, cs, df["log10_fro"].to_numpy(float)))
-    he = float(np.interp(c, cs, df["henrici"].to_numpy(float)))
-    return er, lf, he
+    betas = stored_betas(df)
+    if beta not in betas and len(betas) < 2:
+        raise ResdynError(f"run {store.run_id} stores no skip-dose rows (β ≠ 1); recompute it with "
+                          "`--redo schur` to add them")
+    hi = min(len(betas) - 1, int(np.searchsorted(betas, beta)))
+    lo = max(0, hi - 1) if betas[hi] != beta else hi
+    out = []
+    for b in (betas[lo], betas[hi]):
+        rows = _curve(df, "dose") if b == 1.0 else _curve(df, "skip", b)
+        if rows.empty:
+            raise ResdynError(f"run {store.run_id}: schur_dose has no dose rows at β = {b:g}")
+        cs = rows["c"].to_numpy(float)
+        out.append([_interp(c, cs, rows[m].to_numpy(float), m) for m in METRICS])
+    w = 0.0 if hi == lo else (beta - betas[lo]) / (betas[hi] - betas[lo])
+    return tuple(float((1 - w) * a + w * b) for a, b in zip(*out))
 
 
-def dose_response(store: RunStore, c: float, mode: str = "J", layers=None, path: str = "auto",
-                  max_work: float = LIVE_MAX_WORK) -> DoseResult:
-    """Readouts of the Schur dose c ∈ [0, 2] for one run (the dashboard slider's callback).
+def order_band(df: pd.DataFrame, metric: str = "erank") -> pd.DataFrame | None:
+    """The ordering band of METHODS §6 per stored c: columns c, dose (the canonical order's value),
+    lo, hi (min and max of ``metric`` over the ``order_draw`` rows). None when the table has no
+    order draws (runs computed before the canonical order)."""
+    draws = df[(df["mode"] == "J") & (df["construction"] == "order_draw")]
+    if draws.empty:
+        return None
+    g = draws.groupby("c")[metric]
+    dose = _curve(df, "dose").set_index("c")[metric]
+    out = pd.DataFrame({"lo": g.min(), "hi": g.max()})
+    out["dose"] = dose.reindex(out.index)
+    return out.reset_index().sort_values("c")
+
+
+def band_at(df: pd.DataFrame, c: float) -> dict[str, tuple[float, float]] | None:
+    """metric -> (lo, hi) of the ordering band at dose c, interpolated between the stored doses as
+    ``grid_values`` does (None when the table has no order draws)."""
+    c = _check_c(c)
+    out = {}
+    for m in METRICS:
+        band = order_band(df, m)
+        if band is None:
+            return None
+        cs = band["c"].to_numpy(float)
+        out[m] = (_interp(c, cs, band["lo"].to_numpy(float), m), _interp(c, cs, band["hi"].to_numpy(float), m))
+    return out
+
+
+def dose_response(store: RunStore, c: float, layers=None, path: str = "auto",
+                  max_work: float = LIVE_MAX_WORK, beta: float = 1.0) -> DoseResult:
+    """Readouts of the Schur dose c ∈ [0, 2] at skip weight β ∈ [0, 1] for one run (the sliders' callback).
 
     Args:
         store: the run (needs the "schur" stage).
         c: dose; 0 = normal at the trained spectrum, 1 = the model, 2 = doubled non-normal part.
-        mode: "J" or "R".
-        layers: layers whose J_l(c) singular values are returned (default: all; the page asks
+        layers: layers whose J_l(c, β) singular values are returned (default: all; the page asks
             for the selected layer only, one d×d SVD each).
         path: "live", "interpolated", or "auto" (live while L·d³ ≤ ``max_work``).
+        beta: weight of the skip connection, J_l(c, β) = βI + R_l(c); 1 = the model.
     """
     if path not in PATHS:
         raise ResdynError(f"path must be one of {', '.join(PATHS)}, got {path!r}")
-    c = _check_c(c)
+    c, beta = _check_c(c), _check_beta(beta)
     m = store.manifest()
     work = float(m.get("n_layers", 0)) * float(m.get("d_model", 0)) ** 3
     if path == "auto":
         path = "live" if work <= max_work else "interpolated"
     if path == "live":
-        return live_dose(store, mode).evaluate(c, layers)
+        return live_dose(store).evaluate(c, layers, beta)
     t0 = time.perf_counter()
-    er, lf, he = grid_values(store, c, mode)
+    er, lf, he = grid_values(store, c, beta)
     sigma: dict[int, np.ndarray] = {}
-    tn = schur_names(mode)[1]
-    if layers is not None and store.has_array(tn):
-        t = store.read_array(tn)
+    if layers is not None and store.has_array("schur_T"):
+        t = store.read_array("schur_T")
         if t.shape[1] <= SIGMA_MAX_D:
             with live_threads():
-                sigma = {int(l): _sigma_of(t, int(l), c, _shift(mode)) for l in layers}
-    return DoseResult(store.run_id, mode, c, er, lf, he, sigma, "interpolated", time.perf_counter() - t0)
+                sigma = {int(l): _sigma_of(t, int(l), c, beta) for l in layers}
+    return DoseResult(store.run_id, c, beta, er, lf, he, sigma, "interpolated", time.perf_counter() - t0)

@@ -4,15 +4,16 @@ numpy/scipy only (no torch), so the compute stages, the dashboard's live dose sl
 tests share one implementation. Sections of /work/shared/METHODS.md:
 
 - §5 cumulative products P_l = J̄_{L−1} ··· J̄_l and their effective rank;
-- §6 the complex Schur form J̄ = Q (Λ + N) Q*, the dose J(c) = Q (Λ + cN) Q*, controls A and B
-  and mode R;
+- §6 the complex Schur form J̄ = Q (Λ + N) Q* in a canonical eigenvalue order, the dose
+  J(c) = Q (Λ + cN) Q*, controls A and B, random-order draws and the skip dose βI + R(c);
 - §11 ε-pseudospectra, the numerical range and the transient-growth curve.
 
 Shapes and dtypes are stated per function. Mean Jacobians come in as (L, d, d) float32 (the run
 store's ``jacobians.npy``); all reductions are done in float64 / complex128 unless stated.
 
 Every dose-type construction is affine in c per layer, J_l(c) = A_l + c B_l, so it is held as a
-``DoseFamily`` (A, B). For the dose itself A = QΛQ* (+ I in mode R) and B = QNQ* = J̄ − A.
+``DoseFamily`` (A, B). For the dose itself A = QΛQ* and B = QNQ* = J̄ − A; the skip dose adds
+(β − 1)I to every layer (``chain_product``'s ``shift``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg as sl
 from scipy import stats
+from scipy.linalg import lapack
 from scipy.sparse.linalg import svds
 from threadpoolctl import threadpool_limits
 
@@ -43,8 +45,15 @@ PSEUDO_GRID = 40  # pseudospectrum grid points per axis
 PSEUDO_PAD = 0.08  # margin around the numerical range, as a fraction of its larger side
 NR_ANGLES = 72  # boundary points of the numerical range
 N_DRAWS = 4
-CONSTRUCTIONS = ("dose", "control_a", "control_b")
-MODES = ("J", "R")
+# Rows of schur_dose.parquet: "dose" (canonical order), controls A and B, "order_draw" (the dose in
+# N_DRAWS seeded random eigenvalue orders) and "skip" (βI + R(c) at SKIP_BETAS).
+CONSTRUCTIONS = ("dose", "control_a", "control_b", "order_draw", "skip")
+SKIP_BETAS = (0.0, 0.5, 1.0)
+# METHODS §6: the documented order of the eigenvalues on T's diagonal (the manifest's schur_order).
+SCHUR_ORDER = "descending |λ|, then ascending arg λ"
+# Moduli closer than this (relative to the spectral radius) count as equal, so conjugate pairs,
+# whose |λ| agree only to rounding, are ordered by arg λ.
+ORDER_TIE_RTOL = 1e-9
 # Relative reconstruction error allowed for a float64 Schur form (and for the complex64 copy on disk).
 SCHUR_RTOL_64 = 1e-9
 SCHUR_RTOL_32 = 2e-5
@@ -262,8 +271,8 @@ def schur_complex(a: np.ndarray, rtol: float = SCHUR_RTOL_64) -> tuple[np.ndarra
     A real ``a`` goes through the real Schur form and ``scipy.linalg.rsf2csf`` (the same complex
     Schur form LAPACK's zgees would give up to eigenvalue order, and 5–10× faster at d = 576,
     measured); conjugate pairs are then adjacent on T's diagonal. The order of the eigenvalues on
-    the diagonal is LAPACK's, and the normal part QΛQ* of a non-normal matrix depends on that
-    order, so every consumer must use the stored factors rather than recompute them.
+    the diagonal is LAPACK's, which is arbitrary, and the normal part QΛQ* of a non-normal matrix
+    depends on that order: ``schur_canonical`` puts them in the documented order.
 
     Raises ResdynError when ‖Q T Q* − A‖_F > rtol ‖A‖_F (reconstruction check of METHODS §6).
     """
@@ -290,6 +299,76 @@ def schur_error(q: np.ndarray, t: np.ndarray, a: np.ndarray, shift: float = 0.0)
         rec[np.diag_indices_from(rec)] += shift
     a = np.asarray(a, np.complex128)
     return float(np.linalg.norm(rec - a) / max(np.linalg.norm(a), np.finfo(float).tiny))
+
+
+def canonical_order(lam: np.ndarray, rtol: float = ORDER_TIE_RTOL) -> np.ndarray:
+    """The permutation p (d,) int64 such that ``lam[p]`` is in ``SCHUR_ORDER`` (METHODS §6).
+
+    Descending |λ|; moduli within rtol·max|λ| of their neighbour in that order form one tie group
+    (so a conjugate pair, whose moduli agree only to rounding, is a tie), ordered by ascending
+    arg λ ∈ (−π, π] (a negative real λ has arg π, whatever the sign of its zero imaginary part).
+    Ties left after that (repeated eigenvalues) keep their input order.
+    """
+    lam = np.asarray(lam, np.complex128)
+    mod = np.abs(lam)
+    arg = np.angle(lam)
+    arg = np.where(arg <= -np.pi, np.pi, arg)
+    by_mod = np.argsort(-mod, kind="stable")
+    tol = rtol * max(float(mod.max(initial=0.0)), np.finfo(float).tiny)
+    group = np.concatenate([[0], np.cumsum(np.abs(np.diff(mod[by_mod])) > tol)])
+    return by_mod[np.lexsort((arg[by_mod], group))]
+
+
+def reorder_schur(q: np.ndarray, t: np.ndarray, perm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A Schur form of the same matrix with T's diagonal permuted: new diag(T)[k] = diag(t)[perm[k]].
+
+    Args:
+        q: (d, d) unitary, t: (d, d) upper triangular, with Q T Q* = A (any dtype; computed in
+            complex128, inputs untouched).
+        perm: (d,) a permutation of 0..d−1.
+
+    Returns Q', T' (d, d) complex128 with Q' T' Q'* = A to rounding (each step is a unitary Givens
+    swap of two adjacent diagonal entries, LAPACK ztrexc; the swapped diagonal values are exact).
+    Cost: one swap per inversion of ``perm`` (≤ d²/2), each O(d) flops, so O(d³) in all; measured
+    at d = 576 on one core: 0.11 s to the canonical order from LAPACK's, 0.29 s to a random order.
+    """
+    perm = np.asarray(perm, np.int64)
+    d = len(perm)
+    if sorted(perm.tolist()) != list(range(d)) or np.shape(t) != (d, d):
+        raise ResdynError(f"reorder_schur needs a permutation of 0..{d - 1} matching T's size")
+    t = np.array(t, np.complex128, order="F")  # copies: ztrexc overwrites in place
+    q = np.array(q, np.complex128, order="F")
+    at = list(range(d))  # at[k] = original index of the eigenvalue now at position k
+    for k, want in enumerate(perm.tolist()):
+        p = at.index(want, k)
+        if p == k:
+            continue
+        # Move the eigenvalue at p up to k (1-based for LAPACK); those in between shift down.
+        t, q, info = lapack.ztrexc(t, q, p + 1, k + 1, overwrite_a=1, overwrite_q=1)
+        if info != 0:
+            raise ResdynError(f"LAPACK ztrexc failed to reorder the Schur form (info = {info})")
+        at.insert(k, at.pop(p))
+    return q, np.triu(t)
+
+
+def schur_canonical(a: np.ndarray, rtol: float = SCHUR_RTOL_64) -> tuple[np.ndarray, np.ndarray]:
+    """Complex Schur form A = Q T Q* with T's diagonal in ``SCHUR_ORDER`` (METHODS §6), complex128.
+
+    ``schur_complex`` (LAPACK's order) followed by ``reorder_schur``. Raises ResdynError when the
+    reordered factors reproduce A only beyond ``rtol`` (relative Frobenius error).
+    """
+    q, t = schur_complex(a, rtol)
+    q, t = reorder_schur(q, t, canonical_order(np.diag(t)))
+    err = schur_error(q, t, a)
+    if not err <= rtol:
+        raise ResdynError(f"reordered Schur reconstruction error {err:.2e} exceeds {rtol:.0e}")
+    return q, t
+
+
+def random_order_layer(q: np.ndarray, t: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A Schur form of Q T Q* with its eigenvalues in a uniformly random order (``rng.permutation``):
+    (Q', T') (d, d) complex128. The ordering band of METHODS §6 is the dose in a few such orders."""
+    return reorder_schur(q, t, rng.permutation(np.shape(t)[0]))
 
 
 def normal_part(q: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -349,8 +428,9 @@ def family_from_layers(layers: Iterable[tuple[np.ndarray, np.ndarray]], n_layers
 def dose_layer(q: np.ndarray, t: np.ndarray, j: np.ndarray, shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """(A, B) of the dose for one layer: A = shift·I + QΛQ*, B = J̄ − A = QNQ* (to rounding).
 
-    ``j`` is the layer's mean Jacobian (d, d); shift = 1 for mode R (Schur factors of R = J̄ − I).
-    B is taken as J̄ − A so that c = 1 reproduces J̄ to the rounding of J̄ itself.
+    ``j`` is the layer's mean Jacobian (d, d); shift = 1 when (q, t) are Schur factors of
+    R = J̄ − I (mode R of METHODS §6, kept for the test that it equals the dose of J̄ in the same
+    eigenvalue order). B is taken as J̄ − A so that c = 1 reproduces J̄ to the rounding of J̄ itself.
     """
     a = normal_part(np.asarray(q, np.complex128), np.asarray(t, np.complex128))
     if shift:
@@ -381,15 +461,22 @@ def control_b_layer(q: np.ndarray, t: np.ndarray, rng: np.random.Generator, shif
 # Products of a dose family and their statistics
 # ------------------------------------------------------------------------------------------------
 
-def _segment_product(family: DoseFamily, c: float, start: int, stop: int) -> tuple[np.ndarray, float]:
-    """J_{stop−1}(c) ··· J_start(c) as (P̂ complex64, log10 scale), max-normalised per step."""
-    cc = np.complex64(c)
+def _segment_product(family: DoseFamily, c: float, start: int, stop: int, shift: float = 0.0,
+                     ) -> tuple[np.ndarray, float]:
+    """(J_{stop−1}(c) + shift·I) ··· (J_start(c) + shift·I) as (P̂ complex64, log10 scale),
+    max-normalised per step."""
+    cc, sh = np.complex64(c), np.complex64(shift)
     p = family.a[start] + cc * family.b[start]
+    d = p.shape[0]
+    if shift:
+        p.flat[:: d + 1] += sh
     scale = 0.0
     buf = np.empty_like(p)
     for l in range(start + 1, stop):
         np.multiply(family.b[l], cc, out=buf)
         buf += family.a[l]
+        if shift:
+            buf.flat[:: d + 1] += sh
         p = buf @ p
         top = float(np.abs(p).max())
         if top == 0.0 or not np.isfinite(top):
@@ -399,8 +486,12 @@ def _segment_product(family: DoseFamily, c: float, start: int, stop: int) -> tup
     return p, scale
 
 
-def chain_product(family: DoseFamily, c: float, workers: int = 2) -> tuple[np.ndarray, float]:
-    """P(c) = J_{L−1}(c) ··· J_0(c), dense, with per-step max-normalisation.
+def chain_product(family: DoseFamily, c: float, workers: int = 2, shift: float = 0.0) -> tuple[np.ndarray, float]:
+    """P(c) = (J_{L−1}(c) + shift·I) ··· (J_0(c) + shift·I), dense, with per-step max-normalisation.
+
+    ``shift`` = β − 1 gives the skip dose J_l(c, β) = βI + R_l(c) = (β − 1)I + J_l(c) (METHODS §6:
+    R_l(c) = Q(Λ − I + cN)Q* shares J_l(c)'s Schur vectors), so β = 1 is the dose itself and
+    β = 0 the residual branches alone.
 
     Returns (P̂ (d, d) complex64, log10 scale) with P(c) = 10**scale · P̂. Cost: L−1 complex64
     d×d products (20 ms each at d = 576 on one core). The chain is cut into ``workers``
@@ -412,10 +503,10 @@ def chain_product(family: DoseFamily, c: float, workers: int = 2) -> tuple[np.nd
     n = family.n_layers
     workers = max(1, min(int(workers), n // 4))  # short chains are not worth a thread
     if workers == 1:
-        return _segment_product(family, c, 0, n)
+        return _segment_product(family, c, 0, n, shift)
     cuts = np.linspace(0, n, workers + 1).round().astype(int)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        parts = list(pool.map(lambda ab: _segment_product(family, c, *ab), zip(cuts[:-1], cuts[1:])))
+        parts = list(pool.map(lambda ab: _segment_product(family, c, *ab, shift), zip(cuts[:-1], cuts[1:])))
     p, scale = parts[0]
     for q, s in parts[1:]:
         p = q @ p
@@ -472,9 +563,9 @@ def product_stats(p: np.ndarray, log10_scale: float = 0.0, mass_tol: float = COR
     return ProductStats(erank=erank(s), log10_fro=float(scale + 0.5 * np.log10(fro2)), henrici=hen, rank_used=r)
 
 
-def family_stats(family: DoseFamily, c: float) -> ProductStats:
-    """``product_stats`` of the full product P_{0:L−1}(c) of ``family``."""
-    return product_stats(*chain_product(family, c))
+def family_stats(family: DoseFamily, c: float, beta: float = 1.0) -> ProductStats:
+    """``product_stats`` of the full product P_{0:L−1}(c, β) of ``family``, each layer βI + R_l(c)."""
+    return product_stats(*chain_product(family, c, shift=float(beta) - 1.0))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -12,17 +12,19 @@ Why: at d = 4096 the real stages need LAPACK Schur forms, d×d products per dose
 on 4096² triangular matrices (hours on a small CPU). The dashboard latency benchmark needs a run of
 that size with the stages' real tables and arrays; this writes them in about two minutes.
 
-What differs from the real stages. The Schur form is a valid one but not LAPACK's: the eigenvalue
-order and hence the non-normal part N differ, so the dose J(c) = Q(Λ + cN)Q* of c ≠ 1 is a
-different (equally legitimate) construction; at c = 1 everything equals J̄. The dose table holds
-construction "dose" only (controls A and B draw dense random matrices, which have no block form),
-and mode R shares mode J's Schur vectors (R = J̄ − I = Q'(S − I)Q'*), so its rows equal mode J's.
-The block of size 2k and the pseudospectra of a use the real stage's functions.
+What differs from the real stages. The Schur form is a valid one but not in the canonical order
+(descending |λ| across all blocks would mix the blocks): its eigenvalues run block by block, so
+the dose J(c) = Q(Λ + cN)Q* of c ≠ 1 is a different (equally legitimate) construction, and the
+manifest's ``schur_order`` says so; at c = 1 everything equals J̄. The dose table holds
+constructions "dose", "order_draw" and "skip" (controls A and B draw dense random matrices, which
+have no block form). Its order draws permute the eigenvalues only within blocks (a random order of
+the 2k-block by ``spectral.random_order_layer``, each 2×2 block's pair swapped or not), the orders
+that keep the block form. The block of size 2k and the pseudospectra of a use the real stage's
+functions.
 """
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
@@ -37,11 +39,17 @@ from resdyn.core.synthetic import operator_blocks
 
 
 
-def _schur_2x2(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+# The manifest's schur_order for a synthetic run (the real stage writes spectral.SCHUR_ORDER).
+SYNTHETIC_SCHUR_ORDER = "block by block (synthetic run, not the canonical order)"
+
+
+def _schur_2x2(b: np.ndarray, swap: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Complex Schur forms of m real 2×2 blocks b (m, 2, 2): U (m, 2, 2) unitary, S (m, 2, 2) upper
-    triangular, b = U S U*. U's first column is a unit eigenvector."""
+    triangular, b = U S U*. U's first column is a unit eigenvector: numpy's first one, or its
+    second where ``swap`` (m,) bool is set (the other order of the pair on S's diagonal)."""
     _, v = np.linalg.eig(b.astype(np.complex128))
-    v0, v1 = v[:, 0, 0], v[:, 1, 0]
+    k = np.zeros(len(b), np.int64) if swap is None else np.asarray(swap, np.int64)
+    v0, v1 = v[np.arange(len(b)), 0, k], v[np.arange(len(b)), 1, k]
     u = np.empty((len(b), 2, 2), np.complex128)
     u[:, 0, 0], u[:, 1, 0], u[:, 0, 1], u[:, 1, 1] = v0, v1, -np.conj(v1), np.conj(v0)
     s = np.einsum("mji,mjk,mkl->mil", u.conj(), b, u)
@@ -53,10 +61,20 @@ class _Layer:
     """One layer's Schur blocks: a-block (Z_a, S_a), 2×2 blocks (U, S), trailing 1×1 t."""
 
     def __init__(self, blocks):
+        self.blocks = blocks
         self.s_a, self.z_a = sl.schur(blocks.a.astype(np.complex128), output="complex")
         self.u_b, self.s_b = _schur_2x2(blocks.b)
         self.t = blocks.t.astype(np.complex128)
         self.n_a, self.m = len(blocks.a), len(blocks.b)
+
+    def reordered(self, rng: np.random.Generator) -> "_Layer":
+        """The same layer in a random block-preserving eigenvalue order: the 2k-block's eigenvalues
+        permuted at random, each 2×2 block's pair swapped with probability 1/2."""
+        out = object.__new__(_Layer)
+        out.__dict__.update(self.__dict__)
+        out.z_a, out.s_a = spectral.random_order_layer(self.z_a, self.s_a, rng)
+        out.u_b, out.s_b = _schur_2x2(self.blocks.b, rng.random(self.m) < 0.5)
+        return out
 
     def dosed(self, c: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The blocks of Λ + cN (in the Schur basis) at dose c."""
@@ -65,11 +83,32 @@ class _Layer:
         b[:, 0, 1] *= c
         return a, b, self.t
 
-    def in_q_basis(self, c: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The blocks of J(c) written in Q's basis: Z_a S_a(c) Z_a*, U S_b(c) U*, t."""
+    def in_q_basis(self, c: float, shift: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The blocks of J(c) + shift·I written in Q's basis: Z_a S_a(c) Z_a* + shift·I, U S_b(c) U* + shift·I,
+        t + shift (shift = β − 1: the skip dose βI + R(c))."""
         a, b, t = self.dosed(c)
-        return (self.z_a @ a @ self.z_a.conj().T,
-                np.einsum("mij,mjk,mlk->mil", self.u_b, b, self.u_b.conj()), t)
+        a = self.z_a @ a @ self.z_a.conj().T
+        b = np.einsum("mij,mjk,mlk->mil", self.u_b, b, self.u_b.conj())
+        if shift:
+            a = a + shift * np.eye(len(a))
+            b = b + shift * np.eye(2)
+            t = t + shift
+        return a, b, t
+
+
+def _product_row(layers: list[_Layer], c: float, shift: float = 0.0) -> dict[str, float]:
+    """erank, log10_fro, henrici of the product of the layers' J_l(c) + shift·I, block by block."""
+    n_a, m = layers[0].n_a, layers[0].m
+    pa, pb, pt = np.eye(n_a, dtype=np.complex128), np.tile(np.eye(2, dtype=np.complex128), (m, 1, 1)), 1.0
+    for ly in layers:
+        a, b, t = ly.in_q_basis(c, shift)
+        pa, pb, pt = a @ pa, b @ pb, t * pt
+    pt = np.atleast_1d(pt)[: len(layers[0].t)]
+    sigma = _union_sigma(pa, pb, pt)
+    fro2 = float(np.sum(sigma ** 2))
+    lam2 = float(np.sum(np.abs(_union_eigs(pa, pb, pt)) ** 2))
+    return {"erank": spectral.erank(sigma), "log10_fro": 0.5 * np.log10(fro2),
+            "henrici": float(np.sqrt(max(fro2 - lam2, 0.0) / fro2))}
 
 
 def _union_sigma(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -129,8 +168,8 @@ def _write_complex(store: RunStore, name: str, shape: tuple[int, ...], fill) -> 
 def add_geometry_stages(store: RunStore, progress=spectral._no_progress) -> dict[str, float]:
     """Write the "schur" and "pseudospectra" stages' files of synthetic run ``store``, block by block.
 
-    Files: schur_Q/T, schur_R_Q/R_T (L, d, d) complex64 (schur_R_Q is a hard link to schur_Q where
-    the file system allows: the same Schur vectors), schur_dose.parquet (construction "dose" only),
+    Files: schur_Q/T (L, d, d) complex64, schur_dose.parquet (constructions "dose", "order_draw"
+    and "skip", mode J, with the real stage's columns),
     pseudospectra, numerical_range, layer_sigma and transient_growth .parquet, with the real
     stages' columns and grid sizes. Marks both stages done. Returns seconds per stage.
     Measured at L = 32, d = 4096 on the 2-core CPU: about 2 minutes, 4.3 GB per Q file (T files
@@ -165,35 +204,27 @@ def add_geometry_stages(store: RunStore, progress=spectral._no_progress) -> dict
         return fill
 
     _write_complex(store, "schur_Q", (n_layers, d, d), fill_q)
-    r_q = store.array_path("schur_R_Q")
-
-    def link(tmp):
-        try:
-            os.link(store.array_path("schur_Q"), tmp)
-        except OSError:
-            import shutil
-
-            shutil.copyfile(store.array_path("schur_Q"), tmp)
-
-    _atomic_write(r_q, link)
     _write_complex(store, "schur_T", (n_layers, d, d), fill_t(0.0))
-    _write_complex(store, "schur_R_T", (n_layers, d, d), fill_t(1.0))
+    for stale in ("schur_R_Q", "schur_R_T"):  # written by older versions of this writer
+        store.array_path(stale).unlink(missing_ok=True)
+    store.update_manifest(schur_order=SYNTHETIC_SCHUR_ORDER)
 
     rows = []
+    seed = int(store.manifest().get("seed", 0) or 0)
     for c in spectral.DOSE_GRID:
-        pa, pb, pt = np.eye(n_a, dtype=np.complex128), np.tile(np.eye(2, dtype=np.complex128), (m, 1, 1)), 1.0
-        for ly in layers:
-            a, b, t = ly.in_q_basis(c)
-            pa, pb, pt = a @ pa, b @ pb, t * pt
-        pt = np.atleast_1d(pt)[: len(layers[0].t)]
-        sigma = _union_sigma(pa, pb, pt)
-        fro2 = float(np.sum(sigma ** 2))
-        lam2 = float(np.sum(np.abs(_union_eigs(pa, pb, pt)) ** 2))
-        for mode in spectral.MODES:
-            rows.append({"mode": mode, "construction": "dose", "draw": 0, "c": float(c),
-                         "erank": spectral.erank(sigma), "log10_fro": 0.5 * np.log10(fro2),
-                         "henrici": float(np.sqrt(max(fro2 - lam2, 0.0) / fro2))})
+        for beta in spectral.SKIP_BETAS:
+            st = _product_row(layers, c, beta - 1.0)
+            if beta == 1.0:
+                rows.append({"construction": "dose", "draw": 0, "c": float(c), "beta": 1.0, **st})
+            rows.append({"construction": "skip", "draw": 0, "c": float(c), "beta": beta, **st})
+    for draw in range(spectral.N_DRAWS):
+        rng = np.random.default_rng([seed, 0, 2, draw])
+        drawn = [ly.reordered(rng) for ly in layers]
+        for c in spectral.DOSE_GRID:
+            rows.append({"construction": "order_draw", "draw": draw, "c": float(c), "beta": 1.0,
+                         **_product_row(drawn, c)})
     dose = pd.DataFrame(rows)
+    dose.insert(0, "mode", "J")
     dose["draw"] = dose["draw"].astype(np.int32)
     store.write_table("schur_dose", dose)
     t_schur = time.perf_counter() - t0
@@ -239,15 +270,15 @@ def add_geometry_stages(store: RunStore, progress=spectral._no_progress) -> dict
         "log10_norm": np.array([r[2] for r in tg])}))
     t_ps = time.perf_counter() - t0
     # The summary rows the real stages add (the block Schur forms are exact: no reconstruction error).
-    by_c = dose.set_index(["mode", "c"])["erank"]
+    by_c = dose[(dose["construction"] == "dose")].set_index("c")["erank"]
     store.update_summary({
-        **{f"schur.erank.{mode}.c{c:g}": float(by_c[(mode, c)]) for mode in spectral.MODES for c in (0.0, 1.0, 2.0)},
+        **{f"schur.erank.J.c{c:g}": float(by_c[c]) for c in (0.0, 1.0, 2.0)},
         "transient.log10_peak_P0": float(max(r[2] for r in tg if r[0] == 0)),
         "transient.peak_k_P0": float(max((r for r in tg if r[0] == 0), key=lambda r: r[2])[1]),
         "transient.log10_end_P0": float(next(r[2] for r in tg if r[0] == 0 and r[1] == n_layers)),
     })
     for name, secs, outputs in (
-            ("schur", t_schur, ("schur_Q.npy", "schur_T.npy", "schur_R_Q.npy", "schur_R_T.npy", "schur_dose.parquet")),
+            ("schur", t_schur, ("schur_Q.npy", "schur_T.npy", "schur_dose.parquet")),
             ("pseudospectra", t_ps, ("pseudospectra.parquet", "numerical_range.parquet", "transient_growth.parquet",
                                      "layer_sigma.parquet"))):
         store.mark_stage_done(name, secs, [name], outputs=outputs)

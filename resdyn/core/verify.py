@@ -32,8 +32,6 @@ _SHAPES = {
     "jacobians.npy": lambda m: (m["n_layers"], m["d_model"], m["d_model"]),
     "schur_Q.npy": lambda m: (m["n_layers"], m["d_model"], m["d_model"]),
     "schur_T.npy": lambda m: (m["n_layers"], m["d_model"], m["d_model"]),
-    "schur_R_Q.npy": lambda m: (m["n_layers"], m["d_model"], m["d_model"]),
-    "schur_R_T.npy": lambda m: (m["n_layers"], m["d_model"], m["d_model"]),
     "block_coupling_A.npy": lambda m: (m["n_layers"], m["n_layers"], None, None),
 }
 

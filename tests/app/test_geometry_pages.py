@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -51,9 +52,9 @@ def _metric(at: AppTest, label_start: str) -> str:
     return next(m.value for m in at.metric if m.label.startswith(label_start))
 
 
-def _grid(root: Path, run_id: str, mode: str = "J"):
+def _grid(root: Path, run_id: str):
     df = RunStore(root / run_id).read_table("schur_dose")
-    return df[(df["mode"] == mode) & (df["construction"] == "dose")].set_index("c")
+    return df[(df["mode"] == "J") & (df["construction"] == "dose")].set_index("c")
 
 
 # -- Bottleneck -----------------------------------------------------------------------------------
@@ -123,7 +124,7 @@ def test_moving_the_dose_slider_changes_the_live_readouts(env):
     assert _metric(at, "Henrici") == f"{grid.loc[0.0, 'henrici']:.3f}"
     at.slider(key="_sel_c").set_value(0.37).run()
     _ok(at)
-    live = dose.dose_response(RunStore(env / TRAINED_RUN), 0.37, "J", layers=[])
+    live = dose.dose_response(RunStore(env / TRAINED_RUN), 0.37, layers=[])
     assert _metric(at, "log10") == f"{live.log10_fro:.2f}"
     assert _metric(at, "log10") != f"{grid.loc[0.0, 'log10_fro']:.2f}"
     # The per-layer panel follows the slider: σ of J_1(0.37).
@@ -158,13 +159,13 @@ def test_wide_runs_draw_the_stored_singular_values_without_an_svd(env, monkeypat
 
 def test_layer_plane_draws_the_spectrum_of_the_mean_jacobian(env):
     """The complex-plane panel's eigenvalues are J̄_l's (the eigenvalues table), which are the
-    diagonal of either mode's Schur factor (+1 for mode R) to float32 rounding."""
-    at = _app("pages/schur_surgery.py", run=TRAINED_RUN, layer="2", mode="R")
-    _ok(at)
-    (pts,) = [t for t in _charts(at)[2]["data"] if t.get("name") == "eigenvalues (any c)"]
-    got = np.asarray(pts["x"], float) + 1j * np.asarray(pts["y"], float)
-    for mode in ("J", "R"):
-        want = dose.layer_eigenvalues(RunStore(env / TRAINED_RUN), 2, mode)
+    diagonal of the stored Schur factor to float32 rounding, shifted by β − 1."""
+    for beta in ("1", "0.4"):
+        at = _app("pages/schur_surgery.py", run=TRAINED_RUN, layer="2", beta=beta)
+        _ok(at)
+        (pts,) = [t for t in _charts(at)[2]["data"] if t.get("name") == "eigenvalues (any c)"]
+        got = np.asarray(pts["x"], float) + 1j * np.asarray(pts["y"], float)
+        want = dose.layer_eigenvalues(RunStore(env / TRAINED_RUN), 2, float(beta))
         assert len(got) == len(want)
         # Each eigenvalue has its counterpart (sorting would pair conjugates by rounding noise).
         assert np.abs(want[:, None] - got[None, :]).min(axis=1).max() < 1e-4
@@ -172,8 +173,8 @@ def test_layer_plane_draws_the_spectrum_of_the_mean_jacobian(env):
 
 
 def test_dose_comes_from_the_link_and_bad_values_fall_back(env):
-    grid = _grid(env, TRAINED_RUN, "R")
-    at = _app("pages/schur_surgery.py", run=TRAINED_RUN, c="0.5", mode="R")
+    grid = _grid(env, TRAINED_RUN)
+    at = _app("pages/schur_surgery.py", run=TRAINED_RUN, c="0.5", mode="R")  # an old link's mode is ignored
     _ok(at)
     assert "c = 0.50" in at.metric[0].label
     assert _metric(at, "erank") == f"{grid.loc[0.5, 'erank']:.3g}"
@@ -188,7 +189,8 @@ def test_surgery_overlays_runs_with_interpolated_readouts(env):
     _ok(at)
     traces = _charts(at)[0]["data"]
     names = " ".join(t.get("name", "") for t in traces)
-    assert f"{RANDOM_RUN}: dose, mode J" in names and f"{TRAINED_RUN}: control A" in names
+    assert f"{RANDOM_RUN}: dose" in names and f"{TRAINED_RUN}: control A" in names
+    assert "mode R" not in names and f"{RANDOM_RUN}: ordering band" in names
     markers = [t for t in traces if t.get("marker", {}).get("symbol") in ("diamond", "diamond-open")]
     assert {m["marker"]["symbol"] for m in markers} == {"diamond", "diamond-open"}  # live + interpolated
 
@@ -198,3 +200,64 @@ def test_surgery_says_when_a_run_lacks_the_stage(env):
     _ok(at)
     assert any("lacks the **schur** stage" in w.value for w in at.warning)
     assert not at.get("plotly_chart")
+
+
+def test_beta_slider_gives_the_live_skip_dose_and_follows_the_link(env):
+    """β (URL key ``beta``) moves the readouts to the product of βI + R_l(c) and draws the stored
+    skip curve nearest β; the dose-mode switch of older versions is gone."""
+    store = RunStore(env / TRAINED_RUN)
+    at = _app("pages/schur_surgery.py", run=TRAINED_RUN, layer="1", c="0.6", beta="0.3")
+    _ok(at)
+    assert not [r for r in at.sidebar.radio if "mode" in r.label.lower()]
+    want = dose.dose_response(store, 0.6, layers=[], beta=0.3)
+    assert _metric(at, "erank") == f"{want.erank:.3g}"
+    assert _metric(at, "log10") == f"{want.log10_fro:.2f}"
+    assert "β = 0.30" in at.metric[0].label
+    names = " ".join(t.get("name", "") for t in _charts(at)[0]["data"])
+    assert "skip dose βI + R(c), β = 0.5" in names
+    sigma = _charts(at)[1]["data"][-1]["y"]
+    np.testing.assert_allclose(sigma, dose.layer_sigma(store, 1, 0.6, 0.3), rtol=1e-6)
+    at.slider(key="_sel_beta").set_value(1.0).run()
+    _ok(at)
+    assert at.query_params["beta"] == "1.00"
+    assert _metric(at, "log10") == f"{dose.dose_response(store, 0.6, layers=[]).log10_fro:.2f}"
+    assert "skip dose" not in " ".join(t.get("name", "") for t in _charts(at)[0]["data"])
+
+
+def test_readouts_say_how_wide_the_ordering_band_is(env):
+    df = RunStore(env / TRAINED_RUN).read_table("schur_dose")
+    at = _app("pages/schur_surgery.py", run=TRAINED_RUN, c="0.25")
+    _ok(at)
+    lo, hi = dose.band_at(df, 0.25)["erank"]
+    (cap,) = [c.value for c in at.caption if c.value.startswith("Ordering band at c = 0.25")]
+    assert f"erank {lo:.3g}–{hi:.3g}" in cap and "4 random eigenvalue orders" in cap
+    canon = _grid(env, TRAINED_RUN).loc[0.25, "erank"]
+    assert f"{100 * (hi - lo) / canon:.1f} %" in cap
+    assert any("descending |λ|, then ascending arg λ" in c.value for c in at.caption)
+
+
+def test_runs_from_before_the_canonical_order_still_render(env, tmp_path, monkeypatch):
+    """An older run (mode-R rows and factors, no beta, order draws or skip rows, no schur_order)
+    renders with one caption saying that `--redo schur` adds the band."""
+    root = tmp_path / "runs"
+    shutil.copytree(env / TRAINED_RUN, root / "old")
+    old = RunStore(root / "old")
+    df = old.read_table("schur_dose")
+    df = df[df["construction"].isin(["dose", "control_a", "control_b"])].drop(columns="beta")
+    old.write_table("schur_dose", pd.concat([df, df.assign(mode="R")], ignore_index=True))
+    for name in ("schur_Q", "schur_T"):
+        shutil.copyfile(old.array_path(name), root / "old" / f"schur_R_{name[-1]}.npy")
+    m = old.manifest()
+    m.pop("schur_order", None)
+    m["run_id"] = "old"
+    old.write_manifest(m)
+    monkeypatch.setenv("RESDYN_RUNS_DIR", str(root))
+    for beta in ("1", "0.5"):
+        at = _app("pages/schur_surgery.py", run="old", c="0.5", beta=beta)
+        _ok(at)
+        redo = [c.value for c in at.caption if "--redo schur" in c.value]
+        assert len(redo) == 1 and "ordering band" in redo[0]
+        assert not any(c.value.startswith("Ordering band") for c in at.caption)
+        names = " ".join(t.get("name", "") for t in _charts(at)[0]["data"])
+        assert "ordering band" not in names and "mode R" not in names
+        assert any("eigenvalue order: LAPACK's" in c.value for c in at.caption)

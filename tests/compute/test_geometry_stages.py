@@ -149,32 +149,83 @@ def test_update_summary_merges_with_other_stages_rows(tmp_path):
 
 # -- schur ----------------------------------------------------------------------------------------
 
-def test_schur_factors_are_stored_complex64_and_reconstruct_j_and_r(run, jac):
-    for qn, tn, shift in (("schur_Q", "schur_T", 0.0), ("schur_R_Q", "schur_R_T", 1.0)):
-        q, t = run.read_array(qn), run.read_array(tn)
-        assert q.dtype == np.complex64 and t.dtype == np.complex64 and q.shape == t.shape == (L, D, D)
-        for l in range(L):
-            assert not np.any(np.tril(t[l], -1))
-            assert spectral.schur_error(q[l], t[l], jac[l], shift) < 1e-5
-            np.testing.assert_allclose(q[l].conj().T @ q[l], np.eye(D), atol=1e-5)
+def test_schur_factors_are_stored_complex64_and_reconstruct_j(run, jac):
+    q, t = run.read_array("schur_Q"), run.read_array("schur_T")
+    assert q.dtype == np.complex64 and t.dtype == np.complex64 and q.shape == t.shape == (L, D, D)
+    for l in range(L):
+        assert not np.any(np.tril(t[l], -1))
+        assert spectral.schur_error(q[l], t[l], jac[l]) < 1e-5
+        np.testing.assert_allclose(q[l].conj().T @ q[l], np.eye(D), atol=1e-5)
     summary = run.read_table("summary").set_index("name")["value"]
     assert summary["schur.reconstruction_error.J"] < spectral.SCHUR_RTOL_32
+    # Mode R's factors are no longer stored (the same computation in another order).
+    assert not run.has_array("schur_R_Q") and not run.has_array("schur_R_T")
 
 
-def test_schur_dose_table_covers_the_grid_controls_and_modes(run):
+def test_stored_schur_order_is_descending_modulus_then_ascending_arg(run, jac):
+    """The stored T's diagonal is in the documented order, recorded in the manifest, and each
+    layer's eigenvalues are J̄'s."""
+    assert run.manifest()["schur_order"] == spectral.SCHUR_ORDER == "descending |λ|, then ascending arg λ"
+    t = run.read_array("schur_T")
+    for l in range(L):
+        lam = np.diag(t[l]).astype(np.complex128)
+        mod = np.abs(lam)
+        assert np.all(np.diff(mod) <= 1e-6 * mod[0])  # descending (float32 rounding of equal moduli)
+        tie = np.abs(np.diff(mod)) <= 1e-6 * mod[0]
+        arg = np.angle(lam)
+        assert np.all(np.diff(arg)[tie] > 0)  # conjugate pairs: negative imaginary part first
+        assert tie.sum() >= 2  # the fixture's J̄ has complex pairs, so the tie-break is exercised
+        ref = np.linalg.eigvals(jac[l])
+        assert np.abs(lam[:, None] - ref[None, :]).min(axis=1).max() < 1e-4
+
+
+def test_canonical_order_breaks_modulus_ties_by_ascending_arg():
+    lam = np.array([1.0, complex(-2.0, -0.0), 2j, -2j, 0.5 + 0.5j, 3.0, 1 + 1j, (1 - 1j) * (1 + 1e-15)])
+    got = lam[spectral.canonical_order(lam)]
+    # |3|; |2|: −2j (arg −π/2), 2j (π/2), −2 (arg π, even with a −0 imaginary part); the conjugate
+    # pair 1 ∓ i, whose moduli differ by rounding, negative imaginary part first; then 1, then |0.71|.
+    want = np.array([3.0, -2j, 2j, -2.0, (1 - 1j) * (1 + 1e-15), 1 + 1j, 1.0, 0.5 + 0.5j])
+    np.testing.assert_array_equal(got, want)
+
+
+def test_reorder_schur_permutes_the_diagonal_exactly_and_keeps_the_matrix():
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((24, 24))
+    q, t = spectral.schur_complex(a)
+    perm = rng.permutation(24)
+    q2, t2 = spectral.reorder_schur(q, t, perm)
+    np.testing.assert_array_equal(np.diag(t2), np.diag(t)[perm])
+    assert not np.any(np.tril(t2, -1))
+    assert spectral.schur_error(q2, t2, a) < 1e-13
+    np.testing.assert_allclose(q2.conj().T @ q2, np.eye(24), atol=1e-13)
+    # A non-normal matrix: another order gives another normal part QΛQ* (the ordering artefact).
+    assert np.linalg.norm(spectral.normal_part(q2, t2) - spectral.normal_part(q, t)) > 1e-3 * np.linalg.norm(a)
+    qc, tc = spectral.schur_canonical(a)
+    np.testing.assert_array_equal(np.diag(tc), np.diag(t)[spectral.canonical_order(np.diag(t))])
+    with pytest.raises(ResdynError, match="permutation"):
+        spectral.reorder_schur(q, t, np.zeros(24, int))
+
+
+def test_schur_dose_table_covers_the_grid_controls_draws_and_skip(run):
     df = run.read_table("schur_dose")
-    assert list(df.columns) == ["mode", "construction", "draw", "c", "erank", "log10_fro", "henrici"]
-    assert len(df) == 2 * (1 + 2 * spectral.N_DRAWS) * len(spectral.DOSE_GRID)
-    assert set(df["mode"]) == {"J", "R"}
+    assert list(df.columns) == ["mode", "construction", "draw", "c", "beta", "erank", "log10_fro", "henrici"]
+    n_c = len(spectral.DOSE_GRID)
+    size = df.groupby("construction").size().to_dict()
+    assert size == {"dose": n_c, "control_a": spectral.N_DRAWS * n_c, "control_b": spectral.N_DRAWS * n_c,
+                    "order_draw": spectral.N_DRAWS * n_c, "skip": len(spectral.SKIP_BETAS) * n_c}
+    assert set(df["mode"]) == {"J"}
     assert set(df["construction"]) == set(spectral.CONSTRUCTIONS)
-    assert sorted(df.loc[df["construction"] == "control_b", "draw"].unique()) == list(range(spectral.N_DRAWS))
+    for cons in ("control_b", "order_draw"):
+        assert sorted(df.loc[df["construction"] == cons, "draw"].unique()) == list(range(spectral.N_DRAWS))
     assert sorted(df["c"].unique()) == list(spectral.DOSE_GRID)
+    assert (df.loc[df["construction"] != "skip", "beta"] == 1.0).all()
+    assert sorted(df.loc[df["construction"] == "skip", "beta"].unique()) == list(spectral.SKIP_BETAS)
     assert df["henrici"].between(0, 1).all() and np.isfinite(df["erank"]).all()
 
 
 def test_dose_at_one_is_the_model_and_at_zero_is_the_normal_stack(run, jac):
     df = run.read_table("schur_dose")
-    dose_j = df[(df["mode"] == "J") & (df["construction"] == "dose")].set_index("c")
+    dose_j = df[df["construction"] == "dose"].set_index("c")
     p = _product(list(jac))
     assert dose_j.loc[1.0, "erank"] == pytest.approx(spectral.erank(np.linalg.svd(p, compute_uv=False)), rel=1e-4)
     assert dose_j.loc[1.0, "log10_fro"] == pytest.approx(np.log10(np.linalg.norm(p)), abs=1e-5)
@@ -183,20 +234,117 @@ def test_dose_at_one_is_the_model_and_at_zero_is_the_normal_stack(run, jac):
     p0 = _product([spectral.normal_part(q[l].astype(np.complex128), t[l].astype(np.complex128)) for l in range(L)])
     assert dose_j.loc[0.0, "erank"] == pytest.approx(spectral.erank(np.linalg.svd(p0, compute_uv=False)), rel=1e-4)
     # Control A at c = 0 adds nothing: it is the dose at c = 0.
-    a0 = df[(df["mode"] == "J") & (df["construction"] == "control_a") & (df["c"] == 0.0)]
+    a0 = df[(df["construction"] == "control_a") & (df["c"] == 0.0)]
     np.testing.assert_allclose(a0["erank"], dose_j.loc[0.0, "erank"])
 
 
-def test_control_draws_are_seeded(run, jac):
+def _draw_layers(run, jac, draw, seed=0):
+    """The (A_l, B_l) of one stored order draw, rebuilt by the stage's own pure per-layer function."""
     q, t = run.read_array("schur_Q"), run.read_array("schur_T")
-    a = geometry.dose_table(q, t, jac, "J", seed=0)
-    b = geometry.dose_table(q, t, jac, "J", seed=0)
-    c = geometry.dose_table(q, t, jac, "J", seed=1)
+    return [geometry._order_draw_layer((q[l], t[l], jac[l], seed, draw, l)) for l in range(L)]
+
+
+def test_order_draws_agree_at_one_and_are_normal_at_zero(run, jac):
+    """c = 1 is the model in every eigenvalue order; c = 0 is a normal matrix with J̄'s spectrum in
+    every order, but a different one per order, so the band is wide there."""
+    df = run.read_table("schur_dose")
+    draws = df[df["construction"] == "order_draw"]
+    p = _product(list(jac))
+    one = draws[draws["c"] == 1.0]
+    np.testing.assert_allclose(one["erank"], spectral.erank(np.linalg.svd(p, compute_uv=False)), rtol=1e-4)
+    np.testing.assert_allclose(one["log10_fro"], np.log10(np.linalg.norm(p)), atol=1e-5)
+    np.testing.assert_allclose(one["henrici"], linalg.henrici(p), atol=1e-4)
+    at0 = []
+    for draw in range(spectral.N_DRAWS):
+        layers = _draw_layers(run, jac, draw)
+        for l, (a, b) in enumerate(layers):
+            a = a.astype(np.complex128)
+            assert linalg.henrici(a) < 1e-3  # normal (float32 storage of A)
+            np.testing.assert_allclose(a + b.astype(np.complex128), jac[l], atol=1e-5 * np.abs(jac[l]).max())
+            lam = np.linalg.eigvals(a)
+            ref = np.linalg.eigvals(jac[l])
+            assert np.abs(lam[:, None] - ref[None, :]).min(axis=1).max() < 1e-4
+        for c in (0.0, 2.0):
+            pc = _product([(a + c * b).astype(np.complex128) for a, b in layers])
+            row = draws[(draws["draw"] == draw) & (draws["c"] == c)].iloc[0]
+            assert row["erank"] == pytest.approx(spectral.erank(np.linalg.svd(pc, compute_uv=False)), rel=1e-4)
+            assert row["henrici"] == pytest.approx(linalg.henrici(pc), abs=1e-4)
+        at0.append(layers[0][0])
+    assert np.linalg.norm(at0[0] - at0[1]) > 1e-3 * np.linalg.norm(at0[0])  # the orders really differ
+    band = dose.order_band(df).set_index("c")
+    assert band.loc[1.0, "hi"] - band.loc[1.0, "lo"] < 1e-4 * band.loc[1.0, "dose"]
+    assert band.loc[0.0, "hi"] - band.loc[0.0, "lo"] > 1e-3 * band.loc[0.0, "dose"]
+    summary = run.read_table("summary").set_index("name")["value"]
+    assert summary["schur.order_band.erank.c0"] == pytest.approx(
+        (band.loc[0.0, "hi"] - band.loc[0.0, "lo"]) / band.loc[0.0, "dose"])
+
+
+def test_mode_r_in_the_same_order_is_mode_j(run, jac):
+    """METHODS §6: R = J̄ − I has J̄'s Schur vectors and N, so the dose of R's own Schur form,
+    reordered so that λ_R + 1 follow J̄'s stored order, is mode J's dose curve to rounding."""
+    df = run.read_table("schur_dose")
+    dose_j = df[df["construction"] == "dose"].set_index("c")
+    layers = []
+    for l in range(L):
+        r = jac[l] - np.eye(D)
+        q, t = spectral.schur_complex(r)  # R's own (LAPACK) order
+        q, t = spectral.reorder_schur(q, t, spectral.canonical_order(np.diag(t) + 1.0))
+        assert spectral.schur_error(q, t, r) < 1e-12
+        layers.append(spectral.dose_layer(q, t, jac[l], shift=1.0))
+    fam = spectral.family_from_layers(layers, L, D)
+    for c in spectral.DOSE_GRID:
+        st = spectral.family_stats(fam, c)
+        assert st.erank == pytest.approx(dose_j.loc[c, "erank"], rel=1e-4)
+        assert st.log10_fro == pytest.approx(dose_j.loc[c, "log10_fro"], abs=1e-5)
+        assert st.henrici == pytest.approx(dose_j.loc[c, "henrici"], abs=1e-4)
+
+
+def test_skip_dose_rows_are_beta_identity_plus_the_residual_branch(run, jac):
+    """Stored skip rows: β = 1 is the dose curve, and β = 0 (and 0.5) the dense product of
+    βI + R_l(c), R_l(c) = Q(Λ − I + cN)Q* from the stored factors."""
+    df = run.read_table("schur_dose")
+    skip = df[df["construction"] == "skip"]
+    dose_j = df[df["construction"] == "dose"].set_index("c")
+    one = skip[skip["beta"] == 1.0].set_index("c")
+    pd.testing.assert_frame_equal(one[["erank", "log10_fro", "henrici"]], dose_j[["erank", "log10_fro", "henrici"]])
+    q, t = run.read_array("schur_Q").astype(np.complex128), run.read_array("schur_T").astype(np.complex128)
+    for beta, c in ((0.0, 0.0), (0.0, 1.0), (0.0, 2.0), (0.5, 0.5)):
+        r = [spectral.dose_matrix(q[l], t[l], c, shift=-1.0) for l in range(L)]
+        # R(c) = J(c) − I up to the float32 unitarity of the stored Q.
+        np.testing.assert_allclose(r[0], spectral.dose_matrix(q[0], t[0], c) - np.eye(D), atol=1e-6)
+        p = _product([beta * np.eye(D) + rl for rl in r])
+        row = skip[(skip["beta"] == beta) & (skip["c"] == c)].iloc[0]
+        assert row["erank"] == pytest.approx(spectral.erank(np.linalg.svd(p, compute_uv=False)), rel=1e-4)
+        assert row["log10_fro"] == pytest.approx(np.log10(np.linalg.norm(p)), abs=1e-5)
+        assert row["henrici"] == pytest.approx(linalg.henrici(p), abs=1e-4)
+    # At c = 1, β = 0 is the product of the residual branches R_l = J̄_l − I themselves.
+    p = _product([jac[l] - np.eye(D) for l in range(L)])
+    row = skip[(skip["beta"] == 0.0) & (skip["c"] == 1.0)].iloc[0]
+    assert row["log10_fro"] == pytest.approx(np.log10(np.linalg.norm(p)), abs=1e-5)
+
+
+def test_complex64_chains_match_complex128_on_the_trained_fixture(run, jac):
+    """The stage multiplies complex64 chains; in complex128 the readouts agree to 1e-5."""
+    q, t = run.read_array("schur_Q").astype(np.complex128), run.read_array("schur_T").astype(np.complex128)
+    for c in (0.0, 2.0):
+        p = _product([spectral.dose_matrix(q[l], t[l], c) for l in range(L)])
+        fam = spectral.family_from_layers((spectral.dose_layer(q[l], t[l], jac[l]) for l in range(L)), L, D)
+        st = spectral.family_stats(fam, c)
+        assert st.erank == pytest.approx(spectral.erank(np.linalg.svd(p, compute_uv=False)), rel=1e-5)
+
+
+def test_control_and_order_draws_are_seeded(run, jac):
+    q, t = run.read_array("schur_Q"), run.read_array("schur_T")
+    a = geometry.dose_table(q, t, jac, seed=0)
+    b = geometry.dose_table(q, t, jac, seed=0)
+    c = geometry.dose_table(q, t, jac, seed=1)
     stored = run.read_table("schur_dose")
     pd.testing.assert_frame_equal(a, b)
-    np.testing.assert_allclose(a["erank"], stored[stored["mode"] == "J"]["erank"], rtol=1e-12)
-    ctrl = a["construction"] != "dose"
-    assert not np.allclose(a.loc[ctrl & (a["c"] > 0), "erank"], c.loc[ctrl & (c["c"] > 0), "erank"])
+    np.testing.assert_allclose(a["erank"], stored["erank"], rtol=1e-12)
+    drawn = a["construction"].isin(["control_a", "control_b", "order_draw"]) & (a["c"] != 1.0)
+    assert not np.allclose(a.loc[drawn & (a["c"] > 0), "erank"], c.loc[drawn & (c["c"] > 0), "erank"])
+    same = ~a["construction"].isin(["control_a", "control_b", "order_draw"])
+    np.testing.assert_allclose(a.loc[same, "erank"], c.loc[same, "erank"], rtol=1e-12)
 
 
 # -- pseudospectra --------------------------------------------------------------------------------
@@ -256,25 +404,100 @@ def test_transient_growth_table_is_the_norm_of_partial_products(run, jac):
         assert tg[(tg["layer"] == l) & (tg["k"] == k)]["log10_norm"].iloc[0] == pytest.approx(ref, abs=1e-5)
 
 
-# -- the live dose behind the slider --------------------------------------------------------------
+# -- the live dose behind the sliders -------------------------------------------------------------
 
-@pytest.mark.parametrize("mode", ["J", "R"])
-def test_live_dose_reproduces_the_stored_grid(run, mode):
+def test_live_dose_reproduces_the_stored_grid(run):
     df = run.read_table("schur_dose")
-    grid = df[(df["mode"] == mode) & (df["construction"] == "dose")].set_index("c")
+    grid = df[df["construction"] == "dose"].set_index("c")
     for c in (0.0, 0.5, 2.0):
-        res = dose.dose_response(run, c, mode, layers=[0])
-        assert res.path == "live"
+        res = dose.dose_response(run, c, layers=[0])
+        assert res.path == "live" and res.beta == 1.0
         assert res.erank == pytest.approx(grid.loc[c, "erank"], rel=1e-6)
         assert res.log10_fro == pytest.approx(grid.loc[c, "log10_fro"], abs=1e-6)
         assert res.henrici == pytest.approx(grid.loc[c, "henrici"], abs=1e-6)
 
 
+def test_live_skip_dose_is_beta_identity_plus_residual(run, jac):
+    """Live (c, β): β = 1 is the dose; any β is the dense product of βI + R_l(c), and the layer's
+    singular values are those of βI + R_l(c)."""
+    skip = run.read_table("schur_dose")
+    skip = skip[skip["construction"] == "skip"]
+    q, t = run.read_array("schur_Q").astype(np.complex128), run.read_array("schur_T").astype(np.complex128)
+    one = dose.dose_response(run, 0.37, layers=[], beta=1.0)
+    assert one.erank == dose.dose_response(run, 0.37, layers=[]).erank
+    for beta, c in ((0.0, 0.37), (0.3, 1.6), (1.0, 0.37)):
+        res = dose.dose_response(run, c, layers=[2], beta=beta)
+        mats = [beta * np.eye(D) + spectral.dose_matrix(q[l], t[l], c, shift=-1.0) for l in range(L)]
+        p = _product(mats)
+        assert res.erank == pytest.approx(spectral.erank(np.linalg.svd(p, compute_uv=False)), rel=1e-4)
+        assert res.log10_fro == pytest.approx(np.log10(np.linalg.norm(p)), abs=1e-5)
+        assert res.henrici == pytest.approx(linalg.henrici(p), abs=1e-4)
+        np.testing.assert_allclose(res.sigma[2], np.linalg.svd(mats[2], compute_uv=False), rtol=1e-4, atol=1e-6)
+    for c in (0.0, 2.0):
+        row = skip[(skip["beta"] == 0.0) & (skip["c"] == c)].iloc[0]
+        assert dose.dose_response(run, c, layers=[], beta=0.0).erank == pytest.approx(row["erank"], rel=1e-6)
+    lam = dose.layer_eigenvalues(run, 2, beta=0.25)
+    np.testing.assert_allclose(lam, dose.layer_eigenvalues(run, 2) - 0.75)
+
+
+def test_interpolated_skip_dose_is_linear_in_beta_between_stored_curves(run):
+    df = run.read_table("schur_dose")
+    skip = df[df["construction"] == "skip"].set_index(["beta", "c"])
+    er, lf, he = dose.grid_values(run, 0.5, 0.25)
+    assert lf == pytest.approx(0.5 * (skip.loc[(0.0, 0.5), "log10_fro"] + skip.loc[(0.5, 0.5), "log10_fro"]))
+    assert er == pytest.approx(0.5 * (skip.loc[(0.0, 0.5), "erank"] + skip.loc[(0.5, 0.5), "erank"]))
+    res = dose.dose_response(run, 0.5, layers=[], path="interpolated", beta=0.25)
+    assert res.path == "interpolated" and res.log10_fro == pytest.approx(lf)
+    assert dose.grid_values(run, 2.0, 0.5)[2] == pytest.approx(skip.loc[(0.5, 2.0), "henrici"])
+    # Between 0.5 and 1 the other neighbour is the dose curve itself (β = 1).
+    dose_j = df[df["construction"] == "dose"].set_index("c")
+    assert dose.grid_values(run, 1.5, 0.75)[1] == pytest.approx(
+        0.5 * (skip.loc[(0.5, 1.5), "log10_fro"] + dose_j.loc[1.5, "log10_fro"]))
+
+
+def test_band_at_interpolates_the_min_and_max_over_orders(run):
+    df = run.read_table("schur_dose")
+    draws = df[df["construction"] == "order_draw"]
+    at = dose.band_at(df, 0.25)
+    assert at["erank"] == pytest.approx((draws[draws["c"] == 0.25]["erank"].min(),
+                                         draws[draws["c"] == 0.25]["erank"].max()))
+    lo = draws.groupby("c")["log10_fro"].min()
+    assert dose.band_at(df, 0.6)["log10_fro"][0] == pytest.approx(0.6 * lo[0.5] + 0.4 * lo[0.75])
+
+
+def test_older_tables_without_band_or_skip_rows_still_read():
+    """Runs computed before the canonical order: mode-R rows, no beta, no order draws or skip rows."""
+    rows = [{"mode": m, "construction": "dose", "draw": 0, "c": c, "erank": 5.0 + c + (m == "R"),
+             "log10_fro": c, "henrici": 0.1} for m in ("J", "R") for c in spectral.DOSE_GRID]
+    old = pd.DataFrame(rows)
+    assert dose.band_at(old, 0.5) is None and dose.order_band(old) is None
+    assert dose.stored_betas(old) == [1.0]
+
+
+def test_old_run_reads_at_beta_one_and_says_how_to_add_the_skip_grid(run, tmp_path):
+    old = RunStore(tmp_path / "old")
+    shutil.copytree(run.path, old.path)
+    df = old.read_table("schur_dose")
+    df = df[df["construction"].isin(["dose", "control_a", "control_b"])].drop(columns="beta")
+    df = pd.concat([df, df[df["construction"] == "dose"].assign(mode="R")], ignore_index=True)
+    old.write_table("schur_dose", df)
+    m = old.manifest()
+    m.pop("schur_order")
+    old.write_manifest(m)
+    assert dose.schur_order(old) is None
+    er, _, _ = dose.grid_values(old, 0.5)
+    assert er == pytest.approx(df[(df["mode"] == "J") & (df["construction"] == "dose") & (df["c"] == 0.5)]["erank"].iloc[0])
+    with pytest.raises(ResdynError, match="--redo schur"):
+        dose.grid_values(old, 0.5, 0.5)
+    # The live path needs only the factors: any β works on an old run.
+    assert np.isfinite(dose.dose_response(old, 0.5, layers=[], beta=0.5, path="live").erank)
+
+
 def test_live_dose_singular_values_and_fixed_eigenvalues(run, jac):
-    res = dose.dose_response(run, 1.0, "J", layers=[1, 3])
+    res = dose.dose_response(run, 1.0, layers=[1, 3])
     assert set(res.sigma) == {1, 3}
     np.testing.assert_allclose(res.sigma[3], np.linalg.svd(jac[3], compute_uv=False), rtol=1e-4)
-    half = dose.dose_response(run, 0.5, "J", layers=[2]).sigma[2]
+    half = dose.dose_response(run, 0.5, layers=[2]).sigma[2]
     q, t = run.read_array("schur_Q"), run.read_array("schur_T")
     ref = np.linalg.svd(spectral.dose_matrix(q[2].astype(np.complex128), t[2].astype(np.complex128), 0.5),
                         compute_uv=False)
@@ -284,7 +507,7 @@ def test_live_dose_singular_values_and_fixed_eigenvalues(run, jac):
 
 
 def test_live_dose_between_grid_points_is_exact_not_interpolated(run, jac):
-    res = dose.dose_response(run, 0.37, "J", layers=[])
+    res = dose.dose_response(run, 0.37, layers=[])
     q, t = run.read_array("schur_Q"), run.read_array("schur_T")
     p = _product([spectral.dose_matrix(q[l].astype(np.complex128), t[l].astype(np.complex128), 0.37)
                   for l in range(L)])
@@ -294,13 +517,13 @@ def test_live_dose_between_grid_points_is_exact_not_interpolated(run, jac):
 
 def test_interpolated_fallback_is_labelled_and_hits_the_grid(run):
     df = run.read_table("schur_dose")
-    grid = df[(df["mode"] == "J") & (df["construction"] == "dose")].set_index("c")
-    res = dose.dose_response(run, 0.5, "J", layers=[0], path="interpolated")
+    grid = df[df["construction"] == "dose"].set_index("c")
+    res = dose.dose_response(run, 0.5, layers=[0], path="interpolated")
     assert res.path == "interpolated"
     assert res.erank == pytest.approx(grid.loc[0.5, "erank"], rel=1e-12)
     assert 0 in res.sigma
     # "auto" falls back when L·d³ exceeds the budget.
-    mid = dose.dose_response(run, 0.6, "J", layers=[], max_work=1.0)
+    mid = dose.dose_response(run, 0.6, layers=[], max_work=1.0)
     assert mid.path == "interpolated"
     lo, hi = sorted(grid.loc[[0.5, 0.75], "log10_fro"])
     assert lo <= mid.log10_fro <= hi
@@ -308,8 +531,10 @@ def test_interpolated_fallback_is_labelled_and_hits_the_grid(run):
     assert mid.erank == pytest.approx(er, rel=1e-12)
 
 
-def test_dose_rejects_out_of_range_c_and_missing_stage(run, synthetic_runs_dir):
+def test_dose_rejects_out_of_range_c_beta_and_missing_stage(run, synthetic_runs_dir):
     with pytest.raises(ResdynError, match="outside"):
         dose.dose_response(run, 2.5)
+    with pytest.raises(ResdynError, match="β = 1.5 is outside"):
+        dose.dose_response(run, 1.0, beta=1.5)
     with pytest.raises(ResdynError, match="schur"):
         dose.dose_response(RunStore(synthetic_runs_dir / TRAINED_RUN), 1.0, path="live")

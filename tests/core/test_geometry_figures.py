@@ -73,46 +73,79 @@ def test_transient_growth_marks_the_maximum_over_k():
     assert [(s["x"][0], s["y"][0]) for s in stars] == [(2, 1.4), (2, 0.3)]
 
 
-def _dose_table() -> pd.DataFrame:
+def _dose_table(old: bool = False) -> pd.DataFrame:
+    """A schur_dose table; ``old``: the schema before the canonical order (mode-R rows, no beta,
+    no order draws or skip rows)."""
     rows = []
-    for mode in ("J", "R"):
-        for cons, draws in (("dose", 1), ("control_a", 4), ("control_b", 4)):
+    for mode in (("J", "R") if old else ("J",)):
+        for cons, draws in (("dose", 1), ("control_a", 4), ("control_b", 4)) + (() if old else (("order_draw", 4),)):
             for draw in range(draws):
                 for c in (0.0, 1.0, 2.0):
-                    base = {"dose": 10 - 3 * c, "control_a": 50 + 5 * c, "control_b": 20.0}[cons]
-                    rows.append({"mode": mode, "construction": cons, "draw": draw, "c": c,
-                                 "erank": base + draw + (0.5 if mode == "R" else 0),
+                    base = {"dose": 10 - 3 * c, "control_a": 50 + 5 * c, "control_b": 20.0,
+                            "order_draw": 10 - 3 * c + (draw - 1.5) * (1 - c) ** 2}[cons]
+                    rows.append({"mode": mode, "construction": cons, "draw": draw, "c": c, "beta": 1.0,
+                                 "erank": base + (draw if cons.startswith("control") else 0)
+                                 + (0.5 if mode == "R" else 0),
                                  "log10_fro": c, "henrici": 0.1 * c})
-    return pd.DataFrame(rows)
+    if not old:
+        for beta in (0.0, 0.5, 1.0):
+            for c in (0.0, 1.0, 2.0):
+                rows.append({"mode": "J", "construction": "skip", "draw": 0, "c": c, "beta": beta,
+                             "erank": 30 - 10 * beta + c, "log10_fro": -1 + beta, "henrici": 0.2})
+    df = pd.DataFrame(rows)
+    return df.drop(columns="beta") if old else df
 
 
-def test_dose_curves_show_dose_mode_r_and_control_bands():
+def test_dose_curves_show_dose_ordering_band_and_control_bands():
     df = _dose_table()
     fig = surgery.dose_curves({"run": df}, c=0.5, readouts={"run": {"erank": 8.5, "log10_fro": 0.5,
                                                                       "henrici": 0.05, "path": "live"}})
     d = plain(fig)
-    dose_j = next(t for t in d["data"] if t.get("name") == "run: dose, mode J")
-    np.testing.assert_allclose(dose_j["y"], [10, 7, 4])
-    dose_r = next(t for t in d["data"] if t.get("name") == "run: dose, mode R")
-    np.testing.assert_allclose(dose_r["y"], [10.5, 7.5, 4.5])
+    dose = next(t for t in d["data"] if t.get("name") == "run: dose")
+    np.testing.assert_allclose(dose["y"], [10, 7, 4])
+    assert not any("mode R" in t.get("name", "") for t in d["data"])
+    band = next(t for t in d["data"] if t.get("name", "").startswith("run: ordering band"))
+    assert "4 random eigenvalue orders" in band["name"] and band["fill"] == "toself"
+    # Upper edge then lower edge reversed: max and min over the four draws at c = 0, 1, 2.
+    np.testing.assert_allclose(band["y"], [11.5, 7, 5.5, 2.5, 7, 8.5])
+    np.testing.assert_allclose(band["x"], [0, 1, 2, 2, 1, 0])
     mean_a = next(t for t in d["data"] if t.get("name", "").startswith("run: control A"))
     np.testing.assert_allclose(mean_a["y"], [51.5, 56.5, 61.5])  # mean over draws 0..3
-    band = next(t for t in d["data"] if t.get("fill") == "toself")
+    ctrl = next(t for t in d["data"] if t.get("fill") == "toself" and t.get("legendgroup") == "run-control_a")
     sd = np.std([0, 1, 2, 3], ddof=1)
-    np.testing.assert_allclose(band["y"][:3], np.array([51.5, 56.5, 61.5]) + sd)
+    np.testing.assert_allclose(ctrl["y"][:3], np.array([51.5, 56.5, 61.5]) + sd)
     live = [t for t in d["data"] if t.get("marker", {}).get("symbol") == "diamond"]
     assert len(live) == 3 and live[0]["x"][0] == 0.5 and live[0]["y"][0] == 8.5
+    assert not any("skip" in t.get("name", "") for t in d["data"])  # only when asked for
     assert d["layout"]["yaxis"]["type"] == "log"  # erank panel
     assert d["layout"]["yaxis3"]["range"] == [0, 1.02]  # Henrici panel
 
 
+def test_dose_curves_draw_the_skip_dose_at_the_asked_beta():
+    d = plain(surgery.dose_curves({"run": _dose_table()}, c=1.0, skip_betas=[0.5], controls=False))
+    (skip,) = [t for t in d["data"] if "skip" in t.get("name", "") and t["xaxis"] == "x"]
+    assert "β = 0.5" in skip["name"]
+    np.testing.assert_allclose(skip["y"], [25, 26, 27])
+    d = plain(surgery.dose_curves({"run": _dose_table()}, skip_betas=[1.0]))  # β = 1 is the dose itself
+    assert not any("skip" in t.get("name", "") for t in d["data"])
+
+
+def test_dose_curves_of_an_old_run_draw_mode_j_only_and_no_band():
+    d = plain(surgery.dose_curves({"run": _dose_table(old=True)}, c=1.0, skip_betas=[0.5]))
+    names = [t.get("name", "") for t in d["data"]]
+    dose = next(t for t in d["data"] if t.get("name") == "run: dose")
+    np.testing.assert_allclose(dose["y"], [10, 7, 4])  # mode J's rows, not R's (+0.5)
+    assert not any("ordering band" in n or "skip" in n or "mode R" in n for n in names)
+
+
 def test_dose_curves_mark_interpolated_readouts_open_and_handle_no_runs():
-    d = plain(surgery.dose_curves({"run": _dose_table()}, c=1.0, controls=False, modes=("J",),
+    d = plain(surgery.dose_curves({"run": _dose_table()}, c=1.0, controls=False, band=False,
                                   readouts={"run": {"erank": 7.0, "log10_fro": 1.0, "henrici": 0.1,
-                                                    "path": "interpolated"}}))
+                                                    "path": "interpolated", "beta": 0.4}}))
     assert not any(t.get("fill") for t in d["data"])
-    assert {t["marker"]["symbol"] for t in d["data"] if "diamond" in str(t.get("marker", {}).get("symbol"))} \
-        == {"diamond-open"}
+    marks = [t for t in d["data"] if "diamond" in str(t.get("marker", {}).get("symbol"))]
+    assert {t["marker"]["symbol"] for t in marks} == {"diamond-open"}
+    assert "β = 0.40" in marks[0]["hovertemplate"]
     empty = plain(surgery.dose_curves({}))
     assert "no run" in empty["layout"]["annotations"][0]["text"]
 
@@ -136,3 +169,13 @@ def test_layer_panels_carry_the_data():
     np.testing.assert_allclose(eig["x"], lam.real)
     np.testing.assert_allclose(eig["y"], lam.imag)
     assert d["layout"]["yaxis"]["scaleanchor"] == "x"
+    # β = 0.25: J(c, β) = J(c) − 0.75 I translates every piece by −0.75 along the real axis.
+    d = plain(surgery.layer_complex_plane(lam, layer=2, pseudo=ps, numrange=nr, c_shown=1.0, shift=-0.75))
+    contour = next(t for t in d["data"] if t["type"] == "contour")
+    np.testing.assert_allclose(contour["x"], x - 0.75)
+    np.testing.assert_allclose(next(t for t in d["data"] if "numerical range" in t.get("name", ""))["x"],
+                               [0.25, -0.75, -1.75, 0.25])
+    eig = next(t for t in d["data"] if "eigenvalues" in t.get("name", ""))
+    np.testing.assert_allclose(eig["x"], lam.real - 0.75)
+    np.testing.assert_allclose(eig["y"], lam.imag)
+    assert "β = 0.25" in d["layout"]["title"]["text"]

@@ -8,7 +8,8 @@ import pytest
 
 from resdyn.core import dose, spectral
 from resdyn.core.synthetic import make_synthetic_run
-from resdyn.core.synthetic_geometry import NR_ANGLES, PSEUDO_DOSES, PSEUDO_GRID, PSEUDO_PAD, add_geometry_stages
+from resdyn.core.synthetic_geometry import (NR_ANGLES, PSEUDO_DOSES, PSEUDO_GRID, PSEUDO_PAD,
+                                            SYNTHETIC_SCHUR_ORDER, _schur_2x2, add_geometry_stages)
 
 L, D = 3, 33  # k = 8: a 16×16 block, eight 2×2 blocks and a 1×1 block
 
@@ -25,19 +26,21 @@ def jac(run):
     return run.read_array("jacobians", mmap=False).astype(np.float64)
 
 
-def _dosed(q, t, c, shift=0.0):
-    return shift * np.eye(D) + q @ spectral.dosed_schur_factor(t.astype(np.complex128), c) @ q.conj().T
+def _dosed(q, t, c):
+    return q @ spectral.dosed_schur_factor(t.astype(np.complex128), c) @ q.conj().T
 
 
 def test_schur_factors_are_a_schur_form_of_every_layer(run, jac):
-    for qn, tn, shift in (("schur_Q", "schur_T", 0.0), ("schur_R_Q", "schur_R_T", 1.0)):
-        q, t = run.read_array(qn).astype(np.complex128), run.read_array(tn).astype(np.complex128)
-        for l in range(L):
-            np.testing.assert_allclose(q[l].conj().T @ q[l], np.eye(D), atol=1e-5)
-            assert not np.any(np.tril(t[l], -1))
-            np.testing.assert_allclose(_dosed(q[l], t[l], 1.0, shift), jac[l], atol=2e-5 * np.abs(jac[l]).max())
+    q, t = run.read_array("schur_Q").astype(np.complex128), run.read_array("schur_T").astype(np.complex128)
+    for l in range(L):
+        np.testing.assert_allclose(q[l].conj().T @ q[l], np.eye(D), atol=1e-5)
+        assert not np.any(np.tril(t[l], -1))
+        np.testing.assert_allclose(_dosed(q[l], t[l], 1.0), jac[l], atol=2e-5 * np.abs(jac[l]).max())
     m = run.manifest()
     assert {"schur", "pseudospectra"} <= set(m["stages_done"]) and m["status"] == "complete"
+    # Block by block, not the canonical order, and the manifest says so.
+    assert m["schur_order"] == SYNTHETIC_SCHUR_ORDER != spectral.SCHUR_ORDER
+    assert not run.has_array("schur_R_Q") and not run.has_array("schur_R_T")
     from resdyn.compute import geometry
 
     for stage in geometry.STAGES[1:]:
@@ -45,26 +48,51 @@ def test_schur_factors_are_a_schur_form_of_every_layer(run, jac):
             assert (run.path / out).is_file(), out
 
 
+def _stats(mats):
+    p = np.eye(D, dtype=np.complex128)
+    for m in mats:
+        p = m @ p
+    return spectral.product_stats(p)
+
+
 def test_dose_rows_equal_dense_products_of_the_stored_factors(run, jac):
     q, t = run.read_array("schur_Q").astype(np.complex128), run.read_array("schur_T").astype(np.complex128)
     df = run.read_table("schur_dose")
-    assert set(df["construction"]) == {"dose"} and sorted(df["mode"].unique()) == ["J", "R"]
+    assert list(df.columns) == ["mode", "construction", "draw", "c", "beta", "erank", "log10_fro", "henrici"]
+    assert set(df["construction"]) == {"dose", "order_draw", "skip"} and set(df["mode"]) == {"J"}
+    assert (df.loc[df["construction"] != "skip", "beta"] == 1.0).all()
     for c in (0.0, 0.5, 1.0, 2.0):
-        p = np.eye(D, dtype=np.complex128)
-        for l in range(L):
-            p = _dosed(q[l], t[l], c) @ p
-        want = spectral.product_stats(p)
-        for mode in ("J", "R"):
-            row = df[(df["mode"] == mode) & (df["c"] == c)].iloc[0]
+        for cons, beta in (("dose", 1.0), ("skip", 0.0), ("skip", 0.5), ("skip", 1.0)):
+            want = _stats([_dosed(q[l], t[l], c) + (beta - 1.0) * np.eye(D) for l in range(L)])
+            row = df[(df["construction"] == cons) & (df["beta"] == beta) & (df["c"] == c)].iloc[0]
             assert row["erank"] == pytest.approx(want.erank, rel=1e-4)
             assert row["log10_fro"] == pytest.approx(want.log10_fro, abs=1e-5)
             assert row["henrici"] == pytest.approx(want.henrici, abs=1e-4)
-    # At c = 1 the product is the model's own linearised stack.
+    # At c = 1 the product is the model's own linearised stack, in every eigenvalue order.
     p = np.eye(D)
     for l in range(L):
         p = jac[l] @ p
-    one = df[(df["mode"] == "J") & (df["c"] == 1.0)].iloc[0]
-    assert one["log10_fro"] == pytest.approx(np.log10(np.linalg.norm(p)), abs=1e-4)
+    one = df[df["c"] == 1.0]
+    np.testing.assert_allclose(one[one["beta"] == 1.0]["log10_fro"], np.log10(np.linalg.norm(p)), atol=1e-4)
+
+
+def test_order_draws_are_block_orders_that_move_the_dose_below_one(run):
+    """The draws permute eigenvalues within blocks: c = 1 is unchanged, c = 0 is not, and the
+    2×2 Schur forms with the pair swapped are still Schur forms of the same blocks."""
+    df = run.read_table("schur_dose")
+    draws = df[df["construction"] == "order_draw"]
+    assert sorted(draws["draw"].unique()) == list(range(spectral.N_DRAWS))
+    band = dose.order_band(df).set_index("c")
+    assert band.loc[1.0, "hi"] - band.loc[1.0, "lo"] < 1e-9 * band.loc[1.0, "dose"]
+    assert band.loc[0.0, "hi"] - band.loc[0.0, "lo"] > 1e-3 * band.loc[0.0, "dose"]
+    b = np.array([[[0.9, 0.4], [-0.3, 1.1]], [[0.2, 1.0], [-1.0, 0.2]]])
+    for swap in (np.array([False, False]), np.array([True, True])):
+        u, s = _schur_2x2(b, swap)
+        np.testing.assert_allclose(np.einsum("mij,mjk,mlk->mil", u, s, u.conj()), b, atol=1e-12)
+        np.testing.assert_allclose(s[:, 1, 0], 0)
+    u0, s0 = _schur_2x2(b)
+    u1, s1 = _schur_2x2(b, np.array([True, True]))
+    np.testing.assert_allclose(s1[:, 0, 0], s0[:, 1, 1], atol=1e-12)  # the pair in the other order
 
 
 def test_layer_sigma_numerical_range_and_pseudospectra_match_dense(run):

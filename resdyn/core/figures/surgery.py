@@ -1,7 +1,8 @@
 """Figures of the Schur dose surgery (METHODS §6) and of one layer's J_l(c) (METHODS §11).
 
-Inputs: the ``schur_dose`` table (mode, construction ∈ {dose, control_a, control_b}, draw, c,
-erank, log10_fro, henrici), live readouts at the slider's c, per-layer singular values and
+Inputs: the ``schur_dose`` table (mode, construction ∈ {dose, control_a, control_b, order_draw,
+skip}, draw, c, beta, erank, log10_fro, henrici; older runs lack beta, order_draw and skip and
+carry mode-R rows, which are not drawn), live readouts at the sliders' (c, β), per-layer singular values and
 eigenvalues (arrays), and the ``pseudospectra`` (layer, c, x, y, log10_sigma_min) and
 ``numerical_range`` (layer, c, idx, x, y) rows of one layer. Pure functions, ``go.Figure`` out.
 """
@@ -25,7 +26,6 @@ METRICS = {
 CONSTRUCTION_NAMES = {"dose": "dose Q(Λ+cN)Q*", "control_a": "control A (random M, ‖M‖ = c‖N‖)",
                       "control_b": "control B (Haar-random basis)"}
 CONSTRUCTION_DASH = {"control_a": "dash", "control_b": "dot"}
-MODE_DASH = {"J": "solid", "R": "dashdot"}
 
 
 def _rgba(hex_color: str, alpha: float) -> str:
@@ -41,20 +41,30 @@ def _band(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     return out.sort_values("c")
 
 
+def _beta(df: pd.DataFrame) -> np.ndarray:
+    """The rows' skip weight β (1 for tables written before the skip dose)."""
+    return df["beta"].to_numpy(np.float64) if "beta" in df else np.ones(len(df))
+
+
 def dose_curves(tables: Mapping[str, pd.DataFrame], *, c: float | None = None,
-                readouts: Mapping[str, Mapping[str, float]] | None = None,
-                modes: Sequence[str] = ("J", "R"), controls: bool = True,
+                readouts: Mapping[str, Mapping[str, float]] | None = None, controls: bool = True,
+                band: bool = True, skip_betas: Sequence[float] = (),
                 metrics: Sequence[str] = ("erank", "log10_fro", "henrici"),
                 presentation: bool = False) -> go.Figure:
-    """One panel per metric against the dose c: the trained dose (solid, mode J), mode R
-    (dash-dot), and controls A/B (mode J) as mean ± std bands over their draws.
+    """One panel per metric against the dose c: the dose in the canonical eigenvalue order (solid),
+    the ordering band (min–max over the random-order draws) around it, controls A/B as mean ± std
+    bands over their draws, and the skip dose βI + R(c) at the stored β in ``skip_betas``.
+
+    Only mode J is drawn: mode R (older runs) is the same computation in another eigenvalue order.
 
     Args:
         tables: run_id -> ``schur_dose`` table; colour = run.
         c: the slider's dose (a vertical line).
         readouts: run_id -> {"erank": ..., "log10_fro": ..., "henrici": ..., "path": "live" |
-            "interpolated"} at ``c``, drawn as a diamond (live) or an open diamond (interpolated).
-        modes: which modes' dose curves to draw. controls: draw the control bands.
+            "interpolated", "beta": β} at ``c``, drawn as a diamond (live) or an open diamond
+            (interpolated).
+        controls: draw the control bands. band: draw the ordering band (where the table has it).
+        skip_betas: β values (≠ 1) whose stored skip-dose curves are drawn (long dashes).
     """
     if not tables:
         return empty_figure("no run has the 'schur' stage", presentation)
@@ -64,11 +74,12 @@ def dose_curves(tables: Mapping[str, pd.DataFrame], *, c: float | None = None,
     lw, ms = line_width(presentation), marker_size(presentation)
     for ri, (run_id, df) in enumerate(tables.items()):
         color = PALETTE[ri % len(PALETTE)]
+        df = df[df["mode"] == "J"]
         for mi, metric in enumerate(metrics, start=1):
             show = mi == 1
             if controls:
                 for cons in ("control_a", "control_b"):
-                    rows = df[(df["mode"] == "J") & (df["construction"] == cons)]
+                    rows = df[df["construction"] == cons]
                     if rows.empty:
                         continue
                     # numpy arrays: plotly 7 converts each pandas Series through narwhals (~0.6 ms each).
@@ -87,16 +98,35 @@ def dose_curves(tables: Mapping[str, pd.DataFrame], *, c: float | None = None,
                         hovertemplate="c = %{x}<br>%{y:.3g} ± %{customdata:.2g} (std over draws)<extra>"
                                       + f"{run_id} {cons}</extra>",
                     ), row=1, col=mi)
-            for mode in modes:
-                rows = df[(df["mode"] == mode) & (df["construction"] == "dose")].sort_values("c")
-                if rows.empty:
+            draws = df[df["construction"] == "order_draw"]
+            if band and not draws.empty:
+                g = draws.groupby("c")[metric]
+                lo, hi = g.min().sort_index(), g.max().sort_index()
+                cs = lo.index.to_numpy(np.float64)
+                fig.add_trace(go.Scatter(
+                    x=np.concatenate([cs, cs[::-1]]), y=np.concatenate([hi.to_numpy(float), lo.to_numpy(float)[::-1]]),
+                    mode="lines", fill="toself", fillcolor=_rgba(color, 0.35), line={"width": 0},
+                    name=f"{run_id}: ordering band ({draws['draw'].nunique()} random eigenvalue orders, min–max)",
+                    legendgroup=f"{run_id}-order", showlegend=show, hoverinfo="skip"), row=1, col=mi)
+            rows = df[df["construction"] == "dose"].sort_values("c")
+            if not rows.empty:
+                fig.add_trace(go.Scatter(
+                    x=rows["c"].to_numpy(np.float64), y=rows[metric].to_numpy(np.float64), mode="lines+markers",
+                    name=f"{run_id}: dose", legendgroup=f"{run_id}-dose", showlegend=show,
+                    line={"color": color, "width": lw}, marker={"size": ms},
+                    hovertemplate="c = %{x}<br>%{y:.4g}<extra>" + f"{run_id} dose</extra>",
+                ), row=1, col=mi)
+            skip = df[df["construction"] == "skip"]
+            for beta in skip_betas:
+                rows = skip[np.isclose(_beta(skip), beta)].sort_values("c")
+                if rows.empty or beta == 1.0:
                     continue
                 fig.add_trace(go.Scatter(
                     x=rows["c"].to_numpy(np.float64), y=rows[metric].to_numpy(np.float64), mode="lines+markers",
-                    name=f"{run_id}: dose, mode {mode}", legendgroup=f"{run_id}-dose-{mode}", showlegend=show,
-                    line={"color": color, "width": lw if mode == "J" else lw * 0.75, "dash": MODE_DASH[mode]},
-                    marker={"size": ms if mode == "J" else ms * 0.6},
-                    hovertemplate="c = %{x}<br>%{y:.4g}<extra>" + f"{run_id} mode {mode}</extra>",
+                    name=f"{run_id}: skip dose βI + R(c), β = {beta:g}", legendgroup=f"{run_id}-skip-{beta:g}",
+                    showlegend=show, line={"color": color, "width": lw * 0.75, "dash": "longdash"},
+                    marker={"size": ms * 0.6, "symbol": "square"},
+                    hovertemplate="c = %{x}<br>%{y:.4g}<extra>" + f"{run_id} β = {beta:g}</extra>",
                 ), row=1, col=mi)
             ro = readouts.get(run_id)
             if ro is not None and c is not None and np.isfinite(ro.get(metric, np.nan)):
@@ -105,7 +135,7 @@ def dose_curves(tables: Mapping[str, pd.DataFrame], *, c: float | None = None,
                     x=[c], y=[ro[metric]], mode="markers", showlegend=False,
                     marker={"symbol": "diamond" if live else "diamond-open", "size": ms * 2.6, "color": color,
                             "line": {"width": 1.5, "color": "#000"}},
-                    hovertemplate=(f"c = {c:.2f}<br>" + "%{y:.4g}<extra>"
+                    hovertemplate=(f"c = {c:.2f}, β = {ro.get('beta', 1.0):.2f}<br>" + "%{y:.4g}<extra>"
                                    + f"{run_id} ({ro.get('path', 'live')})</extra>"),
                 ), row=1, col=mi)
     axes, lines = {}, []
@@ -141,10 +171,13 @@ def layer_singular_values(sigma: np.ndarray, *, c: float, layer: int, reference:
 
 def layer_complex_plane(eigenvalues: np.ndarray, *, layer: int, pseudo: pd.DataFrame | None = None,
                         numrange: pd.DataFrame | None = None, c_shown: float | None = None,
-                        levels: tuple[float, float, float] = (-3.0, -0.5, 0.5),
+                        levels: tuple[float, float, float] = (-3.0, -0.5, 0.5), shift: float = 0.0,
                         presentation: bool = False) -> go.Figure:
     """Eigenvalues of J_l(c) (fixed by construction), ε-pseudospectrum boundaries and the
     numerical range of J_l(c) at the stored dose ``c_shown``.
+
+    ``shift`` = β − 1 moves everything to J_l(c, β) = (β − 1)I + J_l(c): eigenvalues, pseudospectra
+    and the numerical range of A + sI are those of A translated by s, exactly.
 
     Args:
         eigenvalues: (d,) complex.
@@ -152,15 +185,16 @@ def layer_complex_plane(eigenvalues: np.ndarray, *, layer: int, pseudo: pd.DataF
         numrange: rows (idx, x, y) of one layer and dose: the boundary of W(J_l(c)).
         levels: (start, end, step) of the contour levels in log10 ε.
     """
-    lam = np.asarray(eigenvalues)
+    lam = np.asarray(eigenvalues) + shift
     lw, ms = line_width(presentation), marker_size(presentation)
     fig = go.Figure()
-    cs = f" (c = {c_shown:g})" if c_shown is not None else ""
+    parts = ([f"c = {c_shown:g}"] if c_shown is not None else []) + ([f"β = {1.0 + shift:.2f}"] if shift else [])
+    cs = f" ({', '.join(parts)})" if parts else ""
     if pseudo is not None and not pseudo.empty:
         grid = pseudo.pivot_table(index="y", columns="x", values="log10_sigma_min")
         start, end, step = levels
         fig.add_trace(go.Contour(
-            x=grid.columns.to_numpy(float), y=grid.index.to_numpy(float), z=grid.to_numpy(float),
+            x=grid.columns.to_numpy(float) + shift, y=grid.index.to_numpy(float), z=grid.to_numpy(float),
             contours={"start": start, "end": end, "size": step, "coloring": "lines", "showlabels": True,
                       "labelfont": {"size": 10}},
             colorscale="Viridis", line={"width": lw * 0.6}, name=f"ε-pseudospectra{cs}",
@@ -169,7 +203,7 @@ def layer_complex_plane(eigenvalues: np.ndarray, *, layer: int, pseudo: pd.DataF
         ))
     if numrange is not None and not numrange.empty:
         nr = numrange.sort_values("idx")
-        x = np.append(nr["x"].to_numpy(float), nr["x"].iloc[0])
+        x = np.append(nr["x"].to_numpy(float), nr["x"].iloc[0]) + shift
         y = np.append(nr["y"].to_numpy(float), nr["y"].iloc[0])
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"numerical range W{cs}",
                                  line={"color": PALETTE[1], "width": lw}, hoverinfo="skip"))
