@@ -5,18 +5,19 @@ import pandas as pd
 import streamlit as st
 
 from resdyn import ui
-from resdyn.core import claims, headlines
+from resdyn.core import claims, headlines, samples
 from resdyn.core.store import open_run
 
 # The tables the claims read: the cache key changes when any of them is rewritten.
-TABLES = ("layers", "eigenvalues", "cumulative", "schur_dose", "coupling", "mesoscale", "summary")
+TABLES = ("layers", "eigenvalues", "cumulative", "schur_dose", "coupling", "mesoscale", "summary", "snapshots")
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _claims(root: str, run_id: str, twin_id: str | None, stamps: tuple) -> pd.DataFrame:
+def _claims(root: str, run_id: str, twin_id: str | None, stamps: tuple) -> tuple[pd.DataFrame, list[int]]:
+    """The claims table and the run's degenerate snapshots."""
     run = headlines.RunTables.from_store(open_run(root, run_id), eigenvalues=True)
     twin = headlines.RunTables.from_store(open_run(root, twin_id), eigenvalues=True) if twin_id else None
-    return claims.evaluate(run, twin)
+    return claims.evaluate(run, twin), run.degenerate_snapshots()
 
 
 store, m, _ = ui.run_page("Claims of the papers, checked on this run", layer=False)
@@ -41,7 +42,11 @@ else:
             "in the runs directory, so the trained-versus-init claims are not computed. Compute one with "
             f"`python -m resdyn.compute run --model {m.get('model')} --init random`.")
 
-table = _claims(str(root), store.run_id, twin_id, stamps).copy()
+table, degenerate = _claims(str(root), store.run_id, twin_id, stamps)
+table = table.copy()
+st.caption(f"Degenerate sample (METHODS §1): a snapshot whose {samples.DEGENERATE_RULE}. "
+           + (f"In this run: snapshot(s) {', '.join(map(str, degenerate))}; layer l reads snapshot 2l."
+              if degenerate else "This run has none."))
 table.insert(0, "n", range(1, len(table) + 1))
 table["verdict"] = [f"{claims.ICONS[v]} {v}" for v in table["verdict"]]
 st.dataframe(

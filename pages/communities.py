@@ -1,10 +1,12 @@
 """Communities: activation-correlation matrices, signed Leiden partitions and their drift (METHODS §7)."""
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from resdyn import ui
 from resdyn.core.correlation import block_correlation, correlation_block, standardize, standardize_units
+from resdyn.core import samples
 from resdyn.core.store import RunStore
 from resdyn.core.figures import topology as fig
 
@@ -38,11 +40,45 @@ units = ui.load_table(store, "units", "snapshot = ? AND method = ?", (snapshot, 
 units = units.sort_values("unit")
 labels = units["community"].to_numpy()
 sizes = np.bincount(labels)
-c = st.columns(4)
+n, d = int(m.get("n_samples") or 0), int(m["d_model"])
+snaps, source = ui.load_snapshots(store)
+srow = None if snaps is None else snaps[snaps["snapshot"] == snapshot]
+c = st.columns(6)
 c[0].metric("communities", f"{len(sizes)}")
 c[1].metric("with ≥ 2 units", f"{int((sizes >= 2).sum())}")
 c[2].metric("largest", f"{int(sizes.max())} units")
 c[3].metric("median participation", f"{np.nanmedian(units['participation']):.3f}")
+if srow is not None and len(srow):
+    srow = srow.iloc[0]
+    c[4].metric("sample rank", f"{int(srow['rank'])}",
+                help=f"numerical rank of the centred N × d states: at most N − 1 = {n - 1} (d = {d}); the "
+                     "correlation matrix has this rank too")
+    c[5].metric("participation ratio", f"{float(srow['participation_ratio']):.2g}",
+                help="(Σλ)²/Σλ² of the sample covariance: how many equally strong directions the states span")
+null = ui.load_table(store, "community_null", "snapshot = ? AND method = ?", (snapshot, method))
+if null is not None and len(null):
+    r = null.iloc[0]
+    q = (f"; CPM quality {r['quality']:.3f} against {r['null_quality']:.3f}"
+         if np.isfinite(r["quality"]) and np.isfinite(r["null_quality"]) else "")
+    st.markdown(f"This snapshot: **{int(r['n_communities'])}** communities ({int(r['n_multi'])} with ≥ 2 units); "
+                f"a Gaussian null with the same covariance spectrum and random axes: **{int(r['null_n_communities'])}** "
+                f"({int(r['null_n_multi'])} with ≥ 2 units){q}.",
+                help="N Gaussian samples spanning a cloud of this snapshot's shape but unrelated to the units, put "
+                     "through the same graph and method: what a structureless cloud of this dimensionality gives")
+else:
+    st.caption("No Gaussian-null community count for this run (it predates it): `--redo communities` adds "
+               "`community_null.parquet`.")
+if srow is not None and len(srow) and n:
+    bad = bool(samples.is_degenerate(pd.DataFrame([srow]), n).iloc[0])
+    if bad:
+        st.warning(f"Degenerate sample at this snapshot: {samples.describe_snapshot(srow, n, d)} "
+                   f"({samples.DEGENERATE_RULE}). Its communities partition the units of a cloud of a few "
+                   "dimensions; compare them with the Gaussian null above. `--position random` analyses a "
+                   "seeded token per passage instead of the last.", icon="⚠️")
+    elif n - 1 < d:
+        st.caption(f"{samples.describe_snapshot(srow, n, d)}: N samples bound the correlation matrix's rank by "
+                   f"N − 1 = {n - 1} < d = {d}." + (" (Computed from activations.npy: this run predates "
+                                                    "snapshots.parquet.)" if source == "computed" else ""))
 
 
 def _snapshot_array(path: str, snap: int, final: bool) -> np.ndarray:

@@ -4,6 +4,7 @@ import streamlit as st
 
 from resdyn import ui
 from resdyn.config import resolve_k
+from resdyn.core import samples
 from resdyn.core.figures import operator
 
 store, m, layer = ui.run_page("Operator type across depth")
@@ -27,6 +28,16 @@ st.info(
     "that share of complex eigenvalues (METHODS §3).",
     icon=":material/info:",
 )
+snaps, _ = ui.load_snapshots(store)
+n = int(m.get("n_samples") or 0)
+bad = samples.degenerate_layers(snaps, n, n_layers)
+if bad:
+    rows = snaps.set_index("snapshot")
+    shown = "; ".join(f"J̄_{l}: snapshot {2 * l}, {samples.describe_snapshot(rows.loc[2 * l], n, d)}"
+                      for l in bad[:4]) + (f"; and {len(bad) - 4} more" if len(bad) > 4 else "")
+    st.caption(f"⚠️ Layer(s) {', '.join(map(str, bad))} average their Jacobian over a degenerate sample "
+               f"({samples.DEGENERATE_RULE}): {shown}. Their values describe a few tokens, not N samples "
+               "(METHODS §1); `--position random` analyses a seeded token per passage instead of the last.")
 lay = ui.load_layers(store)
 sel = lay[lay["layer"] == layer].set_index("operator")
 if {"J", "R"} <= set(sel.index):

@@ -11,7 +11,7 @@ from resdyn.core.store import open_run
 
 # Which stage computes which headline, for the "—" of a run that lacks it.
 NO_VALUE = "—"
-CARD_TABLES = ("layers", "cumulative", "coupling", "summary")
+CARD_TABLES = ("layers", "cumulative", "coupling", "summary", "snapshots", "passages")
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
@@ -22,7 +22,7 @@ def _headline(root: str, run_id: str, twin_id: str | None, stamps: tuple) -> lis
 
 
 def headline_card(store) -> None:
-    """A bordered card with the run's four headline numbers ("—" and the stage when missing), each
+    """A bordered card with the run's headline numbers ("—" and the stage when missing), each
     with the random-init twin's value and the null baseline underneath; or one line saying what is
     damaged and how to repair it."""
     found = ui.problems(store)
@@ -55,8 +55,8 @@ def headline_card(store) -> None:
                     bits.append(f"null {h.null}")
                 if bits:
                     st.caption(" · ".join(bits), help=h.null_help or None)
-            if h.value is None:
-                missing.append(f"{h.label} ← `{h.stage}`")
+            if h.value is None and h.stage not in (m.get("stages_done") or ()):
+                missing.append(f"{h.label} ← `{h.stage}`")  # (done by an older resdyn: its help says so)
         if twin_id:
             st.caption(f"Init twin: `{twin_id}` (same model and shape, random weights).")
         elif m.get("init") != "random":

@@ -16,6 +16,8 @@ from resdyn.errors import ResdynError
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
 DEFAULT_RUNS_DIR = Path("data/runs")
+# Settings added after runs were first written: what a manifest without the key meant.
+LEGACY_DEFAULTS = {"position": "last"}
 
 
 def _opt(default, help: str, *, choices=None, manifest: bool = True, flag: bool = True, type=None):
@@ -55,6 +57,9 @@ class RunConfig:
     mode: str = _opt("isolated", "Jacobian mode: 'isolated' (one-token block, the paper's) or "
                      "'in-context' (last token, rest of the sequence held fixed)",
                      choices=("isolated", "in-context"))
+    position: str = _opt("last", "which token of each passage is analysed: 'last' (the paper's) or 'random' (a "
+                         "seeded position with at least 16 tokens before it; passages of 16 tokens or fewer use "
+                         "the last); chosen positions are stored in passages.parquet", choices=("last", "random"))
     dtype: str = _opt("float32", "compute precision of activations and Jacobians",
                       choices=("float32", "float64"))
     device: str = _opt("auto", "torch device: auto (cuda when present), cpu, cuda, cuda:1, ...",
@@ -97,6 +102,8 @@ class RunConfig:
             rid = base + ("-random" if self.init == "random" else "")
             if self.mode != "isolated":
                 rid += f"-{self.mode}"
+            if self.position != "last":
+                rid += f"-{self.position}-position"
             object.__setattr__(self, "run_id", rid)
         validate_run_id(self.run_id)
         if self.samples < 1:

@@ -37,9 +37,10 @@ class StageSpec:
 SUMMARY = ("summary.parquet",)
 
 STAGES: tuple[StageSpec, ...] = (
-    StageSpec("activations", (), ("activations.npy", "final_state.npy", "passages.parquet"),
-              "last-token residual states at every sub-layer boundary",
-              "resdyn.compute.activations:run", needs_model=True),
+    StageSpec("activations", (), ("activations.npy", "final_state.npy", "passages.parquet", "snapshots.parquet"),
+              "residual states of each passage's last (or --position random) token at every sub-layer "
+              "boundary, and how many distinct states, rank and participation ratio each snapshot has",
+              "resdyn.compute.activations:run", needs_model=True, shared=SUMMARY),
     StageSpec("jacobians", ("activations",), ("jacobians.npy", "samples.parquet"),
               "exact per-sample block Jacobians, their statistics and the float64 mean",
               "resdyn.compute.jacobians:run", needs_model=True),
@@ -61,8 +62,10 @@ STAGES: tuple[StageSpec, ...] = (
               "growth (METHODS §11)",
               "resdyn.compute.geometry:compute_pseudospectra", shared=SUMMARY),
     StageSpec("communities", ("activations", "jacobians"),
-              ("units.parquet", "communities.parquet", "nmi.parquet", "graph_edges.parquet"),
-              "top-k correlation graphs and signed Leiden communities of every snapshot (METHODS §7)",
+              ("units.parquet", "communities.parquet", "nmi.parquet", "graph_edges.parquet",
+               "community_null.parquet"),
+              "top-k correlation graphs and signed Leiden communities of every snapshot, and a Gaussian "
+              "null with the same covariance spectrum (METHODS §7)",
               "resdyn.compute.topology:compute_communities",
               optional=("corr_blocks.npy", "corr_blocks.parquet")),
     StageSpec("topology_coupling", ("communities", "spectra"), ("mesoscale.parquet", "coupling.parquet"),

@@ -375,6 +375,21 @@ def load_table(store: RunStore, name: str, where: str = "", params: tuple = ()) 
                    (name, where, list(params)) if params else (name, where))
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def _snapshot_table(path: str, stamp: tuple) -> tuple[pd.DataFrame | None, str]:
+    from resdyn.core import samples
+
+    return samples.run_snapshot_table(RunStore(path))
+
+
+def load_snapshots(store: RunStore) -> tuple[pd.DataFrame | None, str]:
+    """(snapshot table, "stored" | "computed" | why not) of a run: snapshots.parquet, or computed
+    from activations.npy for runs from before the table (``resdyn.core.samples``), cached."""
+    acts = store.array_path("activations")
+    stamp = (_stamp(store, "snapshots"), acts.stat().st_mtime_ns if acts.is_file() else 0)
+    return _snapshot_table(str(store.path), stamp)
+
+
 PLOTLY_CONFIG = {
     "displaylogo": False,
     # Plotly's camera button saves SVG: vector output for slides and papers, at the figure's own

@@ -1,8 +1,14 @@
-"""Stage "activations": the last token's residual state at every sub-layer boundary (METHODS §1).
+"""Stage "activations": one token's residual state at every sub-layer boundary (METHODS §1).
+
+The token is each passage's last (``--position last``, the paper's) or a seeded random position
+with at least 16 tokens before it (``--position random``; ``resdyn.core.samples.choose_positions``).
 
 Writes ``activations.npy`` (N, 2L, d) float32 (snapshot 2l = pre-attention, 2l+1 = pre-MLP of
-block l), ``final_state.npy`` (N, d) float32 (after the last block, before the final norm) and
-``passages.parquet`` (sample, n_tokens, text).
+block l), ``final_state.npy`` (N, d) float32 (after the last block, before the final norm),
+``passages.parquet`` (sample, n_tokens, position, token, token_text, text: position is the
+0-based index of the analysed token, token its id), ``snapshots.parquet`` (snapshot, n_distinct,
+rank, participation_ratio; snapshot 2L is the final state) and the ``samples.*`` rows of
+``summary.parquet`` (``resdyn.core.samples``).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import torch
 
 from resdyn.compute.blocks import traced_forward
 from resdyn.compute.stages import stages_in
+from resdyn.core import samples
 from resdyn.errors import ResdynError
 
 BATCH = 16
@@ -36,8 +43,10 @@ def pad_batch(seqs: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torc
     return ids, mask
 
 
-def extract(bundle, seqs: list[torch.Tensor], progress=None) -> tuple[np.ndarray, np.ndarray]:
-    """Last-token snapshots (N, 2L, d) and final states (N, d), float32."""
+def extract(bundle, seqs: list[torch.Tensor], progress=None,
+            positions: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Snapshots (N, 2L, d) and final states (N, d), float32, at token ``positions[i]`` of passage i
+    (default: its last token)."""
     L, d = bundle.n_layers, bundle.d_model
     acts = np.zeros((len(seqs), 2 * L, d), dtype=np.float32)
     final = np.zeros((len(seqs), d), dtype=np.float32)
@@ -48,7 +57,11 @@ def extract(bundle, seqs: list[torch.Tensor], progress=None) -> tuple[np.ndarray
         chunk = seqs[start:start + BATCH]
         ids, mask = pad_batch(chunk, pad)
         trace = traced_forward(bundle, ids, mask.to(bundle.device))
-        last = (mask.sum(1) - 1).to(bundle.device)
+        if positions is None:
+            last = (mask.sum(1) - 1).to(bundle.device)
+        else:
+            last = torch.as_tensor(np.asarray(positions[start:start + len(chunk)]), dtype=torch.long,
+                                   device=bundle.device)
         rows = torch.arange(len(chunk), device=bundle.device)
         for l in range(L):
             acts[start:start + len(chunk), 2 * l] = trace.inputs[l][rows, last].float().cpu().numpy()
@@ -57,22 +70,43 @@ def extract(bundle, seqs: list[torch.Tensor], progress=None) -> tuple[np.ndarray
     return acts, final
 
 
+def token_texts(tokenizer, ids: np.ndarray) -> list[str]:
+    """The tokenizer's own spelling of each id (e.g. 'Ġthe', '.'); '' where it has none."""
+    convert = getattr(tokenizer, "convert_ids_to_tokens", None)
+    if convert is None:
+        return [""] * len(ids)
+    return ["" if t is None else str(t) for t in convert([int(i) for i in ids])]
+
+
 def run(ctx) -> None:
     bundle = ctx.model()
     texts = ctx.texts()
     seqs = tokenize(bundle, texts)
     if any(len(s) == 0 for s in seqs):
         raise ResdynError("a corpus passage tokenized to zero tokens; remove empty lines from the corpus")
-    acts, final = extract(bundle, seqs, ctx.progress)
+    n_tokens = np.array([len(s) for s in seqs], dtype=np.int64)
+    positions = samples.choose_positions(n_tokens, ctx.cfg.position, ctx.cfg.seed)
+    acts, final = extract(bundle, seqs, ctx.progress, positions)
     if not (np.isfinite(acts).all() and np.isfinite(final).all()):
         raise ResdynError("activations contain NaN or Inf (an fp16 model?); rerun with --dtype float32 or float64")
-    ctx.store.write_array("activations", acts)
-    ctx.store.write_array("final_state", final)
-    ctx.store.write_table("passages", pd.DataFrame({
+    tokens = np.array([int(s[p]) for s, p in zip(seqs, positions)], dtype=np.int64)
+    store = ctx.store
+    store.write_array("activations", acts)
+    store.write_array("final_state", final)
+    store.write_table("passages", pd.DataFrame({
         "sample": np.arange(len(texts), dtype=np.int32),
-        "n_tokens": np.array([len(s) for s in seqs], dtype=np.int32),
+        "n_tokens": n_tokens.astype(np.int32),
+        "position": positions.astype(np.int32),
+        "token": tokens,
+        "token_text": token_texts(bundle.tokenizer, tokens),
         "text": texts,
     }))
+    table = samples.snapshot_table(acts, final)
+    store.write_table("snapshots", table)
+    values = samples.summary_values(table, len(texts), tokens)
+    if ctx.cfg.position == "random":
+        values["samples.short_passages"] = float(samples.short_passages(n_tokens))
+    store.update_summary(values)
 
 
 STAGE, = stages_in(__name__)  # the record lives in resdyn/stages.py

@@ -106,13 +106,16 @@ def isolated_jacobians(adapter, call, h: torch.Tensor, row_chunk: int | None = N
     return batched_jacobian(isolated_fn(call), h, row_chunk)
 
 
-def layer_jacobians_in_context(bundle, layer: int, seqs: list[torch.Tensor], row_chunk=None):
-    """Yield (i, J (1, d, d)): the last token's J_{t,t} with the rest of sample i held fixed."""
+def layer_jacobians_in_context(bundle, layer: int, seqs: list[torch.Tensor], row_chunk=None,
+                               positions: list[int] | None = None):
+    """Yield (i, J (1, d, d)): J_{t,t} at token t = ``positions[i]`` (default: the last token) with
+    the rest of sample i held fixed."""
     for i, ids in enumerate(seqs):
+        t = -1 if positions is None else int(positions[i])
         trace = traced_forward(bundle, ids[None])
         ctx_states = trace.inputs[layer].to(bundle.dtype)
-        fn = in_context_fn(trace.calls[layer], ctx_states)
-        x = ctx_states[0, -1]
+        fn = in_context_fn(trace.calls[layer], ctx_states, t_in=t, t_out=t)
+        x = ctx_states[0, t]
         with torch.enable_grad():
             yield i, jacrev(fn, chunk_size=row_chunk)(x)[None]
 
@@ -150,10 +153,20 @@ def pending_layers(ctx) -> list[int]:
 
 
 def layer_inputs(ctx, layer: int) -> dict:
-    """What computing one layer needs besides the model: its input states (isolated) or the passages."""
+    """What computing one layer needs besides the model: its input states (isolated; taken at the
+    chosen position by the activations stage) or the passages and the chosen positions (in-context)."""
     if ctx.cfg.mode == "isolated":
         return {"states": np.array(ctx.store.read_array("activations")[:, 2 * layer])}
-    return {"texts": list(ctx.texts())}
+    return {"texts": list(ctx.texts()), "positions": stored_positions(ctx.store)}
+
+
+def stored_positions(store) -> list[int] | None:
+    """The analysed token of each passage (passages.parquet's ``position``, written by the
+    activations stage), or None for runs from before it was stored (they used the last token)."""
+    if not store.has_table("passages"):
+        return None
+    p = store.read_table("passages")
+    return [int(x) for x in p["position"]] if "position" in p.columns else None
 
 
 def prepare_worker(bundle, cfg):
@@ -178,7 +191,7 @@ def compute_layer(state, cfg, layer: int, inputs: dict, bar=None) -> tuple[np.nd
 
         seqs = tokenize(bundle, inputs["texts"])
         n = len(seqs)
-        batches = layer_jacobians_in_context(bundle, layer, seqs, auto_row_chunk(bundle, 1))
+        batches = layer_jacobians_in_context(bundle, layer, seqs, auto_row_chunk(bundle, 1), inputs.get("positions"))
     total = torch.zeros((d, d), dtype=torch.float64, device=bundle.device)
     stats = np.zeros((n, len(STAT_COLUMNS)), dtype=np.float64)
     for start, jac in batches:

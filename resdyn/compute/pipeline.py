@@ -17,7 +17,7 @@ from resdyn import stages as registry
 from resdyn.compute import executors
 from resdyn.compute.context import RunContext
 from resdyn.compute.stages import Stage, all_stages
-from resdyn.config import RunConfig, resolve_cumulative_rank
+from resdyn.config import LEGACY_DEFAULTS, RunConfig, resolve_cumulative_rank
 from resdyn.core.store import MANIFEST, SCHEMA_VERSION, CorruptFileError, RunStore
 from resdyn.errors import ResdynError
 
@@ -42,6 +42,9 @@ def _versions() -> dict:
 
 
 def _check_same_settings(old: dict, cfg: RunConfig) -> None:
+    """Refuse to resume a run with other settings; a key an older manifest lacks counts as its
+    ``LEGACY_DEFAULTS`` value (``position``: "last"), or as unknown when it has none."""
+    old = {**LEGACY_DEFAULTS, **old}
     for key, value in cfg.manifest_fields().items():
         if value is not None and key in old and old[key] is not None and old[key] != value:
             raise ResdynError(
@@ -65,9 +68,12 @@ def init_manifest(ctx: RunContext, stage_list: list[Stage]) -> dict:
         _check_same_settings(m, cfg)
         if m.get("n_samples") not in (None, cfg.samples):
             raise ResdynError(f"run {cfg.run_id} has n_samples={m['n_samples']}, not {cfg.samples}; use another --run-id")
-        if _stored_schema(store) != SCHEMA_VERSION or "stages_all" not in m:
-            # Persist the migration (migrate_manifest ran on read) before any stage runs.
+        if _stored_schema(store) != SCHEMA_VERSION or "stages_all" not in m or not LEGACY_DEFAULTS.keys() <= m.keys():
+            # Persist the migration (migrate_manifest ran on read) before any stage runs, and
+            # record what an older run's missing settings meant (its stages were computed so).
             m.setdefault("stages_all", [s.name for s in all_stages()])
+            for key, value in LEGACY_DEFAULTS.items():
+                m.setdefault(key, value)
             store.write_manifest(m)
         return m
     ctx.texts()  # a bad corpus should fail before a slow model load

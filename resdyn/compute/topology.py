@@ -22,7 +22,8 @@ Column i of J̄_l is the response to a perturbation of input unit i, so the ampl
 Stages (``STAGES``):
 
 - ``communities``: graphs, partitions, participation → ``units``, ``communities``, ``nmi``,
-  ``graph_edges``, and above d = 512 the dashboard's overview images ``corr_blocks`` (.npy and
+  ``graph_edges``, the Gaussian null with each snapshot's covariance spectrum →
+  ``community_null``, and above d = 512 the dashboard's overview images ``corr_blocks`` (.npy and
   .parquet); per-snapshot checkpoints in ``.partial/communities`` make it resumable.
 - ``topology_coupling``: mesoscale test, boundary-node test, rate-level tests → ``mesoscale``,
   ``coupling`` and ``topology.*`` rows of ``summary.parquet`` (name, value).
@@ -44,6 +45,7 @@ from scipy import stats
 from resdyn.compute import executors
 from resdyn.compute.geometry import update_summary  # the run's shared table of named scalars
 from resdyn.core.correlation import HEATMAP_MAX, correlation, overview_blocks, standardize
+from resdyn.core.samples import gaussian_null
 from resdyn.compute.stages import stages_in
 # The §8 statistics live in resdyn.core (no torch, shared with the dashboard); re-exported here.
 from resdyn.core.topology_coupling import (FDR_ALPHA, N_NULL_PARTITIONS, N_PERM_BOUNDARY,  # noqa: F401
@@ -269,18 +271,78 @@ def _load_npz(path: Path) -> dict | None:
         return None  # a damaged checkpoint is recomputed
 
 
+def cpm_quality(n: int, i, j, w, labels, gamma: float = CPM_GAMMA, gamma_neg: float = CPM_GAMMA_NEG) -> float:
+    """Signed CPM quality of the partition ``labels`` (n,) of the graph (i, j, w), per unit of edge
+    weight: (Q_CPM(positive subgraph, γ) − Q_CPM(negative subgraph |w|, γ_neg)) / (2Σ|w|), with
+    leidenalg's Q_CPM = Σ_c Σ_{i≠j in c} (A_ij − γ) (each edge counted from both ends): the
+    multiplex objective of ``signed_cpm`` (METHODS §7.3), scaled so that graphs of different total
+    weight compare; 1 when every edge is positive and inside a community at γ = 0. NaN for a graph
+    without edges."""
+    total = float(np.abs(np.asarray(w, dtype=np.float64)).sum())
+    if total == 0.0:
+        return float("nan")
+    g_pos, g_neg = _signed_layers(n, i, j, w)
+    memb = [int(x) for x in labels]
+    q = la.CPMVertexPartition(g_pos, initial_membership=memb, weights="weight", resolution_parameter=gamma).quality()
+    if g_neg.ecount():
+        q -= la.CPMVertexPartition(g_neg, initial_membership=memb, weights="weight",
+                                   resolution_parameter=gamma_neg).quality()
+    return float(q) / (2.0 * total)
+
+
+NULL_STREAM = 0x6E756C  # 'nul': the seed stream of the Gaussian null's draws
+
+
 def _snapshot_job(job) -> dict:
-    """One snapshot's graph and partitions: job = (snapshot, X (N, d) or None, saved, methods,
-    d, seed), where ``saved`` holds what an earlier checkpoint already has (the graph i, j, w
-    and some ``lab_<method>``). Returns the completed dict. Pure, so it may run on a Ray worker."""
-    _, x, saved, methods, d, seed = job
+    """One snapshot's graph and partitions, and its Gaussian null: job = (snapshot, X (N, d) or
+    None, saved, methods, d, seed), where ``saved`` holds what an earlier checkpoint already has
+    (the graph i, j, w, some ``lab_<method>``, ``null_lab_<method>``). Returns the completed dict.
+    Pure, so it may run on a Ray worker.
+
+    The null (``resdyn.core.samples.gaussian_null``): N Gaussian samples with the covariance
+    spectrum of this snapshot and random axes, drawn from (seed, snapshot, NULL_STREAM), put
+    through the same top-k graph and the same methods: how many communities a structureless cloud
+    of this dimensionality yields."""
+    snap, x, saved, methods, d, seed = job
     out = dict(saved) if saved is not None else {}
     if "i" not in out:
         out["i"], out["j"], out["w"] = top_k_graph(correlation(x))
     for m in methods:
         if f"lab_{m}" not in out:
             out[f"lab_{m}"] = detect(m, d, out["i"], out["j"], out["w"], seed=seed)
+    if not all(f"null_lab_{m}" in out for m in methods):
+        if "null_i" not in out:
+            xn = gaussian_null(x, np.random.default_rng([int(seed), int(snap), NULL_STREAM]))
+            out["null_i"], out["null_j"], out["null_w"] = top_k_graph(correlation(xn))
+        for m in methods:
+            if f"null_lab_{m}" not in out:
+                out[f"null_lab_{m}"] = detect(m, d, out["null_i"], out["null_j"], out["null_w"], seed=seed)
     return out
+
+
+def _needs_states(saved: dict | None, methods: list[str]) -> bool:
+    """Whether a snapshot's job must read its states: no graph yet, or a null still to draw."""
+    return saved is None or "i" not in saved or (
+        "null_i" not in saved and not all(f"null_lab_{m}" in saved for m in methods))
+
+
+def null_rows(snapshot: int, saved: dict, methods: list[str], d: int) -> list[dict]:
+    """community_null.parquet rows of one snapshot: per method the community count, the count
+    with ≥ 2 units and (CPM only) the quality of the real partition and of the null's."""
+    rows = []
+    for m in methods:
+        real, null = saved[f"lab_{m}"], saved[f"null_lab_{m}"]
+        sr, sn = np.bincount(real), np.bincount(null)
+        cpm = m == "cpm"
+        rows.append({
+            "snapshot": np.int32(snapshot), "method": m,
+            "n_communities": np.int32(len(sr)), "n_multi": np.int32((sr >= 2).sum()),
+            "quality": cpm_quality(d, saved["i"], saved["j"], saved["w"], real) if cpm else np.nan,
+            "null_n_communities": np.int32(len(sn)), "null_n_multi": np.int32((sn >= 2).sum()),
+            "null_quality": (cpm_quality(d, saved["null_i"], saved["null_j"], saved["null_w"], null)
+                             if cpm else np.nan),
+        })
+    return rows
 
 
 def compute_communities(ctx) -> None:
@@ -288,8 +350,11 @@ def compute_communities(ctx) -> None:
     methods and the participation coefficients; then NMI between all snapshot pairs.
 
     Writes graph_edges (snapshot, i, j, weight), units (snapshot, method, unit, community,
-    participation, column_norm), communities (snapshot, method, community, size) and
-    nmi (method, snapshot_a, snapshot_b, nmi; both orders and the diagonal).
+    participation, column_norm), communities (snapshot, method, community, size),
+    nmi (method, snapshot_a, snapshot_b, nmi; both orders and the diagonal) and community_null
+    (snapshot, method, n_communities, n_multi, quality, null_n_communities, null_n_multi,
+    null_quality: the Gaussian null of ``_snapshot_job``; quality is ``cpm_quality``, NaN for the
+    other methods).
     """
     store, cfg = ctx.store, ctx.cfg
     methods = methods_for(cfg.communities)
@@ -314,11 +379,12 @@ def compute_communities(ctx) -> None:
         saved = _load_npz(ck) if ck.is_file() else None
         if saved is not None and np.array_equal(saved.get("stamp"), stamp):
             saved_all[s] = saved
-            if all(f"lab_{m}" in saved for m in methods):
+            if all(f"lab_{m}" in saved and f"null_lab_{m}" in saved for m in methods):
                 continue
         pending.append(s)
     # A generator, so one chunk of snapshots' activations is in memory at a time.
-    jobs = ((s, None if s in saved_all else np.asarray(final if s == 2 * n_layers else acts[:, s, :]),
+    jobs = ((s, np.asarray(final if s == 2 * n_layers else acts[:, s, :])
+             if _needs_states(saved_all.get(s), methods) else None,
              saved_all.get(s), methods, d, cfg.seed) for s in pending)
     bar = ctx.progress(None, desc="communities", total=n_snap, unit="snapshot")
     bar.update(n_snap - len(pending))
@@ -331,11 +397,12 @@ def compute_communities(ctx) -> None:
     bar.close()
 
     # Pass 2: the tables, in snapshot order.
-    edges, units, comms = [], [], []
+    edges, units, comms, nulls = [], [], [], []
     labels = {m: [] for m in methods}
     for s in range(n_snap):
         saved = saved_all[s]
         i, j, w = saved["i"], saved["j"], saved["w"]
+        nulls += null_rows(s, saved, methods, d)
         edges.append(pd.DataFrame({"snapshot": np.int32(s), "i": i, "j": j, "weight": w}))
         if s % 2 == 0 and s < 2 * n_layers:
             cn = column_norms(jacs[s // 2])
@@ -363,6 +430,7 @@ def compute_communities(ctx) -> None:
     store.write_table("units", pd.concat(units, ignore_index=True))
     store.write_table("communities", pd.concat(comms, ignore_index=True))
     store.write_table("nmi", pd.concat(nmi_rows, ignore_index=True))
+    store.write_table("community_null", pd.DataFrame(nulls))
     _write_overview_blocks(store, acts, final, labels, methods)
     store.clear_partial("communities")
 

@@ -6,6 +6,10 @@ value, the null baseline and a verdict from ``VERDICTS``. A run that lacks the s
 claim gets "not computed" and the stage to run, never an exception. The Claims page and the
 HTML report only render the table.
 
+Degenerate samples (METHODS §1, ``resdyn.core.samples``): a claim read layer by layer (1, 3, 8,
+9) that holds only through layers whose input snapshot is degenerate gets ``DEGENERATE``; the
+whole-stack claims (4, 5) name such layers in their note, since P_0 cannot be formed without them.
+
 The claims are paraphrased from the residual-stream paper (arXiv 2605.14258) and the block
 coupling paper (arXiv 2407.07810); the paper column quotes numbers only. Thresholds are stated
 beside each check; METHODS sections are cited where a quantity is defined.
@@ -19,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from resdyn.core import nulls
+from resdyn.core import nulls, samples
 from resdyn.core.headlines import (DEFAULT_METHOD, RunTables, complex_fraction, erank_p0, fdr_counts,
                                    coupling_method)
 from resdyn.core.regimes import REGIMES, paper_split, profile, regime_means
@@ -30,6 +34,7 @@ NULL = "indistinguishable from the null"
 TAUTOLOGICAL = "tautological"
 CONFOUNDED = "confounded by the skip"
 NOT_COMPUTED = "not computed"
+DEGENERATE = "degenerate sample"
 
 # One sentence per verdict, for the page's legend (and the report's).
 VERDICTS = {
@@ -42,9 +47,12 @@ VERDICTS = {
     CONFOUNDED: ("The only null the run has is rewarded by the identity (skip) inside J, so a positive "
                  "result could come from the skip alone."),
     NOT_COMPUTED: "The run (or its random-init twin) lacks the stage this claim needs; the note says which.",
+    DEGENERATE: (f"The claim holds only through layers whose input states are a degenerate sample "
+                 f"({samples.DEGENERATE_RULE}, METHODS §1); without those layers it does not hold."),
 }
 # Icons for the page's verdict column (Streamlit shows them as text).
-ICONS = {HOLDS: "✅", FAILS: "❌", NULL: "⚪", TAUTOLOGICAL: "🔁", CONFOUNDED: "⚠️", NOT_COMPUTED: "⏳"}
+ICONS = {HOLDS: "✅", FAILS: "❌", NULL: "⚪", TAUTOLOGICAL: "🔁", CONFOUNDED: "⚠️", NOT_COMPUTED: "⏳",
+         DEGENERATE: "🔻"}
 COLUMNS = ["claim", "quantity", "paper", "run", "twin", "null", "verdict", "note"]
 
 NEAR_ONE = 0.1  # |Re λ − 1| below this counts as "near Re = 1" (claim 2)
@@ -69,6 +77,30 @@ def _no_twin_note(run: RunTables) -> str:
     return "needs a random-init twin of this model (`--init random`, same model)"
 
 
+def _degenerate_note(layers: list[int]) -> str:
+    shown = ", ".join(map(str, layers[:8])) + (" …" if len(layers) > 8 else "")
+    return f"layer(s) {shown} read a degenerate sample ({samples.DEGENERATE_RULE})"
+
+
+def _recheck(row: dict, bad: list[int], holds_without: bool | None) -> dict:
+    """The degenerate-sample rule on a finished claim row: a "holds" that does not survive
+    dropping the ``bad`` layers (``holds_without`` False) becomes DEGENERATE; either way the note
+    names them. ``holds_without`` None: the claim cannot be recomputed without them (note only)."""
+    if not bad:
+        return row
+    row = dict(row)
+    if row["verdict"] == HOLDS and holds_without is False:
+        row["verdict"] = DEGENERATE
+        row["note"] = f"holds only with {_degenerate_note(bad)}; without them it does not. {row['note']}"
+    elif holds_without is None:
+        row["note"] = f"{row['note']}; the product includes {_degenerate_note(bad)}"
+    elif row["verdict"] == HOLDS:
+        row["note"] = f"{row['note']}; still holds without the {_degenerate_note(bad)}"
+    else:
+        row["note"] = f"{row['note']}; {_degenerate_note(bad)}"
+    return row
+
+
 # -- 1. complex-pair fraction ---------------------------------------------------------------------
 
 def complex_pairs(run: RunTables, twin: RunTables | None) -> dict:
@@ -89,8 +121,14 @@ def complex_pairs(run: RunTables, twin: RunTables | None) -> dict:
         verdict = NULL
         note = (f"{where} the complex fraction of a random real {d}×{d} matrix "
                 f"({null:.1%} ± {sd:.1%}){twin_txt}")
-    return _row(claim, q, paper, f"{cf:.1%}", None if tw is None else f"{tw:.1%}",
-                f"{null:.1%} (real Ginibre)", verdict, note)
+    row = _row(claim, q, paper, f"{cf:.1%}", None if tw is None else f"{tw:.1%}",
+               f"{null:.1%} (real Ginibre)", verdict, note)
+    bad = run.degenerate_layers()
+    if not bad:
+        return row
+    j = run.layers[(run.layers["operator"] == "J") & ~run.layers["layer"].isin(bad)]
+    rest = float(j["frac_complex"].mean()) if len(j) else np.nan
+    return _recheck(row, bad, bool(np.isfinite(rest) and rest > null + 2 * sd))
 
 
 # -- 2. init eigenvalues near Re = 1 --------------------------------------------------------------
@@ -133,10 +171,11 @@ def init_cluster(run: RunTables, twin: RunTables | None) -> dict:
 
 # -- 3. depth regimes of self-alignment ----------------------------------------------------------
 
-def _regimes(t: RunTables | None) -> dict[str, float] | None:
+def _regimes(t: RunTables | None, drop: list[int] = ()) -> dict[str, float] | None:
     if t is None or t.layers is None or t.n_layers < 3:
         return None
     sa = profile(t.layers, "self_alignment", "J", t.n_layers)
+    sa[list(drop)] = np.nan  # a regime of only dropped layers has a NaN mean
     if not np.isfinite(sa).any():
         return None
     return regime_means(sa, paper_split(t.n_layers))
@@ -166,7 +205,14 @@ def depth_regimes(run: RunTables, twin: RunTables | None) -> dict:
         verdict, note = NULL, f"every regime within 0.05 of k/d; {caveat}"
     else:
         verdict, note = FAILS, f"not early < mid < late by ≥ {GRADIENT_MIN}; {caveat}"
-    return _row(claim, q, paper, txt(r), None if tw is None else txt(tw), f"k/d = {base:.3f}", verdict, note)
+    row = _row(claim, q, paper, txt(r), None if tw is None else txt(tw), f"k/d = {base:.3f}", verdict, note)
+    bad = run.degenerate_layers()
+    if not bad:
+        return row
+    r2 = _regimes(run, bad)
+    still = (r2 is not None and all(np.isfinite(v) for v in r2.values()) and r2["early"] < r2["mid"] < r2["late"]
+             and r2["late"] - r2["early"] >= GRADIENT_MIN)
+    return _recheck(row, bad, bool(still))
 
 
 # -- 4. the funnel erank(P_0) ---------------------------------------------------------------------
@@ -189,7 +235,8 @@ def funnel(run: RunTables, twin: RunTables | None) -> dict:
         return _row(claim, q, paper, f"{e0:.3g}", None, f"≤ {run.d}", NOT_COMPUTED, "; ".join(notes))
     verdict = HOLDS if e0 < tw else FAILS
     notes.insert(0, f"trained / init = {e0 / tw:.2f}")
-    return _row(claim, q, paper, f"{e0:.3g}", f"{tw:.3g}", f"≤ {run.d} (ceiling)", verdict, "; ".join(notes))
+    row = _row(claim, q, paper, f"{e0:.3g}", f"{tw:.3g}", f"≤ {run.d} (ceiling)", verdict, "; ".join(notes))
+    return _recheck(row, run.degenerate_layers(), None)
 
 
 # -- 5–7. Schur dose surgery ------------------------------------------------------------------------
@@ -267,7 +314,8 @@ def dose_response(run: RunTables, twin: RunTables | None) -> dict:
                 "is not checked against the eigenvalue-order noise")
     if tw is not None:
         note += f"; twin ratio {tw:.3g}"
-    return _row(claim, q, paper, run_txt, None if tw is None else f"ratio {tw:.3g}", null_txt, verdict, note)
+    row = _row(claim, q, paper, run_txt, None if tw is None else f"ratio {tw:.3g}", null_txt, verdict, note)
+    return _recheck(row, run.degenerate_layers(), None)
 
 
 def control_a(run: RunTables, twin: RunTables | None) -> dict:
@@ -352,8 +400,13 @@ def boundary_layers(run: RunTables, twin: RunTables | None) -> dict:
         if tw is None:
             why = _no_twin_note(run) if twin is None else "the twin lacks the stage"
             note += f"; {why} to show it is learned"
-    return _row(claim, q, paper, f"{fc[0]} / {fc[1]} ({method})", None if tw is None else f"{tw[0]} / {tw[1]}",
-                null_txt, verdict, note)
+    row = _row(claim, q, paper, f"{fc[0]} / {fc[1]} ({method})", None if tw is None else f"{tw[0]} / {tw[1]}",
+               null_txt, verdict, note)
+    bad = run.degenerate_layers()  # the test of layer l reads the participation of snapshot 2l
+    if not bad:
+        return row
+    c = run.coupling[(run.coupling["method"] == method) & ~run.coupling["layer"].isin(bad)]
+    return _recheck(row, bad, bool(c["fdr_significant"].astype(bool).sum() > (tw[0] if tw is not None else 0)))
 
 
 def _mesoscale_pick(t: RunTables | None) -> tuple[pd.DataFrame, str] | None:
@@ -402,7 +455,18 @@ def mesoscale(run: RunTables, twin: RunTables | None) -> dict:
         verdict, note = HOLDS, f"against the overlap-preserving null ({which})"
     else:
         verdict, note = NULL, f"no more layers above the overlap-preserving null ({which}) than chance"
-    return _row(claim, q, paper, f"{above} / {n} ({which})", twin_txt, null_txt, verdict, note)
+    row = _row(claim, q, paper, f"{above} / {n} ({which})", twin_txt, null_txt, verdict, note)
+    # Layer l pairs the partitions of its input and output snapshots: either may be degenerate.
+    degen = set(run.degenerate_snapshots())
+    if not degen or "snapshot_in" not in rows.columns:
+        return row
+    ok = ~(rows["snapshot_in"].isin(degen) | rows["snapshot_out"].isin(degen))
+    bad = sorted(int(x) for x in rows.loc[~ok, "layer"].unique())
+    clean = rows[ok]
+    if not bad:
+        return row
+    exp2 = float(stats.binom.ppf(0.95, len(clean), stats.norm.sf(Z_ABOVE))) if len(clean) else np.inf
+    return _recheck(row, bad, bool(len(clean) and (clean["z"].astype(float) > Z_ABOVE).sum() > exp2))
 
 
 # -- 10–11. the block-coupling paper ------------------------------------------------------------------

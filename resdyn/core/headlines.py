@@ -6,9 +6,10 @@ One implementation for the Runs page's cards, the HTML report and the Claims pag
   coupling, mesoscale, schur_dose, the summary scalars, optionally the J̄ eigenvalues), ``None``
   for a table the run lacks.
 - ``find_twin``: the random-init run of the same model and shape (the paper's "step 0" null).
-- ``headlines``: the four cards — complex-pair fraction (null: real Ginibre, METHODS §3),
+- ``headlines``: the cards — complex-pair fraction (null: real Ginibre, METHODS §3),
   erank(P_0) (ceiling d, METHODS §5), self-alignment range (k/d, METHODS §4), FDR-significant
-  layers (the BH count under the complete null, METHODS §8).
+  layers (the BH count under the complete null, METHODS §8), and how many samples the run really
+  has: distinct last tokens of N and the smallest participation ratio (METHODS §1).
 
 numpy/pandas only (no Streamlit).
 """
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from resdyn.config import resolve_k
-from resdyn.core import nulls
+from resdyn.core import nulls, samples
 from resdyn.core.store import RunStore, list_runs
 from resdyn.core.verify import check_run
 from resdyn.errors import ResdynError
@@ -51,6 +52,24 @@ class RunTables:
     """summary.parquet as name -> value."""
     eigenvalues: pd.DataFrame | None = None
     """J̄ eigenvalues only: columns layer, re, im (loaded on request: L·d rows)."""
+    snapshots: pd.DataFrame | None = None
+    """snapshots.parquet (snapshot, n_distinct, rank, participation_ratio), computed on read from
+    activations.npy for older runs (``resdyn.core.samples.run_snapshot_table``)."""
+    distinct_tokens: int | None = None
+    """Distinct token ids at the analysed position (summary ``samples.distinct_last_tokens``, else
+    passages.parquet's ``token``); None for runs from before token ids were stored."""
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.manifest.get("n_samples") or 0)
+
+    def degenerate_snapshots(self) -> list[int]:
+        """Snapshots under ``samples.DEGENERATE_RULE`` ([] without a snapshot table)."""
+        return samples.degenerate_snapshots(self.snapshots, self.n_samples)
+
+    def degenerate_layers(self) -> list[int]:
+        """Layers whose input snapshot 2l is degenerate."""
+        return samples.degenerate_layers(self.snapshots, self.n_samples, self.n_layers)
 
     @property
     def n_layers(self) -> int:
@@ -87,7 +106,13 @@ class RunTables:
         if eigenvalues and store.has_table("eigenvalues"):
             eig = pd.read_parquet(store.table_path("eigenvalues"), columns=["layer", "re", "im"],
                                   filters=[("operator", "==", "J")])
-        return cls(run_id=store.run_id, manifest=m, summary=summary, eigenvalues=eig, **tabs)
+        snaps, _ = samples.run_snapshot_table(store)
+        distinct = summary.get("samples.distinct_last_tokens")
+        if distinct is None or not np.isfinite(distinct):
+            tokens = samples.passage_tokens(store)
+            distinct = len(np.unique(tokens)) if tokens is not None else None
+        return cls(run_id=store.run_id, manifest=m, summary=summary, eigenvalues=eig, snapshots=snaps,
+                   distinct_tokens=None if distinct is None else int(distinct), **tabs)
 
 
 def find_twin(run_id: str, root: str | os.PathLike) -> str | None:
@@ -177,9 +202,46 @@ def fdr_counts(t: RunTables, method: str = DEFAULT_METHOD) -> tuple[int, int, in
     return (int(sig.sum()), len(c), int((sig & (c["cohens_d"] > 0)).sum()), int((sig & (c["cohens_d"] < 0)).sum()))
 
 
+def smallest_pr(t: RunTables) -> tuple[float, int] | None:
+    """(smallest participation ratio over snapshots, its snapshot), or None without the table."""
+    if t.snapshots is None or not len(t.snapshots):
+        return None
+    row = t.snapshots.loc[t.snapshots["participation_ratio"].astype(float).idxmin()]
+    return float(row["participation_ratio"]), int(row["snapshot"])
+
+
+def sample_headlines(run: RunTables, twin: RunTables | None = None) -> list[Headline]:
+    """How many samples the run really has (METHODS §1): distinct tokens at the analysed position
+    out of N, and the smallest participation ratio of a snapshot's sample covariance."""
+    n, position = run.n_samples, run.manifest.get("position", "last")
+    where = "last tokens" if position == "last" else "tokens at the chosen positions"
+    degen = run.degenerate_snapshots()
+    shown = ", ".join(map(str, degen[:6])) + (" …" if len(degen) > 6 else "")
+    out = [Headline(
+        "distinct last tokens", None if run.distinct_tokens is None else f"{run.distinct_tokens} / {n}",
+        "activations",
+        (f"distinct token ids among the N = {n} {where} (--position {position}); snapshot 0 holds one "
+         "state per distinct token, so it has at most this many distinct states"
+         + ("" if run.distinct_tokens is not None or run.snapshots is None else
+            "; this run predates stored token ids (recorded by newer runs' activations stage)")),
+        twin=None if twin is None or twin.distinct_tokens is None else f"{twin.distinct_tokens} / {twin.n_samples}",
+        null=f"{n}" if n else None, null_help="every sample a different token")]
+    pr = smallest_pr(run)
+    tw = smallest_pr(twin) if twin is not None else None
+    out.append(Headline(
+        "smallest participation ratio", None if pr is None else f"{pr[0]:.2g} (snapshot {pr[1]})", "activations",
+        ("(Σλ)²/Σλ² of the centred sample covariance, smallest over snapshots: the number of equally "
+         f"strong directions the samples span. Degenerate ({samples.DEGENERATE_RULE}): "
+         + (f"snapshots {shown}" if degen else "none")),
+        twin=None if tw is None else f"{tw[0]:.2g}", null=f"≤ N − 1 = {n - 1}" if n else None,
+        null_help="N samples span at most N − 1 directions, whatever the width d"))
+    return out
+
+
 def headlines(run: RunTables, twin: RunTables | None = None, method: str = DEFAULT_METHOD) -> list[Headline]:
     """Complex-pair fraction, erank(P_0), self-alignment range and FDR-significant layers of ``run``,
-    each with ``twin``'s value (its random-init twin, when given) and the null baseline."""
+    each with ``twin``'s value (its random-init twin, when given) and the null baseline, then the
+    two sample headlines (``sample_headlines``)."""
     d, n_layers, k = run.d, run.n_layers, run.k
     out = []
 
@@ -226,7 +288,7 @@ def headlines(run: RunTables, twin: RunTables | None = None, method: str = DEFAU
         null_help=(f"expected BH discoveries among {n_tests} layers when none has an effect (any at all "
                    f"with probability α = {nulls.FDR_ALPHA}); uncorrected tests would give α·L = "
                    f"{nulls.FDR_ALPHA * n_tests:.1f}") if bh is not None else ""))
-    return out
+    return out + sample_headlines(run, twin)
 
 
 def headline(store: RunStore, twin: bool = True, method: str = DEFAULT_METHOD) -> list[Headline]:

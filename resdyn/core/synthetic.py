@@ -51,11 +51,13 @@ from scipy.linalg import expm
 from resdyn import __version__
 from resdyn.config import RunConfig, resolve_cumulative_rank, resolve_k, validate_run_id
 from resdyn.core import linalg, nulls
+from resdyn.core import samples as sample_stats
 from resdyn.core.store import RunStore, _atomic_write
 
 # Stage names of the real pipeline (resdyn/compute/stages.py) and the files each one writes.
 STAGE_OUTPUTS = {
-    "activations": ("activations.npy", "final_state.npy", "passages.parquet", "planted_communities.npy"),
+    "activations": ("activations.npy", "final_state.npy", "passages.parquet", "snapshots.parquet",
+                    "planted_communities.npy"),
     "jacobians": ("jacobians.npy", "samples.parquet"),
     "spectra": ("layers.parquet", "eigenvalues.parquet"),
 }
@@ -352,7 +354,8 @@ def make_synthetic_run(runs_dir, run_id: str, *, n_layers: int = 4, d: int = 32,
 
     Files: manifest.json, activations.npy (N, 2L, d) f32, final_state.npy (N, d) f32,
     jacobians.npy (L, d, d) f32, samples.parquet, layers.parquet, eigenvalues.parquet,
-    passages.parquet, planted_communities.npy (2L, d) int32.
+    passages.parquet, snapshots.parquet, summary.parquet (the samples.* rows),
+    planted_communities.npy (2L, d) int32.
     Measured on a busy 2-core CPU with OPENBLAS_NUM_THREADS=1 (faster there than the default
     threading): L=4, d=32, N=16 in 0.3 s; L=2, d=4096, N=1000 in 27 s (about 9 s per layer, so
     L=32 takes about 5 minutes and writes 3 GB). Also: ``python -m resdyn.core.synthetic --help``.
@@ -400,11 +403,20 @@ def make_synthetic_run(runs_dir, run_id: str, *, n_layers: int = 4, d: int = 32,
     _write_npy_chunked(store, "activations", (n_samples, 2 * n_layers, d), fill_acts)
     store.write_array("final_state", next(gen))
     store.write_array("planted_communities", np.stack(labels[:2 * n_layers]).astype(np.int32))
+    n_tokens = (20 + np.arange(n_samples) % 50).astype(np.int32)
+    tokens = (np.arange(n_samples) % 7).astype(np.int64)  # seven distinct "last tokens"
     store.write_table("passages", pd.DataFrame({
         "sample": np.arange(n_samples, dtype=np.int32),
-        "n_tokens": (20 + np.arange(n_samples) % 50).astype(np.int32),
+        "n_tokens": n_tokens,
+        "position": n_tokens - 1,
+        "token": tokens,
+        "token_text": [f"t{t}" for t in tokens],
         "text": [f"Synthetic passage {i}." for i in range(n_samples)],
     }))
+    # What the activations stage measures (resdyn.core.samples), from the stored float32 states.
+    snap = sample_stats.snapshot_table(store.read_array("activations"), store.read_array("final_state"))
+    store.write_table("snapshots", snap)
+    store.update_summary(sample_stats.summary_values(snap, n_samples, tokens))
     timings["activations"] = time.perf_counter() - t0
 
     # -- stage "jacobians" ------------------------------------------------------------------

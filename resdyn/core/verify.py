@@ -136,13 +136,20 @@ def check_run(store: RunStore) -> list[Problem]:
     if m is None:
         return [Problem(store.run_id, MANIFEST, why, (), runs_dir)]
     done = [n for n in m.get("stages_done") or () if n in registry.BY_NAME]
+    recorded = m.get("files") or {}
     problems: dict[str, Problem] = {}
     for name in done:
         spec = registry.get(name)
+        # The files this stage wrote when it finished (mark_stage_done records them): an output a
+        # newer resdyn added to the stage is absent from an older run, and that is not damage; the
+        # pages read such runs without it (e.g. snapshots.parquet is computed on read).
+        wrote = {f for f, stage in recorded.items() if stage == name}
         for file in spec.outputs + spec.shared + tuple(f for f in spec.optional if (store.path / f).exists()):
             if file in problems:
                 continue
             reason = file_problem(store.path / file, m)
+            if reason == "missing" and wrote and file in spec.outputs and file not in wrote:
+                continue
             if reason is not None:
                 # A shared file (summary.parquet) is rewritten by every finished stage that adds to it.
                 redo = tuple(s for s in registry.writers(file) if s in done) if file in spec.shared else (name,)

@@ -70,8 +70,32 @@ def test_headline_values_twin_and_nulls(root):
 def test_headlines_without_twin_and_on_a_partial_run(root):
     make_synthetic_run(root, "half", status="partial", **SYNTHETIC_SIZES)
     h = headlines.headline(RunStore(root / "half"))
-    assert [x.value for x in h] == [None] * 4
+    assert [x.value for x in h[:4]] == [None] * 4
+    # The sample headlines come from the activations stage, which a partial run has.
+    assert [x.label for x in h[4:]] == ["distinct last tokens", "smallest participation ratio"]
+    assert h[4].value == "7 / 16" and h[5].value is not None
     # The twin's value is still shown: what the missing stage will be compared with.
     assert h[0].twin is not None and h[0].twin.endswith("%")
     h = headlines.headline(RunStore(root / TRAINED_RUN), twin=False)
     assert all(x.twin is None for x in h)
+
+
+def test_sample_headlines_from_the_table_or_computed_on_read_for_older_runs(root):
+    store = RunStore(root / TRAINED_RUN)
+    snaps = store.read_table("snapshots")
+    h = {x.label: x for x in headlines.headline(store)}
+    low = snaps.loc[snaps["participation_ratio"].idxmin()]
+    assert h["distinct last tokens"].value == "7 / 16" and h["distinct last tokens"].null == "16"
+    assert h["smallest participation ratio"].value == (f"{low['participation_ratio']:.2g} "
+                                                       f"(snapshot {int(low['snapshot'])})")
+    assert h["smallest participation ratio"].null == "≤ N − 1 = 15"
+    # A run from before snapshots.parquet and token ids: the table is computed from activations.npy
+    # (same numbers), the distinct-token count is unknown.
+    store.table_path("snapshots").unlink()
+    passages = store.read_table("passages")
+    store.write_table("passages", passages[["sample", "n_tokens", "text"]])
+    summary = store.read_table("summary")
+    store.write_table("summary", summary[~summary["name"].str.startswith("samples.")])
+    h2 = {x.label: x for x in headlines.headline(store)}
+    assert h2["distinct last tokens"].value is None and "predates" in h2["distinct last tokens"].help
+    assert h2["smallest participation ratio"].value == h["smallest participation ratio"].value
