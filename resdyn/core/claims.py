@@ -232,7 +232,8 @@ def funnel(run: RunTables, twin: RunTables | None) -> dict:
             notes.append(f"{who}'s product was truncated at K_cum = {kc} < d = {t.d}, which biases erank low")
     if tw is None:
         notes.insert(0, _no_twin_note(run) if twin is None else "the twin lacks the `cumulative` stage")
-        return _row(claim, q, paper, f"{e0:.3g}", None, f"≤ {run.d}", NOT_COMPUTED, "; ".join(notes))
+        return _recheck(_row(claim, q, paper, f"{e0:.3g}", None, f"≤ {run.d}", NOT_COMPUTED, "; ".join(notes)),
+                        run.degenerate_layers(), None)
     verdict = HOLDS if e0 < tw else FAILS
     notes.insert(0, f"trained / init = {e0 / tw:.2f}")
     row = _row(claim, q, paper, f"{e0:.3g}", f"{tw:.3g}", f"≤ {run.d} (ceiling)", verdict, "; ".join(notes))

@@ -216,6 +216,8 @@ CONTRACT = {
     "communities": ["snapshot", "method", "community", "size"],
     "nmi": ["method", "snapshot_a", "snapshot_b", "nmi"],
     "graph_edges": ["snapshot", "i", "j", "weight"],
+    "community_null": ["snapshot", "method", "n_communities", "n_multi", "quality", "null_n_communities",
+                       "null_n_multi", "null_quality"],
     "mesoscale": ["layer", "method", "null", "operator", "snapshot_in", "snapshot_out", "variance_captured",
                   "null_mean", "null_std", "z", "sigma_max_K", "disruption", "d_sigma_max", "d_variance_captured"],
     "coupling": ["layer", "method", "snapshot", "cohens_d", "p_perm", "q_bh", "fdr_significant", "spearman_rho",
@@ -293,7 +295,32 @@ def test_stages_write_every_table_with_the_contract_columns(topo_run):
         assert f"topology.{m}.selfalign_vs_d.rho" in summary
         assert summary[f"topology.{m}.fdr_sig_pos"] + summary[f"topology.{m}.fdr_sig_neg"] == \
             coup[coup.method == m]["fdr_significant"].sum()
+    null = store.read_table("community_null")
+    assert len(null) == len(T.METHODS) * n_snap
+    per = comms.groupby(["method", "snapshot"])["size"]
+    got = null.set_index(["method", "snapshot"]).sort_index()
+    np.testing.assert_array_equal(got["n_communities"], per.size().sort_index())
+    np.testing.assert_array_equal(got["n_multi"], per.apply(lambda x: (x >= 2).sum()).sort_index())
+    assert null.loc[null.method == "cpm", ["quality", "null_quality"]].notna().all().all()
+    assert null.loc[null.method != "cpm", "quality"].isna().all()
+    # The planted communities are structure beyond the cloud's shape: the real partition scores a
+    # higher CPM quality than the null's at every snapshot.
+    cpm = null[null.method == "cpm"]
+    assert (cpm["quality"] > cpm["null_quality"]).all()
     assert not (store.path / ".partial" / "communities").exists()
+
+
+def test_cpm_quality_on_a_hand_graph():
+    # Two positive triangles {0,1,2} and {3,4,5} joined by edge 2–3, and a negative edge 0–3.
+    i = np.array([0, 0, 1, 3, 3, 4, 2, 0])
+    j = np.array([1, 2, 2, 4, 5, 5, 3, 3])
+    w = np.array([1.0] * 7 + [-0.5])
+    g = T.CPM_GAMMA
+    two = np.array([0, 0, 0, 1, 1, 1])
+    # Σ_c Σ_{i≠j in c} (A_ij − γ) per layer, divided by 2Σ|w| = 15.
+    assert T.cpm_quality(6, i, j, w, two) == pytest.approx((12 - 12 * g) / 15, rel=1e-12)
+    one = np.zeros(6, int)
+    assert T.cpm_quality(6, i, j, w, one) == pytest.approx((14 - 30 * g - 1.0) / 15, rel=1e-12)
 
 
 def test_communities_stage_resumes_from_checkpoints_with_identical_tables(tmp_path, synthetic_runs_dir,
@@ -314,7 +341,7 @@ def test_communities_stage_resumes_from_checkpoints_with_identical_tables(tmp_pa
     assert any((tmp_path / TRAINED_RUN / ".partial" / "communities").iterdir())
     monkeypatch.setattr(T, "detect", real)
     T.compute_communities(ctx)
-    for name in ("units", "communities", "nmi", "graph_edges"):
+    for name in ("units", "communities", "nmi", "graph_edges", "community_null"):
         pd.testing.assert_frame_equal(ctx.store.read_table(name), topo_run.store.read_table(name))
 
 

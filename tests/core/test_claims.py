@@ -195,3 +195,36 @@ def test_ginibre_threshold_is_two_sd():
     assert just_above["complex_pairs"]["verdict"] == claims.HOLDS
     assert just_within["complex_pairs"]["verdict"] == claims.NULL
     assert sd == pytest.approx(0.0059, abs=1e-4)
+
+
+def _snapshots(degenerate=(0, 2), n=128) -> pd.DataFrame:
+    """2L + 1 snapshots; those in ``degenerate`` hold 8 distinct states of PR 1.7 (the audit's snapshot 0)."""
+    s = np.arange(2 * L + 1)
+    bad = np.isin(s, degenerate)
+    return pd.DataFrame({"snapshot": s, "n_distinct": np.where(bad, 8, n), "rank": np.where(bad, 7, n - 1),
+                         "participation_ratio": np.where(bad, 1.7, 10.0)})
+
+
+def test_a_claim_that_holds_only_through_degenerate_layers_gets_the_degenerate_verdict():
+    manifest = {"n_samples": 128}
+    coupling = pd.DataFrame({"layer": np.arange(L), "method": "cpm", "cohens_d": 0.3,
+                             "fdr_significant": [True, True] + [False] * (L - 2)})
+    meso = pd.DataFrame({"layer": np.arange(L), "method": "cpm", "null": "joint", "operator": "R",
+                         "snapshot_in": 2 * np.arange(L), "snapshot_out": 2 * np.arange(L) + 2,
+                         "z": [20.0, 20.0] + [0.0] * (L - 2)})
+    clean = _by_claim(claims.evaluate(_trained(coupling=coupling, mesoscale=meso, manifest=manifest), None))
+    assert clean["boundary_layers"]["verdict"] == claims.HOLDS and clean["mesoscale"]["verdict"] == claims.HOLDS
+    run = _trained(coupling=coupling, mesoscale=meso, manifest=manifest, snapshots=_snapshots())
+    assert run.degenerate_layers() == [0, 1]
+    rows = _by_claim(claims.evaluate(run, None))
+    for name in ("boundary_layers", "mesoscale"):
+        assert rows[name]["verdict"] == claims.DEGENERATE, rows[name]
+        assert "layer(s) 0, 1 read a degenerate sample" in rows[name]["note"]
+    # A whole-stack claim cannot drop layers: its note names them, its verdict stays.
+    assert rows["funnel"]["verdict"] == clean["funnel"]["verdict"]
+    assert "the product includes layer(s) 0, 1" in rows["funnel"]["note"]
+    # Significant layers beyond the degenerate ones: the claim still holds, and says so.
+    coupling["fdr_significant"] = [True] * 5 + [False] * (L - 5)
+    rows = _by_claim(claims.evaluate(_trained(coupling=coupling, manifest=manifest, snapshots=_snapshots()), None))
+    assert rows["boundary_layers"]["verdict"] == claims.HOLDS and "still holds without" in rows["boundary_layers"]["note"]
+    assert claims.DEGENERATE in claims.VERDICTS and "participation ratio < 3" in claims.VERDICTS[claims.DEGENERATE]

@@ -1,0 +1,137 @@
+"""How many samples a run really has (resdyn.core.samples): distinct states, rank, participation
+ratio, the degenerate-sample rule, --position random and the Gaussian null, on planted clouds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from resdyn.core import samples
+
+
+def _cloud(rng, n: int, d: int, r: int, scale=1.0) -> np.ndarray:
+    """n samples of r equal-variance directions in R^d (random axes) around a large offset."""
+    q, _ = np.linalg.qr(rng.standard_normal((d, r)))
+    return (rng.standard_normal((n, r)) * scale) @ q.T + 50.0 * rng.standard_normal(d)
+
+
+@pytest.mark.parametrize("r", [1, 3, 8, 20])
+def test_participation_ratio_of_r_equal_variance_directions_is_r(r):
+    rng = np.random.default_rng(r)
+    x = _cloud(rng, 4000, 64, r)
+    st = samples.snapshot_stats(x)
+    assert st["rank"] == r
+    # The sample covariance of 4000 draws: PR within a few % of r (it is r exactly for the population).
+    assert st["participation_ratio"] == pytest.approx(r, rel=0.03)
+    assert samples.participation_ratio(np.r_[np.ones(r), np.zeros(5)]) == pytest.approx(r, rel=1e-12)
+
+
+def test_participation_ratio_weighs_unequal_directions():
+    # Eigenvalues 4, 1: (5)² / (16 + 1) = 25 / 17.
+    assert samples.participation_ratio([4.0, 1.0]) == pytest.approx(25 / 17, rel=1e-12)
+    assert samples.participation_ratio([0.0, 0.0]) == 0.0
+
+
+def test_repeated_tokens_give_that_many_distinct_states_and_rank_one_less():
+    rng = np.random.default_rng(0)
+    tokens = rng.standard_normal((8, 40)).astype(np.float32)
+    x = tokens[rng.integers(0, 8, 128)]  # 128 samples, 8 token embeddings (snapshot 0 of the audit)
+    st = samples.snapshot_stats(x)
+    assert st["n_distinct"] == len(np.unique(x, axis=0)) == 8
+    assert st["rank"] == 7  # 8 points span a 7-dimensional affine hull
+    assert 1.0 <= st["participation_ratio"] <= 7.0
+
+
+def test_distinct_states_merge_within_the_tolerance_only():
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((5, 30)) * 10.0
+    scale = np.linalg.norm(base, axis=1).max()
+    near = base + 0.1 * samples.DISTINCT_RTOL * scale * rng.standard_normal((5, 30)) / np.sqrt(30)
+    far = base + 10 * samples.DISTINCT_RTOL * scale * np.eye(30)[:5]
+    assert samples.distinct_states(np.vstack([base, near])) == 5  # float32-level noise: the same states
+    assert samples.distinct_states(np.vstack([base, far])) == 10
+    assert samples.distinct_states(np.zeros((4, 3))) == 1
+    st = samples.snapshot_stats(np.ones((6, 5)))
+    assert st == {"n_distinct": 1, "rank": 0, "participation_ratio": 0.0}
+
+
+def test_rank_is_bounded_by_n_minus_one():
+    x = np.random.default_rng(2).standard_normal((16, 100))
+    st = samples.snapshot_stats(x)
+    assert st["rank"] == 15 and st["n_distinct"] == 16
+
+
+def test_snapshot_table_numbers_the_final_state_last():
+    rng = np.random.default_rng(3)
+    acts = rng.standard_normal((12, 4, 10)).astype(np.float32)
+    acts[:, 0, :] = acts[0, 0, :]  # every passage ends in the same token: one state at snapshot 0
+    final = rng.standard_normal((12, 10)).astype(np.float32)
+    t = samples.snapshot_table(acts, final)
+    assert list(t.columns) == list(samples.COLUMNS) and list(t["snapshot"]) == [0, 1, 2, 3, 4]
+    assert t["n_distinct"].tolist() == [1, 12, 12, 12, 12]
+    assert samples.degenerate_snapshots(t, 12) == [0]
+    assert samples.degenerate_layers(t, 12, 2) == [0]
+    v = samples.summary_values(t, 12, np.zeros(12, int))
+    assert v["samples.distinct_last_tokens"] == 1 and v["samples.min_participation_ratio"] == 0.0
+    assert v["samples.degenerate_snapshots"] == 1
+    assert np.isnan(samples.summary_values(t, 12, None)["samples.distinct_last_tokens"])
+
+
+def test_degenerate_rule_thresholds():
+    t = pd.DataFrame({"snapshot": [0, 1, 2, 3], "n_distinct": [12, 13, 100, 100],
+                      "rank": [99] * 4, "participation_ratio": [10.0, 10.0, 2.99, 3.0]})
+    # N = 128: 10 % is 12.8, so 12 distinct states are degenerate and 13 are not; PR 2.99 is, 3.0 is not.
+    assert samples.degenerate_snapshots(t, 128) == [0, 2]
+
+
+def test_random_positions_are_seeded_in_range_and_short_passages_use_the_last_token():
+    n_tokens = np.array([3, 16, 17, 18, 40, 400] * 50)
+    last = samples.choose_positions(n_tokens, "last")
+    np.testing.assert_array_equal(last, n_tokens - 1)
+    a = samples.choose_positions(n_tokens, "random", seed=0)
+    np.testing.assert_array_equal(a, samples.choose_positions(n_tokens, "random", seed=0))
+    b = samples.choose_positions(n_tokens, "random", seed=1)
+    assert (a != b).any()
+    long = n_tokens > samples.MIN_CONTEXT
+    assert ((a[long] >= samples.MIN_CONTEXT) & (a[long] <= n_tokens[long] - 1)).all()
+    np.testing.assert_array_equal(a[~long], n_tokens[~long] - 1)
+    assert samples.short_passages(n_tokens) == 100
+    assert (a[n_tokens == 17] == 16).all()  # one admissible position
+    assert len(np.unique(a[n_tokens == 400])) > 30  # spread over the passage, not stuck at the end
+    # A prefix of the corpus gets the same positions (one draw per passage, in order).
+    np.testing.assert_array_equal(samples.choose_positions(n_tokens[:7], "random", 0), a[:7])
+    with pytest.raises(ValueError):
+        samples.choose_positions(n_tokens, "middle")
+
+
+def test_gaussian_null_has_the_covariance_spectrum_and_random_axes():
+    rng = np.random.default_rng(4)
+    x = _cloud(rng, 128, 200, 6, scale=3.0)
+    x[:, :6] += 5.0 * rng.standard_normal((128, 1))  # a direction aligned with units 0..5
+    null = samples.gaussian_null(x, np.random.default_rng(0))
+    assert null.shape == x.shape
+    sx, sn = samples.snapshot_stats(x), samples.snapshot_stats(null)
+    assert sn["rank"] == sx["rank"] == 7
+    # Same population spectrum: the PR of a 128-sample draw lands near the real one.
+    assert sn["participation_ratio"] == pytest.approx(sx["participation_ratio"], rel=0.25)
+    # Random axes: the real cloud's strongest direction sits on units 0..5, the null's anywhere.
+    def top_mass(y):
+        v = np.linalg.svd(y - y.mean(0), full_matrices=False)[2][0]
+        return float((v[:6] ** 2).sum())
+
+    assert top_mass(x) > 0.9 and top_mass(null) < 0.3
+    np.testing.assert_array_equal(null, samples.gaussian_null(x, np.random.default_rng(0)))
+
+
+def test_run_snapshot_table_is_stored_or_computed_on_read(tmp_path):
+    from resdyn.core.synthetic import make_synthetic_run
+
+    store = make_synthetic_run(tmp_path, "r", n_layers=2, d=16, n_samples=8)
+    stored, how = samples.run_snapshot_table(store)
+    assert how == "stored" and len(stored) == 2 * 2 + 1
+    store.table_path("snapshots").unlink()
+    computed, how = samples.run_snapshot_table(store)
+    assert how == "computed"
+    pd.testing.assert_frame_equal(stored, computed)
+    assert samples.run_snapshot_table(store, compute=False) == (None, "no activations")
