@@ -47,7 +47,9 @@ c = st.columns(6)
 c[0].metric("communities", f"{len(sizes)}")
 c[1].metric("with ≥ 2 units", f"{int((sizes >= 2).sum())}")
 c[2].metric("largest", f"{int(sizes.max())} units")
-c[3].metric("median participation", f"{np.nanmedian(units['participation']):.3f}")
+part = units["participation"].to_numpy(float)
+c[3].metric("median participation", f"{np.median(part[np.isfinite(part)]):.3f}" if np.isfinite(part).any() else "–",
+            help="– when no unit has an edge (e.g. every sample holds the same state)")
 if srow is not None and len(srow):
     srow = srow.iloc[0]
     c[4].metric("sample rank", f"{int(srow['rank'])}",

@@ -209,3 +209,137 @@ def test_run_from_before_cumulative_rank_resumes_and_records_it(tiny_run, tmp_pa
     assert main(base + ["--stages", "activations,jacobians,spectra,cumulative", "--cumulative-rank", "8"]) == 0
     manifest = json.loads((runs / "old" / "manifest.json").read_text())
     assert manifest["cumulative_rank"] == 8
+
+
+# -- how many samples a run really has (METHODS §1) ----------------------------------------------
+
+def test_a_corpus_ending_in_one_token_has_one_state_at_snapshot_0_and_the_pages_warn(tiny_run, tmp_path,
+                                                                                    monkeypatch):
+    import pandas as pd
+
+    from tests.app.apptools import open_page
+
+    root, _ = tiny_run
+    corpus = tmp_path / "night.txt"
+    corpus.write_text("\n".join(f"{t} at night" for t in TEXTS) + "\n")  # every passage ends in "night"
+    runs = tmp_path / "runs"
+    assert main(["run", "--model", str(root / "tiny-llama"), "--corpus", str(corpus), "--samples", "5",
+                 "--runs-dir", str(runs), "--run-id", "night", "--quiet",
+                 "--stages", "activations,jacobians,spectra,communities"]) == 0
+    run = runs / "night"
+    snaps = pd.read_parquet(run / "snapshots.parquet")
+    assert list(snaps["snapshot"]) == list(range(2 * 3 + 1))  # 2L snapshots and the final state
+    row0 = snaps.iloc[0]
+    assert (row0["n_distinct"], row0["rank"], row0["participation_ratio"]) == (1, 0, 0.0)
+    assert (snaps["n_distinct"].iloc[1:] == 5).all() and (snaps["rank"].iloc[1:] <= 4).all()
+    passages = pd.read_parquet(run / "passages.parquet")
+    assert list(passages["position"]) == list(passages["n_tokens"] - 1)
+    assert set(passages["token_text"]) == {"night"}
+    summary = dict(pd.read_parquet(run / "summary.parquet").itertuples(index=False))
+    assert summary["samples.distinct_last_tokens"] == 1 and summary["samples.n"] == 5
+    assert summary["samples.min_participation_ratio"] == 0.0
+    assert json.loads((run / "manifest.json").read_text())["position"] == "last"
+
+    monkeypatch.setenv("RESDYN_RUNS_DIR", str(runs))
+    at = open_page("pages/operator_type.py", run="night")
+    assert not at.exception
+    warn = " ".join(c.value for c in at.caption if "degenerate" in c.value)
+    assert "Layer(s) 0" in warn and "1 of 5 distinct states" in warn
+    at = open_page("pages/communities.py", run="night", snapshot="0")
+    assert not at.exception and not at.error
+    assert any("Degenerate sample at this snapshot" in w.value for w in at.warning)
+    assert any("Gaussian null" in md.value for md in at.markdown)
+    at = open_page("pages/runs.py", run="night")
+    assert not at.exception
+    assert next(x.value for x in at.metric if x.label == "distinct last tokens") == "1 / 5"
+
+
+def _long_corpus(path):
+    """Six passages of about 21 tokens (two TEXTS lines each) and one of 10 (too short for random)."""
+    lines = [f"{TEXTS[i % 5]} {TEXTS[(i + 1) % 5]}" for i in range(6)] + [TEXTS[0]]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_position_random_is_seeded_recorded_and_reproducible(tiny_run, tmp_path):
+    import pandas as pd
+
+    root, _ = tiny_run
+    corpus = _long_corpus(tmp_path / "long.txt")
+
+    def run(run_id, *extra):
+        argv = ["run", "--model", str(root / "tiny-llama"), "--corpus", str(corpus), "--samples", "7",
+                "--runs-dir", str(tmp_path / "runs"), "--run-id", run_id, "--quiet", "--stages", "activations",
+                "--position", "random", *extra]
+        assert main(argv) == 0
+        run = tmp_path / "runs" / run_id
+        return pd.read_parquet(run / "passages.parquet"), np.load(run / "activations.npy")
+
+    p1, a1 = run("r1")
+    p2, a2 = run("r2")
+    p3, _ = run("r3", "--seed", "1")
+    pd.testing.assert_frame_equal(p1, p2)
+    np.testing.assert_array_equal(a1, a2)
+    long = p1["n_tokens"] > 16
+    assert long.sum() == 6
+    assert ((p1.loc[long, "position"] >= 16) & (p1.loc[long, "position"] < p1.loc[long, "n_tokens"])).all()
+    assert (p1.loc[~long, "position"] == p1.loc[~long, "n_tokens"] - 1).all()  # the short one: its last token
+    assert (p1["position"] != p3["position"]).any()
+    assert (p1.loc[long, "position"] != p1.loc[long, "n_tokens"] - 1).any()
+    manifest = json.loads((tmp_path / "runs" / "r1" / "manifest.json").read_text())
+    assert manifest["position"] == "random"
+    summary = dict(pd.read_parquet(tmp_path / "runs" / "r1" / "summary.parquet").itertuples(index=False))
+    assert summary["samples.short_passages"] == 1
+    # The states are those of the chosen token: the embedding of its id at snapshot 0.
+    from resdyn.compute.models import load_bundle
+    from resdyn.config import RunConfig
+
+    bundle = load_bundle(RunConfig(model=str(root / "tiny-llama"), run_id="x"))
+    emb = bundle.model.get_input_embeddings().weight.detach().numpy()
+    np.testing.assert_allclose(a1[:, 0], emb[p1["token"].to_numpy()], rtol=1e-6, atol=1e-7)
+
+
+def test_in_context_jacobians_are_taken_at_the_chosen_position(tiny_run, tmp_path):
+    import pandas as pd
+    from torch.func import jacrev
+
+    from resdyn.compute.activations import tokenize
+    from resdyn.compute.blocks import in_context_fn, traced_forward
+    from resdyn.compute.models import load_bundle
+    from resdyn.config import RunConfig
+
+    root, _ = tiny_run
+    corpus = _long_corpus(tmp_path / "long.txt")
+    assert main(["run", "--model", str(root / "tiny-llama"), "--corpus", str(corpus), "--samples", "3",
+                 "--runs-dir", str(tmp_path / "runs"), "--run-id", "ic", "--quiet", "--mode", "in-context",
+                 "--position", "random", "--stages", "activations,jacobians"]) == 0
+    run = tmp_path / "runs" / "ic"
+    pos = pd.read_parquet(run / "passages.parquet")["position"].to_numpy()
+    jac = np.load(run / "jacobians.npy")
+    bundle = load_bundle(RunConfig(model=str(root / "tiny-llama"), run_id="x"))
+    seqs = tokenize(bundle, corpus.read_text().splitlines()[:3])
+    ref = []
+    for ids, t in zip(seqs, pos):
+        trace = traced_forward(bundle, ids[None])
+        states = trace.inputs[1].to(bundle.dtype)
+        with torch.enable_grad():
+            ref.append(jacrev(in_context_fn(trace.calls[1], states, t_in=int(t), t_out=int(t)))(states[0, int(t)]))
+    np.testing.assert_allclose(jac[1], torch.stack(ref).mean(0).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_run_from_before_position_resumes_as_last_and_refuses_random(tiny_run, tmp_path, capsys):
+    import shutil
+
+    root, argv = tiny_run
+    runs = tmp_path / "runs"
+    shutil.copytree(root / "runs" / "e2e", runs / "old")
+    path = runs / "old" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    del manifest["position"]
+    path.write_text(json.dumps(manifest))
+    base = argv + ["--runs-dir", str(runs), "--run-id", "old"]
+    assert main(base) == 0  # an old run meant the last token: no settings clash
+    assert json.loads(path.read_text())["position"] == "last"  # and now says so
+    capsys.readouterr()
+    assert main(base + ["--position", "random"]) == 2
+    assert "exists with position='last', not 'random'" in capsys.readouterr().err

@@ -78,3 +78,24 @@ def test_signature_changes_when_a_file_does(runs):
     path = runs / TRAINED_RUN / "layers.parquet"
     path.write_bytes(path.read_bytes()[:-10])
     assert verify.signature(store) != before
+
+
+def test_an_output_added_after_a_run_was_computed_is_not_damage_and_its_pages_render(runs, monkeypatch):
+    """A run whose activations stage finished before it wrote snapshots.parquet (its manifest's
+    ``files`` record says what the stage wrote): verify passes it, and the pages compute the
+    table on read. A file the record lists is still reported missing."""
+    import json
+
+    store = RunStore(runs / TRAINED_RUN)
+    store.table_path("snapshots").unlink()
+    m = json.loads((store.path / "manifest.json").read_text())
+    old = {f: "activations" for f in ("activations.npy", "final_state.npy", "passages.parquet")}
+    (store.path / "manifest.json").write_text(json.dumps(dict(m, files=old)))
+    assert verify.check_run(store) == []
+    monkeypatch.setenv("RESDYN_RUNS_DIR", str(runs))
+    for page in ("pages/runs.py", "pages/operator_type.py", "pages/claims.py"):
+        at = open_page(page, run=TRAINED_RUN)
+        assert not at.exception and not at.error, page
+    (store.path / "manifest.json").write_text(json.dumps(dict(m, files={**old, "snapshots.parquet": "activations"})))
+    (p,) = verify.check_run(store)
+    assert (p.file, p.reason, p.redo) == ("snapshots.parquet", "missing", ("activations",))
