@@ -100,11 +100,15 @@ def test_default_runs_follow_the_run_of_the_other_pages_and_partial_runs_say_so(
 def test_runs_page_cards_and_regime_tables(runs_root, monkeypatch):
     at = _page("pages/runs.py", runs_root, monkeypatch, run=DEEP)
     metrics = [(m.label, m.value) for m in at.metric]
-    # One card of four numbers per run, runs in id order; then the chosen run's five facts.
-    cards = [dict(metrics[i:i + 4]) for i in range(0, 16, 4)]
+    # One card of six numbers per run, runs in id order; then the chosen run's five facts.
+    cards = [dict(metrics[i:i + 6]) for i in range(0, 24, 6)]
     half, deep, random_, trained = cards
-    assert half == {"complex-pair fraction": "—", "erank(P_0)": "—", "self-alignment range": "—",
-                    "FDR-significant layers": "—"}
+    assert {k: half[k] for k in ("complex-pair fraction", "erank(P_0)", "self-alignment range",
+                                 "FDR-significant layers")} == dict.fromkeys(("complex-pair fraction", "erank(P_0)",
+                                                                               "self-alignment range",
+                                                                               "FDR-significant layers"), "—")
+    # The sample cards come from the activations stage, which even the partial run has.
+    assert half["distinct last tokens"] == "4 / 4" and half["smallest participation ratio"] != "—"
     assert trained["erank(P_0)"] == "5" and deep["erank(P_0)"] == "—"
     j = _layers(runs_root, DEEP, "J")
     assert deep["complex-pair fraction"] == f"{j['frac_complex'].mean():.1%}"
