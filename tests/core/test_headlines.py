@@ -53,6 +53,9 @@ def test_headline_values_twin_and_nulls(root):
     store.write_table("cumulative", pd.DataFrame({"layer": np.arange(L), "erank": [6.7, 20.0, 80.0, 400.0],
                                                   "log10_fro": np.zeros(L)}))
     store.write_table("summary", pd.DataFrame({"name": ["cumulative.k"], "value": [16.0]}))
+    m = store.manifest()  # a run from before the manifest recorded cumulative_rank: the summary's K
+    del m["cumulative_rank"]
+    store.write_manifest(m)
     store.write_table("coupling", pd.DataFrame({
         "layer": np.tile(np.arange(L), 2), "method": ["infomap"] * L + ["cpm"] * L,
         "cohens_d": [0.3, -0.2, 0.1, 0.5, 0.3, -0.2, 0.1, 0.5],
