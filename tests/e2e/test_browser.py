@@ -129,6 +129,12 @@ def _metric(page, label_start: str) -> tuple[str, str]:
     raise AssertionError(f"no metric labelled {label_start!r}")
 
 
+def test_every_page_of_the_navigation_is_opened():
+    from tests.app.pagelist import app_pages
+
+    assert sorted(PAGE_FILES.get(p, p) for p in PAGES) == sorted(Path(p).stem for p in app_pages())
+
+
 @pytest.mark.parametrize("path", list(PAGES))
 def test_every_page_draws_its_plots_without_an_exception(server, browser, path):
     if not (ROOT / "pages" / f"{PAGE_FILES.get(path, path)}.py").is_file():
@@ -145,6 +151,8 @@ def test_every_page_draws_its_plots_without_an_exception(server, browser, path):
             assert charts.count() >= PAGES[path]
             # plotly.js drew into the chart (an SVG with a plot area), not just an empty div.
             assert page.locator(".js-plotly-plot .main-svg").count() >= PAGES[path]
+        elif path == "claims":
+            page.locator("[data-testid='stDataFrame']").first.wait_for(timeout=TIMEOUT_MS)
         else:
             assert "block_coupling" in page.locator("[data-testid='stMain']").inner_text()
     finally:
