@@ -84,9 +84,9 @@ class RunTables:
         return int(self.manifest.get("k") or resolve_k(None, self.d))
 
     def cumulative_rank(self) -> int | None:
-        """K_cum of the cumulative products: the manifest's ``cumulative_rank`` (newer runs), else
-        the summary's ``cumulative.k`` (older runs), else None (no cumulative stage)."""
-        for v in (self.manifest.get("cumulative_rank"), self.summary.get("cumulative.k")):
+        """K_cum of the cumulative products: the summary's ``cumulative.k`` (what the stage used),
+        else the manifest's ``cumulative_rank``, else None (no cumulative stage)."""
+        for v in (self.summary.get("cumulative.k"), self.manifest.get("cumulative_rank")):
             if v is not None and np.isfinite(float(v)):
                 return int(v)
         return None

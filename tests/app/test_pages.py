@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from resdyn.core.synthetic import make_synthetic_run
 from tests.app.apptools import charts, open_page
+from tests.app.pagelist import app_pages
 from tests.conftest import RANDOM_RUN, SYNTHETIC_SIZES, TRAINED_RUN
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +33,14 @@ def _charts(at: AppTest) -> list[dict]:
 
 def _no_exception(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
+
+
+@pytest.mark.parametrize("page", app_pages())
+def test_every_declared_page_renders_alone_with_only_the_run_in_the_link(synthetic_runs_env, page):
+    """Every page app.py's navigation declares, so that a new page is tested without being listed."""
+    at = _app(page, run=TRAINED_RUN)
+    _no_exception(at)
+    assert at.title and not at.error
 
 
 @pytest.mark.parametrize("page", PAGES)

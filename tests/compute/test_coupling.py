@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from resdyn.compute import coupling as C
-from resdyn.compute import stages
 from resdyn.compute.blocks import traced_forward
 from resdyn.compute.cli import main
 from resdyn.core import trajectory as tj
@@ -116,17 +115,13 @@ N = 3
 
 @pytest.fixture(scope="module")
 def coupling_run(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    if "resdyn.compute.coupling" not in stages.STAGE_MODULES:  # until stages.py lists it
-        mp.setattr(stages, "STAGE_MODULES", [*stages.STAGE_MODULES, "resdyn.compute.coupling"])
     root = save_tiny_model_and_corpus(tmp_path_factory.mktemp("coupling"))
     corpus = root / "corpus.txt"
     argv = ["run", "--model", str(root / "tiny-llama"), "--corpus", str(corpus), "--samples", "4",
             "--runs-dir", str(root / "runs"), "--run-id", "c", "--quiet", "--stages", STAGES,
             "--coupling-samples", str(N), "--coupling-window", "3", "--coupling-tokens", "8"]
     assert main(argv) == 0
-    yield root, argv, mp
-    mp.undo()
+    return root, argv
 
 
 def _table(root, name):
@@ -134,7 +129,7 @@ def _table(root, name):
 
 
 def test_block_coupling_table_has_the_contract(coupling_run):
-    root, _, _ = coupling_run
+    root, _ = coupling_run
     rows = _table(root, "block_coupling")
     assert list(rows.columns) == list(C.COLUMNS)
     assert set(rows["kind"]) == set(C.KINDS)
@@ -171,7 +166,7 @@ def test_depth_rows_match_an_independent_recomputation(coupling_run):
     from resdyn.compute.models import load_bundle
     from resdyn.config import RunConfig
 
-    root, _, _ = coupling_run
+    root, _ = coupling_run
     bundle = load_bundle(RunConfig(model=str(root / "tiny-llama"), run_id="x"))
     ids = tokenize(bundle, TEXTS[:1])[0][:8]
     trace = traced_forward(bundle, ids[None])
@@ -192,7 +187,7 @@ def test_depth_rows_match_an_independent_recomputation(coupling_run):
 
 
 def test_summary_holds_the_run_scores(coupling_run):
-    root, _, _ = coupling_run
+    root, _ = coupling_run
     summary = dict(_table(root, "summary")[["name", "value"]].itertuples(index=False))
     rows = _table(root, "block_coupling")
     depth = rows[(rows["kind"] == "depth") & ~rows["aggregate"] & (rows["K"] == 30)]
@@ -208,7 +203,7 @@ def test_summary_holds_the_run_scores(coupling_run):
 def test_trajectories_table_matches_the_activations(coupling_run):
     """The last token's norms are those of the stored activations (x^l = snapshot 2l, x^L = the
     final state); LSS / ED columns equal the core functions on those states; every token is there."""
-    root, _, _ = coupling_run
+    root, _ = coupling_run
     run = root / "runs" / "c"
     traj = _table(root, "trajectories")
     passages = pd.read_parquet(run / "passages.parquet")
@@ -237,7 +232,7 @@ def test_trajectory_windows_are_the_quartiles_duckdb_gives_on_the_table(coupling
     (what the page computed before the stage stored them), for every token and for last tokens."""
     from resdyn.core import queries
 
-    root, _, _ = coupling_run
+    root, _ = coupling_run
     run = root / "runs" / "c"
     win = _table(root, "trajectory_windows")
     assert list(win.columns) == ["scope", "metric", "layer", "q25", "median", "q75", "n"]
@@ -257,7 +252,7 @@ def test_trajectory_windows_are_the_quartiles_duckdb_gives_on_the_table(coupling
 
 
 def test_trajectory_pca_covers_the_coupling_prompts(coupling_run):
-    root, _, _ = coupling_run
+    root, _ = coupling_run
     pca = _table(root, "trajectory_pca")
     assert sorted(set(pca["sample"])) == list(range(N)) and set(pca["fit"]) == set(C.PCA_FITS)
     n_tok = pd.read_parquet(root / "runs" / "c" / "passages.parquet")["n_tokens"][0]
@@ -271,7 +266,7 @@ def test_trajectory_pca_covers_the_coupling_prompts(coupling_run):
 
 
 def test_killed_stage_resumes_at_the_next_sample(coupling_run, monkeypatch):
-    root, argv, _ = coupling_run
+    root, argv = coupling_run
     run = root / "runs" / "c"
     before = _table(root, "block_coupling")
     real, calls = C.sample_coupling, {"n": 0}
@@ -300,7 +295,7 @@ def test_killed_stage_resumes_at_the_next_sample(coupling_run, monkeypatch):
     ("--coupling-window", "-1", "--coupling-window must be 0"),
 ])
 def test_bad_coupling_settings_give_one_line(coupling_run, capsys, flag, value, message):
-    root, argv, _ = coupling_run
+    root, argv = coupling_run
     base = [a if a != "c" else "bad" + flag for a in argv]  # a fresh run per case
     base[base.index(flag) + 1] = value
     assert main(base) == 2
