@@ -177,9 +177,12 @@ def test_every_claim_degrades_to_not_computed():
 
 
 def test_truncated_product_is_noted():
-    run = _trained(manifest={"cumulative_rank": 512})
-    note = _by_claim(claims.evaluate(run, _twin()))["funnel"]["note"]
-    assert "truncated at K_cum = 512 < d = 576" in note
+    summary = {"block_coupling.coupling_score": 0.4, "trajectories.lss_median": 4.25, "cumulative.k": 512.0}
+    for run in (_trained(summary=summary),  # the rank the stage used, as its summary row records it
+                _trained(summary={k: v for k, v in summary.items() if k != "cumulative.k"},
+                         manifest={"cumulative_rank": 512})):  # else the manifest's setting
+        note = _by_claim(claims.evaluate(run, _twin()))["funnel"]["note"]
+        assert "truncated at K_cum = 512 < d = 576" in note
 
 
 def test_every_verdict_has_an_explanation_and_an_icon():
