@@ -51,6 +51,9 @@ table.insert(0, "n", range(1, len(table) + 1))
 table["verdict"] = [f"{claims.ICONS[v]} {v}" for v in table["verdict"]]
 st.dataframe(
     table, hide_index=True, width="stretch", key="claims-table",
+    height=36 * (len(table) + 1) + 4,  # every claim visible without scrolling the table
+    # The verdict next to the claim, so that it is on screen without scrolling sideways.
+    column_order=["n", "claim", "verdict", "run", "twin", "null", "paper", "quantity", "note"],
     column_config={
         "n": st.column_config.NumberColumn("#", width="small"),
         "claim": st.column_config.TextColumn("claim", width="medium"),
