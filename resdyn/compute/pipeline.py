@@ -132,7 +132,8 @@ def run(cfg: RunConfig, quiet: bool = False, redo: tuple[str, ...] = ()) -> RunS
                 raise ResdynError(f"stage {stage.name} needs {', '.join(missing)} first; run without --stages")
             t0 = time.perf_counter()
             run_stage(ctx, stage, executor, stages)
-            store.mark_stage_done(stage.name, time.perf_counter() - t0, names, outputs=stage.outputs)
+            written = stage.outputs + tuple(f for f in stage.spec.shared if (store.path / f).is_file())
+            store.mark_stage_done(stage.name, time.perf_counter() - t0, names, outputs=written)
             done.add(stage.name)
     return store
 

@@ -148,7 +148,9 @@ def check_run(store: RunStore) -> list[Problem]:
             if file in problems:
                 continue
             reason = file_problem(store.path / file, m)
-            if reason == "missing" and wrote and file in spec.outputs and file not in wrote:
+            # A shared file counts as missing only once a stage has recorded writing it (runs from
+            # before a stage added summary rows have none to lose).
+            if reason == "missing" and wrote and file not in wrote and (file in spec.outputs or file not in recorded):
                 continue
             if reason is not None:
                 # A shared file (summary.parquet) is rewritten by every finished stage that adds to it.

@@ -11,6 +11,7 @@ import shutil
 import numpy as np
 import pytest
 
+from resdyn import stages as registry
 from resdyn.compute.cli import main
 from resdyn.core import verify
 from resdyn.core.store import RunStore, save_npy
@@ -99,3 +100,20 @@ def test_an_output_added_after_a_run_was_computed_is_not_damage_and_its_pages_re
     (store.path / "manifest.json").write_text(json.dumps(dict(m, files={**old, "snapshots.parquet": "activations"})))
     (p,) = verify.check_run(store)
     assert (p.file, p.reason, p.redo) == ("snapshots.parquet", "missing", ("activations",))
+
+
+def test_a_run_from_before_a_stage_wrote_summary_rows_is_not_damaged(runs):
+    """A partial run whose finished stages predate their summary rows has no summary.parquet to
+    lose; once a stage has recorded writing it, its absence is damage."""
+    import json
+
+    path = runs / RANDOM_RUN / "manifest.json"
+    m = json.loads(path.read_text())
+    m["stages_done"] = ["activations", "jacobians", "spectra"]
+    m["files"] = {f: s for s in m["stages_done"] for f in registry.get(s).outputs}  # no summary recorded
+    path.write_text(json.dumps(m))
+    (runs / RANDOM_RUN / "summary.parquet").unlink(missing_ok=True)
+    assert verify.check_run(RunStore(runs / RANDOM_RUN)) == []
+    path.write_text(json.dumps(dict(m, files={**m["files"], "summary.parquet": "activations"})))
+    (p,) = verify.check_run(RunStore(runs / RANDOM_RUN))
+    assert (p.file, p.reason, p.redo) == ("summary.parquet", "missing", ("activations",))
