@@ -121,7 +121,11 @@ def _shot(page, name: str) -> None:
 
 
 def _metric(page, label_start: str) -> tuple[str, str]:
-    """(label, value) of the first st.metric whose label starts with ``label_start``."""
+    """(label, value) of the first st.metric whose label starts with ``label_start`` (waiting for
+    it: on a loaded machine the readouts can land after the script-state flag)."""
+    page.wait_for_function(
+        "(start) => [...document.querySelectorAll(\"[data-testid='stMetricLabel']\")]"
+        ".some(e => e.innerText.trim().startsWith(start))", arg=label_start, timeout=TIMEOUT_MS)
     for m in page.locator("[data-testid='stMetric']").all():
         label = m.locator("[data-testid='stMetricLabel']").inner_text().strip()
         if label.startswith(label_start):
