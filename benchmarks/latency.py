@@ -175,9 +175,8 @@ def coupling_stages(cache: Path, n_layers: int, n_samples: int, target: RunStore
     # The page's headline numbers: the summary rows those stages wrote.
     rows = src.read_table("summary")
     rows = rows[rows["name"].str.startswith(("block_coupling.", "trajectories."))]
-    from resdyn.compute.geometry import update_summary
-
-    update_summary(target, dict(zip(rows["name"], rows["value"])))
+    
+    target.update_summary(dict(zip(rows["name"], rows["value"])))
     m = target.manifest()
     m.update(coupling_samples=src.manifest().get("coupling_samples"), coupling_window=window,
              coupling_tokens=src.manifest().get("coupling_tokens"))

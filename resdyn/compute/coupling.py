@@ -53,7 +53,6 @@ import torch
 from torch.func import jacrev
 
 from resdyn.compute.blocks import BlockCall, traced_forward
-from resdyn.compute.geometry import update_summary  # the run's shared table of named scalars
 from resdyn.compute.stages import stages_in
 from resdyn.core import trajectory as tj
 from resdyn.core.store import RunStore
@@ -359,7 +358,7 @@ def compute_block_coupling(ctx) -> None:
     rows = aggregate_rows(pd.concat(frames, ignore_index=True))
     store.write_array("block_coupling_A", cache.read_array("A", mmap=False))
     store.write_table("block_coupling", rows)
-    update_summary(store, coupling_summary(rows, ks))
+    store.update_summary(coupling_summary(rows, ks))
     store.clear_partial("block_coupling")
 
 
@@ -453,7 +452,7 @@ def compute_trajectories(ctx) -> None:
     ctx.store.write_table("trajectories", table)
     ctx.store.write_table("trajectory_windows", tj.window_quantiles(table))
     ctx.store.write_table("trajectory_pca", pd.concat(pcas, ignore_index=True))
-    update_summary(ctx.store, trajectory_summary(table, width))
+    ctx.store.update_summary(trajectory_summary(table, width))
 
 
 STAGES = stages_in(__name__)  # the records live in resdyn/stages.py

@@ -17,7 +17,7 @@ float32 and writes:
   ``layer_sigma.parquet`` (layer, c, i, sigma: the singular values of J_l(c) at the same
   doses) and ``transient_growth.parquet`` (layer, k, log10_norm).
 
-``summary.parquet`` holds named scalars (name, value) shared by every stage: ``update_summary``.
+``summary.parquet`` holds named scalars (name, value) shared by every stage: ``RunStore.update_summary``.
 """
 
 from __future__ import annotations
@@ -39,11 +39,6 @@ from resdyn.core import spectral
 from resdyn.core.spectral import NR_ANGLES, PSEUDO_DOSES, PSEUDO_GRID, PSEUDO_PAD
 from resdyn.core.store import RunStore
 from resdyn.errors import ResdynError
-
-
-def update_summary(store: RunStore, values: dict[str, float]) -> pd.DataFrame:
-    """``RunStore.update_summary`` (kept for the stage modules that import it from here)."""
-    return store.update_summary(values)
 
 
 def spectra_layers(n_layers: int) -> list[int]:
@@ -95,7 +90,7 @@ def compute_cumulative(ctx) -> None:
         lay = lay[lay["operator"] == "J"]
         rho[lay["layer"].to_numpy(int)] = lay["spectral_radius"].to_numpy(float)
     r, p = spectral.spearman(cum.erank, rho)
-    update_summary(store, {
+    store.update_summary({
         "cumulative.k": cum.k,
         "cumulative.erank_P0": cum.erank[0],
         "cumulative.erank_Pmid": cum.erank[n_layers // 2],
@@ -280,7 +275,7 @@ def _compute_schur(ctx) -> None:
         values[f"schur.erank.J.c{c:g}"] = dose.loc[c, "erank"]
         # The ordering band's width relative to the canonical value (0 at c = 1 by construction).
         values[f"schur.order_band.erank.c{c:g}"] = (band.loc[c, "hi"] - band.loc[c, "lo"]) / band.loc[c, "dose"]
-    update_summary(store, values)
+    store.update_summary(values)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -316,7 +311,7 @@ def compute_pseudospectra(ctx) -> None:
     store.write_table("transient_growth", pd.DataFrame({
         "layer": li.astype(np.int32), "k": (ki + 1).astype(np.int32), "log10_norm": tg[li, ki]}))
     # Transient amplification of the whole stack: peak over k of ‖P_{0:k}‖₂ against its end value.
-    update_summary(store, {
+    store.update_summary({
         "transient.log10_peak_P0": float(np.nanmax(tg[0])),
         "transient.peak_k_P0": float(np.nanargmax(tg[0]) + 1),
         "transient.log10_end_P0": float(tg[0, n_layers - 1]),

@@ -43,7 +43,6 @@ import scipy.sparse as sp
 from scipy import stats
 
 from resdyn.compute import executors
-from resdyn.compute.geometry import update_summary  # the run's shared table of named scalars
 from resdyn.core.correlation import HEATMAP_MAX, correlation, overview_blocks, standardize
 from resdyn.core.samples import gaussian_null
 from resdyn.compute.stages import stages_in
@@ -577,7 +576,7 @@ def compute_coupling(ctx) -> None:
                  "n_bottom", "spearman_rho", "spearman_p", "self_alignment"]]
     store.write_table("mesoscale", meso)
     store.write_table("coupling", coup)
-    update_summary(store, summary)
+    store.update_summary(summary)
 
 
 STAGES = stages_in(__name__)  # the records live in resdyn/stages.py

@@ -19,7 +19,6 @@ from scipy.stats import ortho_group
 from streamlit.testing.v1 import AppTest
 
 from resdyn.compute import coupling as C
-from resdyn.compute.geometry import update_summary
 from resdyn.core import trajectory as tj
 from resdyn.core.figures import coupling as fig
 from resdyn.core.store import RunStore
@@ -77,7 +76,7 @@ def write_coupling_tables(store: RunStore, coupled: bool, seed: int) -> None:
     store.write_table("trajectory_pca", pd.concat(pcas, ignore_index=True))
     if coupled:  # the trained run has the stored quartiles; the random one (older runs) has not
         store.write_table("trajectory_windows", tj.window_quantiles(table))
-    update_summary(store, {**C.coupling_summary(rows, KS), **C.trajectory_summary(table, width)})
+    store.update_summary({**C.coupling_summary(rows, KS), **C.trajectory_summary(table, width)})
 
 
 @pytest.fixture(scope="module")

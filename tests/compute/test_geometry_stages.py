@@ -141,8 +141,8 @@ def test_cumulative_rank_above_d_is_one_line_error(run, tmp_path):
 
 def test_update_summary_merges_with_other_stages_rows(tmp_path):
     store = RunStore(tmp_path / "r")
-    geometry.update_summary(store, {"a": 1.0, "b": 2})
-    geometry.update_summary(store, {"b": 3.0, "c": np.float32(4)})
+    store.update_summary({"a": 1.0, "b": 2})
+    store.update_summary({"b": 3.0, "c": np.float32(4)})
     df = store.read_table("summary").set_index("name")["value"]
     assert df.to_dict() == {"a": 1.0, "b": 3.0, "c": 4.0}
 
