@@ -476,7 +476,7 @@ assert not __import__("re").search(r"<[/\w]", EXPORT_SCRIPT.split(">", 1)[1].rsp
 
 @contextlib.contextmanager
 def timed_run():
-    """Server time of one script run, appended as "seconds page" to ``$RESDYN_TIMING_LOG`` when that
+    """Server time of one script run, appended as "seconds run_id" to ``$RESDYN_TIMING_LOG`` when that
     variable is set (the soak test reads it); a no-op otherwise. A page that stops early counts too."""
     path = os.environ.get("RESDYN_TIMING_LOG")
     t0 = time.perf_counter()
