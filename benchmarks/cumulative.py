@@ -34,7 +34,7 @@ from numpy.lib.format import open_memmap  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from resdyn.compute.context import RunContext  # noqa: E402
-from resdyn.compute.geometry import compute_cumulative  # noqa: E402
+from resdyn.compute.stages.cumulative import run as compute_cumulative  # noqa: E402
 from resdyn.config import RunConfig  # noqa: E402
 from resdyn.core import spectral  # noqa: E402
 from resdyn.core.store import RunStore  # noqa: E402

@@ -7,7 +7,7 @@
     python benchmarks/dose_slider.py --run-dir data/runs/smollm2-135m   # a real run with the schur stage
     python benchmarks/dose_slider.py --threads 0          # BLAS threads of a live call (0: library default)
 
-It builds a synthetic run (``resdyn.core.synthetic``), takes the Schur factors of every layer
+It builds a synthetic run (``resdyn.testing.synthetic``), takes the Schur factors of every layer
 (the "schur" stage's first half) and the dose grid, then times:
 
 - the one-time precomputation of a run (``LiveDose``: A = QΛQ*, B = J̄ − A for every layer);
@@ -36,10 +36,10 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from resdyn.compute.geometry import schur_factors  # noqa: E402
+from resdyn.compute.stages.schur import schur_factors  # noqa: E402
 from resdyn.core import dose, spectral  # noqa: E402
 from resdyn.core.store import RunStore  # noqa: E402
-from resdyn.core.synthetic import make_synthetic_run  # noqa: E402
+from resdyn.testing.synthetic import make_synthetic_run  # noqa: E402
 
 
 def prepare(root: Path, d: int, n_layers: int, init: str) -> RunStore:

@@ -90,7 +90,7 @@ class StageTimer:
 
     @contextlib.contextmanager
     def patched(self):
-        from resdyn.compute import jacobians
+        from resdyn.compute.stages import jacobians
 
         real_iso, real_stats = jacobians.isolated_jacobians, jacobians.gram_stats
 

@@ -14,7 +14,7 @@ import time
 import torch
 
 from resdyn.compute.blocks import isolated_calls, isolated_fn
-from resdyn.compute.jacobians import batched_jacobian, gram_stats, isolated_jacobians
+from resdyn.compute.stages.jacobians import batched_jacobian, gram_stats, isolated_jacobians
 from resdyn.compute.models import load_bundle, resolve_device
 from resdyn.config import RunConfig
 

@@ -5,14 +5,14 @@
     python benchmarks/latency.py --pages runs,spectrum    # some pages only
 
 It builds (once; reused from ``--cache``) a synthetic run with the real table sizes
-(``resdyn.core.synthetic``: activations (N, 2L, d), jacobians (L, d, d), samples L·N rows,
+(``resdyn.testing.synthetic``: activations (N, 2L, d), jacobians (L, d, d), samples L·N rows,
 eigenvalues 2·L·d rows), plus a random-init twin for the multi-run views, and adds the later
 stages named by ``--stages`` (default ``all``) to the main run:
 
 - cumulative, communities, topology_coupling: the real stages (numpy only; ~25 min at d = 4096, estimated:
   the exact cumulative products take ~7 min of it and the second mesoscale null ~2.5 min);
 - schur, pseudospectra: the real stages up to d = 1024; above, written block by block from the
-  synthetic operator by ``resdyn.core.synthetic_geometry`` (same files, columns and grid sizes;
+  synthetic operator by ``resdyn.testing.synthetic_geometry`` (same files, columns and grid sizes;
   ~5 min and 8.6 GB instead of hours);
 - block_coupling (with trajectories): the real stages run on a tiny random Llama with the same L
   and N (their tables do not depend on d), copied into the run.
@@ -58,8 +58,8 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from resdyn.compute.context import RunContext  # noqa: E402
 from resdyn.config import RunConfig  # noqa: E402
 from resdyn.core.store import RunStore  # noqa: E402
-from resdyn.core.synthetic import make_synthetic_run  # noqa: E402
-from resdyn.core.synthetic_geometry import add_geometry_stages  # noqa: E402
+from resdyn.testing.synthetic import make_synthetic_run  # noqa: E402
+from resdyn.testing.synthetic_geometry import add_geometry_stages  # noqa: E402
 
 BUDGET_MS = 300.0
 # The live dose sliders (c and the skip weight β) have their own budget (benchmarks/dose_slider.py).
@@ -100,9 +100,9 @@ def prepare(cache: Path, d: int, n_layers: int, n_samples: int, stages: tuple[st
         print(f"building {run} (d={d}, L={n_layers}, N={n_samples}) ...", flush=True)
         make_synthetic_run(root, run, n_layers=n_layers, d=d, n_samples=n_samples, seed=seed, init=init)
         print(f"  {time.perf_counter() - t0:.0f} s", flush=True)
-    from resdyn.compute import geometry, topology
+    from resdyn.compute.stages import stages_named
 
-    by_name = {s.name: s for s in [*geometry.STAGES, *topology.STAGES]}
+    by_name = {s.name: s for s in stages_named("cumulative", "schur", "pseudospectra", "communities", "topology_coupling")}
     store = RunStore(root / main)
     ctx = RunContext(RunConfig(runs_dir=root, run_id=main), store, quiet=True)
     from resdyn.core.correlation import HEATMAP_MAX
@@ -115,7 +115,7 @@ def prepare(cache: Path, d: int, n_layers: int, n_samples: int, stages: tuple[st
             continue
         t0 = time.perf_counter()
         if name in BLOCKWISE and d > BLOCKWISE_MIN_D:
-            print(f"stages {', '.join(BLOCKWISE)}, block by block (resdyn.core.synthetic_geometry) ...", flush=True)
+            print(f"stages {', '.join(BLOCKWISE)}, block by block (resdyn.testing.synthetic_geometry) ...", flush=True)
             add_geometry_stages(store)
         else:
             print(f"stage {name} ...", flush=True)

@@ -3,7 +3,7 @@
     python benchmarks/schur_stage.py                    # d = 576, L = 30 (SmolLM2's size)
     python benchmarks/schur_stage.py --d 256 --layers 12
 
-It writes a synthetic run (``resdyn.core.synthetic``) and replaces its Jacobians by dense
+It writes a synthetic run (``resdyn.testing.synthetic``) and replaces its Jacobians by dense
 J̄_l = I + 0.9·G_l/√d (G_l i.i.d. standard Gaussian, seeded): unlike the synthetic run's
 block-structured operators these have no structure a Schur form could exploit, like a real
 model's. It then times, with the stage's own functions:
@@ -11,7 +11,7 @@ model's. It then times, with the stage's own functions:
 - the canonical Schur forms of every layer (LAPACK real Schur, rsf2csf, ztrexc reordering);
 - one random-order draw of every layer (the ordering band has ``N_DRAWS`` of them);
 - one chain P(c) with its statistics (the grid has about a hundred);
-- the whole stage (``geometry.compute_schur``), wall and CPU seconds,
+- the whole stage (``geometry.run``), wall and CPU seconds,
 
 and prints the complex64 chain's erank against a complex128 product at c = 0 and 2, and the
 ordering band's width at c = 0, 1 and 2 (relative to the canonical order's erank).
@@ -29,11 +29,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from resdyn.compute import geometry  # noqa: E402
+from resdyn.compute.stages import schur as geometry  # noqa: E402
 from resdyn.compute.context import RunContext  # noqa: E402
 from resdyn.config import RunConfig  # noqa: E402
 from resdyn.core import dose, spectral  # noqa: E402
-from resdyn.core.synthetic import make_synthetic_run  # noqa: E402
+from resdyn.testing.synthetic import make_synthetic_run  # noqa: E402
 
 
 def timed(fn):
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
                       f"(relative difference {abs(e64 - e128) / e128:.1e})")
         del fam, dose_fam
         ctx = RunContext(RunConfig(runs_dir=root, run_id="bench-schur", seed=0), store, quiet=True)
-        w, c, _ = timed(lambda: geometry.compute_schur(ctx))
+        w, c, _ = timed(lambda: geometry.run(ctx))
         print(f"whole schur stage:                 {w:6.1f} s wall {c:7.1f} s CPU")
         df = store.read_table("schur_dose")
         band = dose.order_band(df).set_index("c")

@@ -15,7 +15,8 @@ import time
 
 import numpy as np
 
-from resdyn.compute import topology as T
+from resdyn.core import communities as T
+from resdyn.core.correlation import correlation
 
 
 def planted_activations(n: int, d: int, n_comm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -42,7 +43,7 @@ def main() -> None:
           f"CPU threads = {os.cpu_count()}")
 
     t0 = time.perf_counter()
-    corr = T.correlation(x)
+    corr = correlation(x)
     t1 = time.perf_counter()
     i, j, w = T.top_k_graph(corr, T.TOP_K)
     t2 = time.perf_counter()

@@ -124,6 +124,35 @@ class RunConfig:
         """The settings recorded in manifest.json (``n_samples`` is the count actually used)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("manifest")}
 
+    def new_manifest(self, *, architecture: str, model_type: str, snapshots: str, n_layers: int, d_model: int,
+                     versions: dict, **extra) -> dict:
+        """The manifest of a new run of these settings, before any stage: the pipeline's and the
+        synthetic test runs' (``resdyn.testing.synthetic``) one constructor. ``extra`` keys are
+        added as given (a synthetic run records its generator)."""
+        import time
+
+        from resdyn import stages
+
+        return {
+            **self.manifest_fields(),
+            "run_id": self.run_id,
+            "architecture": architecture,
+            "model_type": model_type,
+            "snapshots": snapshots,
+            "n_layers": int(n_layers),
+            "d_model": int(d_model),
+            "n_samples": self.samples,
+            "k": resolve_k(self.k, d_model),
+            "cumulative_rank": resolve_cumulative_rank(self.cumulative_rank, d_model),
+            "status": "partial",
+            "stages_all": stages.names(),
+            "stages_done": [],
+            "timings": {},
+            "versions": versions,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **extra,
+        }
+
 
 def resolve_k(k: int | None, d: int) -> int:
     """Rank for self/forward alignment (METHODS §4): min(64, d // 4) unless given; must be < d."""
@@ -142,3 +171,15 @@ def resolve_cumulative_rank(rank: int | None, d: int) -> int:
         raise ResdynError(f"--cumulative-rank {rank} must be between 1 and d_model = {d} "
                           f"(leave it out for the exact product)")
     return int(rank)
+
+
+def coupling_settings(cfg) -> tuple[int, int, int]:
+    """(--coupling-samples, --coupling-window, --coupling-tokens) of ``cfg``, checked (METHODS §9)."""
+    s, w, p = int(cfg.coupling_samples), int(cfg.coupling_window), int(cfg.coupling_tokens)
+    if s < 1:
+        raise ResdynError(f"--coupling-samples must be at least 1, got {s}")
+    if w < 0:
+        raise ResdynError(f"--coupling-window must be 0 (last token only) or more, got {w}")
+    if p < 0:
+        raise ResdynError(f"--coupling-tokens must be 0 (whole passage) or more, got {p}")
+    return s, w, p

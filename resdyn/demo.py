@@ -27,11 +27,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from resdyn import stages as registry
 from resdyn.config import RunConfig, default_runs_dir
 from resdyn.errors import ResdynError
 
-FIRST = ("activations", "jacobians", "spectra")
-"""Stages computed before the dashboard opens: what the Runs, Spectrum and Operator-type pages show."""
+FIRST = tuple(registry.upstream("spectra"))
+"""Stages computed before the dashboard opens: what the Runs, Spectrum and Operator-type pages
+show (the "spectra" stage and what it reads)."""
 RUNS = (("smollm2-135m", "pretrained"), ("smollm2-135m-random", "random"))
 """(run id, init) of the demo runs."""
 LOG = "demo-background.log"
@@ -47,12 +49,11 @@ def configs(args) -> list[RunConfig]:
 def missing(cfg: RunConfig, stages: tuple[str, ...] | None = None) -> list[str]:
     """Stages of ``cfg``'s run not done yet (all stages when ``stages`` is None): not recorded as
     done, or done by an older resdyn that did not write one of the files the stage writes now."""
-    from resdyn.compute.stages import all_stages
     from resdyn.core.store import RunStore
 
     store = RunStore(cfg.run_dir)
     done = set(store.manifest().get("stages_done", [])) if store.exists() else set()
-    wanted = [st for st in all_stages() if stages is None or st.name in stages]
+    wanted = [st for st in registry.STAGES if stages is None or st.name in stages]
     return [st.name for st in wanted
             if st.name not in done or not all((store.path / o).is_file() for o in st.outputs)]
 

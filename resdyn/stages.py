@@ -40,45 +40,45 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("activations", (), ("activations.npy", "final_state.npy", "passages.parquet", "snapshots.parquet"),
               "residual states of each passage's last (or --position random) token at every sub-layer "
               "boundary, and how many distinct states, rank and participation ratio each snapshot has",
-              "resdyn.compute.activations:run", needs_model=True, shared=SUMMARY),
+              "resdyn.compute.stages.activations:run", needs_model=True, shared=SUMMARY),
     StageSpec("jacobians", ("activations",), ("jacobians.npy", "samples.parquet"),
               "exact per-sample block Jacobians, their statistics and the float64 mean",
-              "resdyn.compute.jacobians:run", needs_model=True),
+              "resdyn.compute.stages.jacobians:run", needs_model=True),
     StageSpec("spectra", ("jacobians",), ("layers.parquet", "eigenvalues.parquet"),
               "eigenvalues, alignment, Henrici and κ profiles of J̄ and R",
-              "resdyn.compute.spectra:run"),
+              "resdyn.compute.stages.spectra:run"),
     StageSpec("cumulative", ("jacobians", "spectra"), ("cumulative.parquet", "cumulative_spectra.parquet"),
               "effective rank and norm of the cumulative products P_l (METHODS §5)",
-              "resdyn.compute.geometry:compute_cumulative", shared=SUMMARY),
+              "resdyn.compute.stages.cumulative:run", shared=SUMMARY),
     StageSpec("schur", ("jacobians",),
               ("schur_Q.npy", "schur_T.npy", "schur_dose.parquet"),
               "complex Schur forms in canonical eigenvalue order and the dose grid: dose, controls A and B, "
               "random-order band, skip dose (METHODS §6)",
-              "resdyn.compute.geometry:compute_schur", shared=SUMMARY),
+              "resdyn.compute.stages.schur:run", shared=SUMMARY),
     StageSpec("pseudospectra", ("schur",),
               ("pseudospectra.parquet", "numerical_range.parquet", "transient_growth.parquet",
                "layer_sigma.parquet"),
               "ε-pseudospectra, numerical ranges, singular values at the stored doses and transient "
               "growth (METHODS §11)",
-              "resdyn.compute.geometry:compute_pseudospectra", shared=SUMMARY),
+              "resdyn.compute.stages.pseudospectra:run", shared=SUMMARY),
     StageSpec("communities", ("activations", "jacobians"),
               ("units.parquet", "communities.parquet", "nmi.parquet", "graph_edges.parquet",
                "community_null.parquet"),
               "top-k correlation graphs and signed Leiden communities of every snapshot, and a Gaussian "
               "null with the same covariance spectrum (METHODS §7)",
-              "resdyn.compute.topology:compute_communities",
+              "resdyn.compute.stages.communities:run",
               optional=("corr_blocks.npy", "corr_blocks.parquet")),
     StageSpec("topology_coupling", ("communities", "spectra"), ("mesoscale.parquet", "coupling.parquet"),
               "mesoscale, boundary-node and rate-level topology ↔ Jacobian tests (METHODS §8)",
-              "resdyn.compute.topology:compute_coupling", shared=SUMMARY),
+              "resdyn.compute.stages.topology_coupling:run", shared=SUMMARY),
     StageSpec("block_coupling", ("activations",), ("block_coupling.parquet", "block_coupling_A.npy"),
               "in-context residual Jacobians of a sample subset and their depth/token-wise coupling "
               "(METHODS §9)",
-              "resdyn.compute.coupling:compute_block_coupling", needs_model=True, shared=SUMMARY),
+              "resdyn.compute.stages.block_coupling:run", needs_model=True, shared=SUMMARY),
     StageSpec("trajectories", ("activations",),
               ("trajectories.parquet", "trajectory_pca.parquet", "trajectory_windows.parquet"),
               "line-shape score, expodistance, norms and 2-D PCA of every token's trajectory (METHODS §9)",
-              "resdyn.compute.coupling:compute_trajectories", needs_model=True, shared=SUMMARY),
+              "resdyn.compute.stages.trajectories:run", needs_model=True, shared=SUMMARY),
 )
 
 BY_NAME = {s.name: s for s in STAGES}
@@ -98,6 +98,16 @@ def writers(filename: str) -> list[str]:
     return [s.name for s in STAGES if filename in s.files]
 
 
+def upstream(name: str) -> list[str]:
+    """``name`` and every stage it reads from, transitively, in computation order: what must be
+    computed before ``name``'s outputs exist (``upstream("spectra")`` is the first views' work)."""
+    out = {name}
+    for s in reversed(STAGES):  # needs come earlier in STAGES, so one backward pass suffices
+        if s.name in out:
+            out.update(s.needs)
+    return [n for n in names() if n in out]
+
+
 def dependents(stage_names: set[str] | list[str]) -> list[str]:
     """``stage_names`` plus every stage that reads their outputs, transitively, in order."""
     out = set(stage_names)
@@ -113,3 +123,29 @@ def missing(manifest: dict) -> list[str]:
     planned = manifest.get("stages_all") or names()
     done = set(manifest.get("stages_done") or ())
     return [n for n in planned if n in BY_NAME and n not in done]
+
+
+def markdown_table() -> str:
+    """The README's stage table, generated from ``STAGES`` (``tests/test_readme_stages.py`` holds
+    the README to it; regenerate with ``python -m resdyn.stages``)."""
+    def files(names):
+        return ", ".join(f"`{n}`" for n in names)
+
+    lines = ["| stage | reads (stages) | writes | code |", "|---|---|---|---|"]
+    for s in STAGES:
+        writes = files(s.outputs)
+        if s.optional:
+            writes += f"; sometimes {files(s.optional)}"
+        if s.shared:
+            writes += f"; rows of {files(s.shared)}"
+        module = s.function.split(":")[0].replace(".", "/") + ".py"
+        needs = ", ".join(s.needs) or "the model"
+        if s.needs_model and s.needs:
+            needs += " + the model"
+        lines.append(f"| `{s.name}` | {needs} | {writes} | `{module}` |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())
+

@@ -1,7 +1,7 @@
 """Fixtures shared by every test package.
 
 ``synthetic_runs_dir`` is a session-wide runs directory holding two small synthetic runs (see
-``resdyn.core.synthetic``): ``TRAINED_RUN`` (trained-like operators) and ``RANDOM_RUN``
+``resdyn.testing.synthetic``): ``TRAINED_RUN`` (trained-like operators) and ``RANDOM_RUN``
 (near-identity, the random-init null model), each with ``SYNTHETIC_SIZES``. It is shared by all
 tests of the session, so treat it as read-only: a test that must change a run copies the directory
 first (``shutil.copytree(synthetic_runs_dir, tmp_path / "runs")``).
@@ -13,7 +13,21 @@ from pathlib import Path
 
 import pytest
 
-from resdyn.core.synthetic import make_synthetic_run
+from resdyn.testing.synthetic import make_synthetic_run
+
+_LAYER = {"core": "unit", "compute": "integration", "app": "integration", "e2e": "e2e",
+          "test_demo.py": "integration"}  # the demo's two passes on a tiny model
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test by its folder (pytest.ini's markers): tests/core → unit, tests/compute and
+    tests/app → integration, tests/e2e → e2e, the top-level tests/test_*.py → unit (test_demo.py: integration)."""
+    root = Path(__file__).resolve().parent
+    for item in items:
+        rel = Path(str(item.fspath)).resolve().relative_to(root)
+        layer = _LAYER.get(rel.parts[0], "unit")
+        item.add_marker(getattr(pytest.mark, layer))
+
 
 TRAINED_RUN = "synthetic-trained"
 RANDOM_RUN = "synthetic-random"

@@ -217,3 +217,25 @@ def exact_rmsnorm_hooks(model: torch.nn.Module) -> int:
         mod.register_forward_hook(hook)
         n += 1
     return n
+
+
+# -- token batches (read by every stage that runs the model) ----------------------------------------
+BATCH = 16  # passages per forward batch
+
+
+def tokenize(bundle, texts: list[str]) -> list[torch.Tensor]:
+    """Token ids per passage with the tokenizer's own defaults, truncated only at the model's limit."""
+    limit = getattr(bundle.config, "max_position_embeddings", None) or 2048
+    ids = bundle.tokenizer(texts, truncation=True, max_length=limit)["input_ids"]
+    return [torch.tensor(x, dtype=torch.long) for x in ids]
+
+
+def pad_batch(seqs: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad to (B, T) ids and mask. Right padding is exact: real tokens never see pads."""
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = s
+        mask[i, : len(s)] = 1
+    return ids, mask

@@ -78,26 +78,9 @@ def init_manifest(ctx: RunContext, stage_list: list[Stage]) -> dict:
         return m
     ctx.texts()  # a bad corpus should fail before a slow model load
     bundle = ctx.model()
-    from resdyn.config import resolve_k
-
-    m = {
-        **cfg.manifest_fields(),
-        "run_id": cfg.run_id,
-        "architecture": bundle.adapter.name,
-        "model_type": bundle.config.model_type,
-        "snapshots": bundle.adapter.boundaries,
-        "n_layers": bundle.n_layers,
-        "d_model": bundle.d_model,
-        "n_samples": cfg.samples,
-        "k": resolve_k(cfg.k, bundle.d_model),
-        "cumulative_rank": resolve_cumulative_rank(cfg.cumulative_rank, bundle.d_model),
-        "status": "partial",
-        "stages_all": [s.name for s in all_stages()],
-        "stages_done": [],
-        "timings": {},
-        "versions": _versions(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    m = cfg.new_manifest(architecture=bundle.adapter.name, model_type=bundle.config.model_type,
+                         snapshots=bundle.adapter.boundaries, n_layers=bundle.n_layers, d_model=bundle.d_model,
+                         versions=_versions())
     store.write_manifest(m)
     return m
 

@@ -1,6 +1,6 @@
 """The statistics of the topology ↔ dynamics coupling (METHODS §8), numpy/scipy only.
 
-The ``topology_coupling`` stage (``resdyn.compute.topology``) and the Topology ↔ dynamics page
+The ``topology_coupling`` stage (``resdyn.compute.stages.topology_coupling``) and the Topology ↔ dynamics page
 share these functions; the tests run them without torch, Leiden or a run store.
 
 - Mesoscale test: the variance of an operator captured by the community basis, z-scored against

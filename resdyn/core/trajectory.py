@@ -23,6 +23,7 @@ import warnings
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 
 KS = (10, 30, 50)
 """Ranks of the top-K restriction (the paper's); only K < d is used."""
@@ -300,3 +301,62 @@ def window_quantiles(table):
                                         "q75": q[0.75].to_numpy(), "n": g[metric].count().to_numpy()}))
     out = pd.concat(frames, ignore_index=True)
     return out[out["n"] > 0].reset_index(drop=True)
+
+
+# -- tables of the "trajectories" stage ------------------------------------------------------------
+def trajectory_rows(traj: np.ndarray, sample: int, width: int) -> pd.DataFrame:
+    """Rows of one prompt's trajectories traj (T, L + 1, d): one per (token, layer)."""
+    T, n_points, _ = traj.shape
+    norms = np.linalg.norm(traj, axis=-1)
+    alpha = np.concatenate([np.full((T, 1), np.nan), log_growth(norms)], axis=1)
+    lss_w = np.full((T, n_points), np.nan)
+    ed_w = np.full((T, n_points), np.nan)
+    centres = window_centres(n_points, width)
+    lss_w[:, centres] = lss_windows(traj, width)
+    ed_w[:, centres] = ed_windows(norms, width)
+    lss = line_shape_score(traj)
+    ed = expodistance(norms)
+    pos = np.repeat(np.arange(T, dtype=np.int32), n_points)
+    return pd.DataFrame({
+        "sample": np.int32(sample), "token": pos - np.int32(T), "position": pos,
+        "layer": np.tile(np.arange(n_points, dtype=np.int32), T),
+        "norm": norms.ravel().astype(np.float32), "alpha": alpha.ravel().astype(np.float32),
+        "lss_window": lss_w.ravel().astype(np.float32), "ed_window": ed_w.ravel().astype(np.float32),
+        "lss": np.repeat(lss, n_points).astype(np.float32), "ed": np.repeat(ed, n_points).astype(np.float32),
+    })
+
+
+PCA_FITS = ("all", "skip_first")
+"""PCA over every token (the paper's), and without the first token, whose outsized norm (an
+attention sink in many trained models) can take the whole first axis."""
+
+
+def pca_rows(traj: np.ndarray, sample: int) -> pd.DataFrame:
+    """Rows (sample, fit, token, position, layer, pc1, pc2, var1, var2) of one prompt's PCA
+    projections, one per fit in ``PCA_FITS`` (``skip_first`` only when T ≥ 3)."""
+    T, n_points, _ = traj.shape
+    frames = []
+    for fit, first in zip(PCA_FITS, (0, 1)):
+        if first and T < 3:
+            continue
+        proj, ratio = trajectory_pca(traj[first:])
+        pos = np.repeat(np.arange(first, T, dtype=np.int32), n_points)
+        frames.append(pd.DataFrame({
+            "sample": np.int32(sample), "fit": fit, "token": pos - np.int32(T), "position": pos,
+            "layer": np.tile(np.arange(n_points, dtype=np.int32), T - first),
+            "pc1": proj[..., 0].ravel(), "pc2": proj[..., 1].ravel(), "var1": ratio[0], "var2": ratio[1],
+        }))
+    return pd.concat(frames, ignore_index=True)
+
+
+def trajectory_summary(table: pd.DataFrame, width: int) -> dict[str, float]:
+    """Median whole-depth LSS and ED over every token of every sample, and over last tokens only."""
+    per = table[table["layer"] == 0]  # one row per trajectory
+    last = per[per["token"] == -1]
+    return {
+        "trajectories.window": float(width),
+        "trajectories.lss_median": float(per["lss"].median()),
+        "trajectories.lss_median_last": float(last["lss"].median()),
+        "trajectories.ed_median": float(per["ed"].median()),
+        "trajectories.ed_median_last": float(last["ed"].median()),
+    }

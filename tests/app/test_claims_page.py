@@ -10,7 +10,7 @@ import pytest
 
 from resdyn.core import claims
 from resdyn.core.store import RunStore
-from resdyn.core.synthetic import make_synthetic_run
+from resdyn.testing.synthetic import make_synthetic_run
 from tests.app.apptools import open_page
 from tests.conftest import RANDOM_RUN, SYNTHETIC_SIZES, TRAINED_RUN
 

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from resdyn.core import nulls, regimes
 from resdyn.core.store import RunStore
-from resdyn.core.synthetic import make_synthetic_run
+from resdyn.testing.synthetic import make_synthetic_run
 from tests.app.apptools import open_page
 from tests.conftest import RANDOM_RUN, SYNTHETIC_SIZES, TRAINED_RUN
 from tests.figtools import decode

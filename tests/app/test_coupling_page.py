@@ -18,7 +18,7 @@ import pytest
 from scipy.stats import ortho_group
 from streamlit.testing.v1 import AppTest
 
-from resdyn.compute import coupling as C
+from resdyn.core import block_coupling as bc
 from resdyn.core import trajectory as tj
 from resdyn.core.figures import coupling as fig
 from resdyn.core.store import RunStore
@@ -48,17 +48,17 @@ def write_coupling_tables(store: RunStore, coupled: bool, seed: int) -> None:
     for sample in range(S):
         jac = _jacobians(rng, L, coupled)
         m = tj.depth_coupling(jac, KS)
-        frames.append(C.coupling_rows("depth", KS, m, np.arange(L)[:, None], np.arange(L)[None], -1, -1, np.nan,
+        frames.append(bc.coupling_rows("depth", KS, m, np.arange(L)[:, None], np.arange(L)[None], -1, -1, np.nan,
                                       sample))
         if sample == 0:
             a0 = tj.coupling_matrices(jac, max(KS)).astype(np.float32)
         for l in range(L):
             tw = tj.token_coupling(_jacobians(rng, W * W, coupled).reshape(W, W, D, D), KS)
-            frames.append(C.coupling_rows("self", KS, tw["self"], l, l, rel[:, None], rel[None], np.nan, sample))
+            frames.append(bc.coupling_rows("self", KS, tw["self"], l, l, rel[:, None], rel[None], np.nan, sample))
             f, x, y = rel[:, None, None], rel[None, :, None], rel[None, None, :]
-            frames.append(C.coupling_rows("fixed_input", KS, tw["fixed_input"], l, l, x, y, f, sample))
-            frames.append(C.coupling_rows("fixed_output", KS, tw["fixed_output"], l, l, x, y, f, sample))
-    rows = C.aggregate_rows(pd.concat(frames, ignore_index=True))
+            frames.append(bc.coupling_rows("fixed_input", KS, tw["fixed_input"], l, l, x, y, f, sample))
+            frames.append(bc.coupling_rows("fixed_output", KS, tw["fixed_output"], l, l, x, y, f, sample))
+    rows = bc.aggregate_rows(pd.concat(frames, ignore_index=True))
     store.write_table("block_coupling", rows)
     store.write_array("block_coupling_A", a0)
     traj_rows, pcas = [], []
@@ -68,15 +68,15 @@ def write_coupling_tables(store: RunStore, coupled: bool, seed: int) -> None:
         drift = rng.normal(size=D) * (3.0 if coupled else 0.0)
         steps = rng.normal(size=(T, L, D)) + drift
         traj = np.concatenate([rng.normal(size=(T, 1, D)), steps], axis=1).cumsum(axis=1)
-        traj_rows.append(C.trajectory_rows(traj, sample, width))
+        traj_rows.append(tj.trajectory_rows(traj, sample, width))
         if sample < S:
-            pcas.append(C.pca_rows(traj, sample))
+            pcas.append(tj.pca_rows(traj, sample))
     table = pd.concat(traj_rows, ignore_index=True)
     store.write_table("trajectories", table)
     store.write_table("trajectory_pca", pd.concat(pcas, ignore_index=True))
     if coupled:  # the trained run has the stored quartiles; the random one (older runs) has not
         store.write_table("trajectory_windows", tj.window_quantiles(table))
-    store.update_summary({**C.coupling_summary(rows, KS), **C.trajectory_summary(table, width)})
+    store.update_summary({**bc.coupling_summary(rows, KS), **tj.trajectory_summary(table, width)})
 
 
 @pytest.fixture(scope="module")

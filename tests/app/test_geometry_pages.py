@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from resdyn.compute import geometry
+from resdyn.compute.stages import stages_named
 from resdyn.compute.context import RunContext
 from resdyn.config import RunConfig
 from resdyn.core import dose
 from resdyn.core.store import RunStore
-from resdyn.core.synthetic import make_synthetic_run
+from resdyn.testing.synthetic import make_synthetic_run
 from tests.app.apptools import charts, open_page
 from tests.conftest import RANDOM_RUN, TRAINED_RUN
 
@@ -29,7 +29,7 @@ def geometry_runs(synthetic_runs_dir, tmp_path_factory) -> Path:
     for run_id in (TRAINED_RUN, RANDOM_RUN):
         store = RunStore(root / run_id)
         ctx = RunContext(RunConfig(runs_dir=root, run_id=run_id), store, quiet=True)
-        for stage in geometry.STAGES:
+        for stage in stages_named("cumulative", "schur", "pseudospectra"):
             stage.fn(ctx)
     make_synthetic_run(root, BARE_RUN, n_layers=3, d=16, n_samples=8)
     return root

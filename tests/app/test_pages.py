@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from resdyn.core.synthetic import make_synthetic_run
+from resdyn.testing.synthetic import make_synthetic_run
 from tests.app.apptools import charts, open_page
 from tests.app.pagelist import app_pages
 from tests.conftest import RANDOM_RUN, SYNTHETIC_SIZES, TRAINED_RUN

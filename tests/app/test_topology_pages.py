@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from resdyn.compute import topology as T
+from resdyn.compute.stages import communities as communities_stage
+from resdyn.compute.stages import topology_coupling as topology_coupling_stage
+from resdyn.core import communities as T
 from resdyn.compute.context import RunContext
 from resdyn.config import RunConfig
 from resdyn.core.store import RunStore
@@ -30,8 +32,8 @@ def topo_root(tmp_path_factory, synthetic_runs_dir) -> Path:
     shutil.copytree(synthetic_runs_dir, root, dirs_exist_ok=True)
     ctx = RunContext(RunConfig(runs_dir=root, run_id=TRAINED_RUN, communities="all"),
                      RunStore(root / TRAINED_RUN), quiet=True)
-    T.compute_communities(ctx)
-    T.compute_coupling(ctx)
+    communities_stage.run(ctx)
+    topology_coupling_stage.run(ctx)
     return root
 
 
@@ -87,10 +89,10 @@ def test_wide_runs_draw_block_mean_images_stored_or_computed(tmp_path, synthetic
     shutil.copytree(synthetic_runs_dir / TRAINED_RUN, tmp_path / TRAINED_RUN)
     store = RunStore(tmp_path / TRAINED_RUN)
     ctx = RunContext(RunConfig(runs_dir=tmp_path, run_id=TRAINED_RUN), store, quiet=True)
-    monkeypatch.setattr(T, "HEATMAP_MAX", 8)
+    monkeypatch.setattr(communities_stage, "HEATMAP_MAX", 8)
     monkeypatch.setattr(F, "HEATMAP_MAX", 8)
     monkeypatch.setattr(F, "IMAGE_MAX_PX", 512)
-    T.compute_communities(ctx)
+    communities_stage.run(ctx)
     assert store.has_array("corr_blocks")
     if not stored:
         store.array_path("corr_blocks").unlink()

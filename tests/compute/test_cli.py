@@ -95,7 +95,7 @@ def test_run_is_complete_and_readable_through_duckdb(tiny_run):
 def test_mean_jacobian_equals_mean_of_independent_jacobians(tiny_run):
     """The stored J̄_l is the mean over samples of autodiff Jacobians at the stored activations."""
     from resdyn.compute.blocks import isolated_calls, isolated_fn
-    from resdyn.compute.jacobians import batched_jacobian
+    from resdyn.compute.stages.jacobians import batched_jacobian
     from resdyn.compute.models import load_bundle
     from resdyn.config import RunConfig
 
@@ -119,7 +119,7 @@ def test_rerun_skips_and_resume_gives_identical_numbers(tiny_run, monkeypatch):
     assert (run / "samples.parquet").read_bytes() == samples_before
 
     # Crash inside the Jacobian stage at layer 2, after layers 0 and 1 were checkpointed.
-    from resdyn.compute import jacobians
+    from resdyn.compute.stages import jacobians
 
     real, calls = jacobians.gram_stats, {"n": 0}
 
@@ -303,7 +303,7 @@ def test_in_context_jacobians_are_taken_at_the_chosen_position(tiny_run, tmp_pat
     import pandas as pd
     from torch.func import jacrev
 
-    from resdyn.compute.activations import tokenize
+    from resdyn.compute.models import tokenize
     from resdyn.compute.blocks import in_context_fn, traced_forward
     from resdyn.compute.models import load_bundle
     from resdyn.config import RunConfig

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from resdyn.compute import coupling as C
+from resdyn.compute.stages import block_coupling as C
+from resdyn.core import block_coupling as bc
 from resdyn.compute.blocks import traced_forward
 from resdyn.compute.cli import main
 from resdyn.core import trajectory as tj
@@ -131,8 +132,8 @@ def _table(root, name):
 def test_block_coupling_table_has_the_contract(coupling_run):
     root, _ = coupling_run
     rows = _table(root, "block_coupling")
-    assert list(rows.columns) == list(C.COLUMNS)
-    assert set(rows["kind"]) == set(C.KINDS)
+    assert list(rows.columns) == list(bc.COLUMNS)
+    assert set(rows["kind"]) == set(bc.KINDS)
     assert set(rows["K"]) == {10, 30}  # K < d = 32
     per, agg = rows[~rows["aggregate"]], rows[rows["aggregate"]]
     assert set(per["sample"]) == set(range(N)) and set(agg["sample"]) == {-1}
@@ -162,7 +163,7 @@ def test_block_coupling_table_has_the_contract(coupling_run):
 def test_depth_rows_match_an_independent_recomputation(coupling_run):
     """Sample 0's depth-wise m̃ from the table equals m̃ recomputed from autodiff Jacobians of the
     full-sequence replay (no prefix cache) and a float64 SVD; A of the first prompt is stored."""
-    from resdyn.compute.activations import tokenize
+    from resdyn.compute.models import tokenize
     from resdyn.compute.models import load_bundle
     from resdyn.config import RunConfig
 
@@ -254,7 +255,7 @@ def test_trajectory_windows_are_the_quartiles_duckdb_gives_on_the_table(coupling
 def test_trajectory_pca_covers_the_coupling_prompts(coupling_run):
     root, _ = coupling_run
     pca = _table(root, "trajectory_pca")
-    assert sorted(set(pca["sample"])) == list(range(N)) and set(pca["fit"]) == set(C.PCA_FITS)
+    assert sorted(set(pca["sample"])) == list(range(N)) and set(pca["fit"]) == set(tj.PCA_FITS)
     n_tok = pd.read_parquet(root / "runs" / "c" / "passages.parquet")["n_tokens"][0]
     for fit, first in (("all", 0), ("skip_first", 1)):
         rows = pca[(pca["sample"] == 0) & (pca["fit"] == fit)]

@@ -18,7 +18,7 @@ from resdyn.compute.blocks import (
     isolated_mid_fn,
     traced_forward,
 )
-from resdyn.compute.jacobians import batched_jacobian, gram_stats
+from resdyn.compute.stages.jacobians import batched_jacobian, gram_stats
 
 from .tiny import ARCHS, tiny_bundle
 

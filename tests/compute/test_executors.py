@@ -138,7 +138,7 @@ def test_sweep_run_ids_name_each_cell():
 
 def test_everything_but_the_ray_executor_works_without_ray(monkeypatch):
     code = ("import sys; sys.modules['ray'] = None\n"
-            "from resdyn.compute import executors, pipeline, jacobians\n"
+            "from resdyn.compute import executors, pipeline\nfrom resdyn.compute.stages import jacobians\n"
             "print(executors.parallel_map(abs, [-1, 2]))\n"
             "try:\n    executors.RayExecutor()\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -167,13 +167,10 @@ def test_schur_and_leiden_stages_run_per_layer_on_ray(ray_local, local_run, tmp_
     local executor's results: partitions identical, Schur factors to float32 rounding."""
     import shutil
 
-    from resdyn.compute import geometry, topology
+    from resdyn.compute.stages import stage as stage_named
     from resdyn.compute.context import RunContext
     from resdyn.config import RunConfig
     from resdyn.core.store import RunStore
-
-    def stage(module, name):
-        return next(s for s in module.STAGES if s.name == name)
 
     runs = {}
     ray_ex = _CountingRay(workers=2)
@@ -182,8 +179,8 @@ def test_schur_and_leiden_stages_run_per_layer_on_ray(ray_local, local_run, tmp_
         shutil.copytree(local_run, root / "run", ignore=shutil.ignore_patterns(".lock"))
         ctx = RunContext(RunConfig(runs_dir=root, run_id="run"), RunStore(root / "run"), quiet=True)
         with executors.use_executor(ex):
-            stage(geometry, "schur").fn(ctx)
-            stage(topology, "communities").fn(ctx)
+            stage_named("schur").fn(ctx)
+            stage_named("communities").fn(ctx)
         runs[name] = root / "run"
     ray_ex.close()
 

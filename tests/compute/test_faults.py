@@ -113,7 +113,7 @@ def test_sigkill_mid_stage_then_rerun_completes_with_identical_numbers(env, tmp_
     assert {"mean_000.npy", "stats_000.npy"} <= set(kept) and "stats_002.npy" not in kept  # died mid-stage
     acts = (run / "activations.npy").read_bytes()
 
-    from resdyn.compute import jacobians
+    from resdyn.compute.stages import jacobians
 
     pending = []
     real = jacobians.compute_layer
@@ -272,7 +272,7 @@ def test_nan_or_inf_activations_give_one_line(env, tmp_path, capsys):
 
 
 def test_nan_in_jacobians_gives_one_line_and_keeps_earlier_layers(env, tmp_path, monkeypatch, capsys):
-    from resdyn.compute import jacobians
+    from resdyn.compute.stages import jacobians
 
     real, calls = jacobians.isolated_jacobians, {"n": 0}
 

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from resdyn.compute import geometry
+from resdyn.compute.stages import cumulative, schur, stages_named
+from resdyn.core.spectral import NR_ANGLES, PSEUDO_DOSES, PSEUDO_GRID
 from resdyn.compute.context import RunContext
 from resdyn.config import RunConfig
 from resdyn.core import dose, linalg, spectral
@@ -35,7 +36,7 @@ def run(synthetic_runs_dir, tmp_path_factory) -> RunStore:
     shutil.copytree(synthetic_runs_dir, root)
     store = RunStore(root / TRAINED_RUN)
     ctx = _ctx(store)
-    for stage in geometry.STAGES:
+    for stage in stages_named("cumulative", "schur", "pseudospectra"):
         stage.fn(ctx)
     return store
 
@@ -53,8 +54,8 @@ def _product(mats):
 
 
 def test_stage_declarations_match_what_they_write(run):
-    assert [s.name for s in geometry.STAGES] == ["cumulative", "schur", "pseudospectra"]
-    for stage in geometry.STAGES:
+    assert [s.name for s in stages_named("cumulative", "schur", "pseudospectra")] == ["cumulative", "schur", "pseudospectra"]
+    for stage in stages_named("cumulative", "schur", "pseudospectra"):
         assert not stage.needs_model
         for out in stage.outputs:
             assert (run.path / out).is_file(), out
@@ -108,7 +109,7 @@ def _copy(run: RunStore, tmp_path, run_id: str) -> RunStore:
 def test_cumulative_rank_flag_keeps_the_papers_truncation(run, jac, tmp_path):
     store = _copy(run, tmp_path, "truncated")
     ctx = RunContext(RunConfig(runs_dir=store.path.parent, run_id=store.run_id, cumulative_rank=8), store, quiet=True)
-    geometry.compute_cumulative(ctx)
+    cumulative.run(ctx)
     ref = spectral.cumulative_products(jac, k=8)
     cum = store.read_table("cumulative")
     np.testing.assert_allclose(cum["erank"], ref.erank, rtol=1e-12)
@@ -117,7 +118,7 @@ def test_cumulative_rank_flag_keeps_the_papers_truncation(run, jac, tmp_path):
     assert (cum["erank"] < run.read_table("cumulative")["erank"]).all()  # biased low against the exact
     assert (store.read_table("cumulative_spectra").groupby("layer").size() == 8).all()
     # A later --redo without the flag keeps the run's recorded rank.
-    geometry.compute_cumulative(_ctx(store))
+    cumulative.run(_ctx(store))
     np.testing.assert_allclose(store.read_table("cumulative")["erank"], ref.erank, rtol=1e-12)
 
 
@@ -126,7 +127,7 @@ def test_run_from_before_the_key_is_recomputed_exact_and_recorded(run, tmp_path)
     m = store.manifest()
     del m["cumulative_rank"]
     store.write_manifest(m)
-    geometry.compute_cumulative(_ctx(store))
+    cumulative.run(_ctx(store))
     assert store.manifest()["cumulative_rank"] == D
     np.testing.assert_allclose(store.read_table("cumulative")["erank"], run.read_table("cumulative")["erank"])
 
@@ -136,7 +137,7 @@ def test_cumulative_rank_above_d_is_one_line_error(run, tmp_path):
     ctx = RunContext(RunConfig(runs_dir=store.path.parent, run_id=store.run_id, cumulative_rank=D + 1), store,
                      quiet=True)
     with pytest.raises(ResdynError, match=f"--cumulative-rank {D + 1} must be between 1 and d_model = {D}"):
-        geometry.compute_cumulative(ctx)
+        cumulative.run(ctx)
 
 
 def test_update_summary_merges_with_other_stages_rows(tmp_path):
@@ -241,7 +242,7 @@ def test_dose_at_one_is_the_model_and_at_zero_is_the_normal_stack(run, jac):
 def _draw_layers(run, jac, draw, seed=0):
     """The (A_l, B_l) of one stored order draw, rebuilt by the stage's own pure per-layer function."""
     q, t = run.read_array("schur_Q"), run.read_array("schur_T")
-    return [geometry._order_draw_layer((q[l], t[l], jac[l], seed, draw, l)) for l in range(L)]
+    return [schur._order_draw_layer((q[l], t[l], jac[l], seed, draw, l)) for l in range(L)]
 
 
 def test_order_draws_agree_at_one_and_are_normal_at_zero(run, jac):
@@ -335,9 +336,9 @@ def test_complex64_chains_match_complex128_on_the_trained_fixture(run, jac):
 
 def test_control_and_order_draws_are_seeded(run, jac):
     q, t = run.read_array("schur_Q"), run.read_array("schur_T")
-    a = geometry.dose_table(q, t, jac, seed=0)
-    b = geometry.dose_table(q, t, jac, seed=0)
-    c = geometry.dose_table(q, t, jac, seed=1)
+    a = schur.dose_table(q, t, jac, seed=0)
+    b = schur.dose_table(q, t, jac, seed=0)
+    c = schur.dose_table(q, t, jac, seed=1)
     stored = run.read_table("schur_dose")
     pd.testing.assert_frame_equal(a, b)
     np.testing.assert_allclose(a["erank"], stored["erank"], rtol=1e-12)
@@ -352,7 +353,7 @@ def test_control_and_order_draws_are_seeded(run, jac):
 def test_pseudospectra_grid_is_exact_at_zero_dose_and_close_to_svd_at_one(run, jac):
     ps = run.read_table("pseudospectra")
     assert list(ps.columns) == ["layer", "c", "x", "y", "log10_sigma_min"]
-    n = geometry.PSEUDO_GRID
+    n = PSEUDO_GRID
     assert (ps.groupby(["layer", "c"]).size() == n * n).all()
     t = run.read_array("schur_T")
     l = 1
@@ -371,9 +372,9 @@ def test_numerical_range_supports_the_hermitian_parts(run, jac):
     assert list(nr.columns) == ["layer", "c", "idx", "x", "y"]
     l = 2
     rows = nr[(nr["layer"] == l) & (nr["c"] == 1.0)].sort_values("idx")
-    assert len(rows) == geometry.NR_ANGLES
+    assert len(rows) == NR_ANGLES
     w = rows["x"].to_numpy() + 1j * rows["y"].to_numpy()
-    rot = np.exp(1j * np.linspace(0, 2 * np.pi, geometry.NR_ANGLES, endpoint=False))
+    rot = np.exp(1j * np.linspace(0, 2 * np.pi, NR_ANGLES, endpoint=False))
     support = np.array([np.linalg.eigvalsh(0.5 * (r * jac[l] + np.conj(r) * jac[l].T))[-1] for r in rot])
     np.testing.assert_allclose((rot * w).real, support, atol=1e-4)
 
@@ -384,7 +385,7 @@ def test_layer_sigma_is_the_svd_of_the_dosed_jacobian(run, jac):
     sv = run.read_table("layer_sigma")
     assert list(sv.columns) == ["layer", "c", "i", "sigma"]
     assert (sv.groupby(["layer", "c"]).size() == D).all()
-    assert sorted(sv["c"].unique()) == sorted(geometry.PSEUDO_DOSES)
+    assert sorted(sv["c"].unique()) == sorted(PSEUDO_DOSES)
     for l, c in ((0, 1.0), (2, 0.0), (L - 1, 2.0)):
         got = sv[(sv["layer"] == l) & (sv["c"] == c)].sort_values("i")["sigma"].to_numpy()
         np.testing.assert_allclose(got, dose.layer_sigma(run, l, c), rtol=1e-6)

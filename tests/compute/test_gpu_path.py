@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from resdyn.compute import jacobians
+from resdyn.compute.stages import jacobians
 from resdyn.compute.blocks import isolated_calls, isolated_fn
 from tests.compute.tiny import tiny_bundle
 

@@ -9,11 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from resdyn.compute import topology as T
+from resdyn.compute.stages import communities as communities_stage
+from resdyn.compute.stages import topology_coupling as topology_coupling_stage
+from resdyn.core import communities as T
+from resdyn.core import topology_coupling as TC
+from resdyn.core.correlation import correlation
 from resdyn.compute.context import RunContext
 from resdyn.config import RunConfig
 from resdyn.core.store import RunStore
-from resdyn.core.synthetic import make_synthetic_run
+from resdyn.testing.synthetic import make_synthetic_run
 from tests.conftest import SYNTHETIC_SIZES, TRAINED_RUN
 
 # -- graphs ----------------------------------------------------------------------------------------
@@ -23,7 +27,7 @@ def test_correlation_is_pearson_and_constant_units_are_zero():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((50, 6)) @ rng.standard_normal((6, 6))
     x[:, 4] = 3.0  # a dead unit
-    c = T.correlation(x)
+    c = correlation(x)
     live = [0, 1, 2, 3, 5]
     np.testing.assert_allclose(c[np.ix_(live, live)], np.corrcoef(x[:, live].T), atol=2e-6)
     assert np.all(c[4] == 0) and np.all(c[:, 4] == 0)
@@ -116,7 +120,7 @@ def test_cohens_d_and_exact_permutation_p_hand_case():
     # p ≥ q90 → units 18, 19 (norms 19, 20). d = (19.5 − 1.5) / std(1..20, ddof=1).
     part = np.arange(20) / 19
     norms = np.arange(1.0, 21.0)
-    out = T.boundary_test(part, norms, rng=np.random.default_rng(0))
+    out = TC.boundary_test(part, norms, rng=np.random.default_rng(0))
     assert (out["n_top"], out["n_bottom"]) == (2, 2)
     assert out["cohens_d"] == pytest.approx(18 / np.std(norms, ddof=1))
     # The pooled values {1, 2, 19, 20} split 2 + 2 in 6 ways; differences +18, −18, ±1, 0, 0:
@@ -130,7 +134,7 @@ def test_permutation_p_with_resampling_matches_full_enumeration():
     part = np.arange(100) / 99.0
     norms = rng.normal(size=100)
     norms[90:] += 0.6  # boundary units a little amplified
-    out = T.boundary_test(part, norms, n_perm=5000, rng=np.random.default_rng(1))
+    out = TC.boundary_test(part, norms, n_perm=5000, rng=np.random.default_rng(1))
     top, bottom = norms[90:], norms[:10]
     pool = np.concatenate([top, bottom])
     obs = top.mean() - bottom.mean()
@@ -143,9 +147,9 @@ def test_permutation_p_with_resampling_matches_full_enumeration():
 
 def test_tails_take_a_tenth_of_tied_units_and_all_tied_gives_nan():
     part = np.array([0, 0, 0, 0.5, 0.5, 0.5, 0.5, 1, 1, 1.0])
-    top, bottom = T.participation_tails(part)
+    top, bottom = TC.participation_tails(part)
     assert top.sum() == 1 and bottom.sum() == 1 and part[top] == 1.0 and part[bottom] == 0.0
-    out = T.boundary_test(np.zeros(10), np.arange(10.0))
+    out = TC.boundary_test(np.zeros(10), np.arange(10.0))
     assert np.isnan(out["cohens_d"]) and np.isnan(out["p_perm"])
 
 
@@ -154,22 +158,22 @@ def test_bh_on_benjamini_hochberg_1995_example():
     # (Bonferroni would reject only 3).
     p = np.array([0.0001, 0.0004, 0.0019, 0.0095, 0.0201, 0.0278, 0.0298, 0.0344, 0.0459,
                   0.3240, 0.4262, 0.5719, 0.6528, 0.7590, 1.000])
-    q, sig = T.bh_fdr(p[::-1], alpha=0.05)  # order must not matter
+    q, sig = TC.bh_fdr(p[::-1], alpha=0.05)  # order must not matter
     q, sig = q[::-1], sig[::-1]
     assert sig.tolist() == [True] * 4 + [False] * 11
     assert q[3] == pytest.approx(0.0095 * 15 / 4)
     assert q[2] == pytest.approx(0.0095)  # step-up: min over larger ranks
-    q2, sig2 = T.bh_fdr(np.array([0.01, np.nan, 0.02]))
+    q2, sig2 = TC.bh_fdr(np.array([0.01, np.nan, 0.02]))
     assert np.isnan(q2[1]) and not sig2[1] and q2[0] == pytest.approx(0.02)
 
 
 def test_permutation_spearman_exact_small_case():
     # n = 5 pairs: 5! = 120 < 10,000 orderings, so scipy enumerates them all. A monotone pair has
     # ρ = 1; only the identity and the reversal reach |ρ| = 1 → p = 2/120.
-    rho, p = T.permutation_spearman([1, 2, 3, 4, 5], [10, 20, 25, 40, 41], rng=np.random.default_rng(0))
+    rho, p = TC.permutation_spearman([1, 2, 3, 4, 5], [10, 20, 25, 40, 41], rng=np.random.default_rng(0))
     assert rho == pytest.approx(1.0)
     assert p == pytest.approx(2 / 120)
-    assert np.isnan(T.permutation_spearman([1, 2], [3, 4])[0])
+    assert np.isnan(TC.permutation_spearman([1, 2], [3, 4])[0])
 
 
 # -- mesoscale operator ---------------------------------------------------------------------------
@@ -189,9 +193,9 @@ def test_mesoscale_operator_matches_dense_community_basis():
 
     c_in, c_out = basis(lab_in), basis(lab_out)
     k = c_out.T @ jac @ c_in
-    np.testing.assert_allclose(T.mesoscale_operator(jac, lab_out, lab_in), k, atol=1e-12)
+    np.testing.assert_allclose(TC.mesoscale_operator(jac, lab_out, lab_in), k, atol=1e-12)
     vc = np.linalg.norm(c_out @ k @ c_in.T) ** 2 / np.linalg.norm(jac) ** 2
-    assert T.variance_captured(jac, lab_out, lab_in) == pytest.approx(vc)
+    assert TC.variance_captured(jac, lab_out, lab_in) == pytest.approx(vc)
 
 
 def test_variance_captured_is_one_for_block_constant_jacobian():
@@ -199,13 +203,13 @@ def test_variance_captured_is_one_for_block_constant_jacobian():
     lab_in, lab_out = T.canonical_labels(rng.integers(0, 6, 60)), T.canonical_labels(rng.integers(0, 3, 60))
     blocks = rng.standard_normal((lab_out.max() + 1, lab_in.max() + 1))
     jac = blocks[np.ix_(lab_out, lab_in)]
-    assert T.variance_captured(jac, lab_out, lab_in) == pytest.approx(1.0, abs=1e-12)
-    res = T.mesoscale_test(jac + 0.05 * rng.standard_normal(jac.shape), lab_out, lab_in,
+    assert TC.variance_captured(jac, lab_out, lab_in) == pytest.approx(1.0, abs=1e-12)
+    res = TC.mesoscale_test(jac + 0.05 * rng.standard_normal(jac.shape), lab_out, lab_in,
                            rng=np.random.default_rng(0))
     assert res["variance_captured"] > res["null_q95"] and res["z"] > 5
     assert res["p_empirical"] == pytest.approx(1 / 101)
     # a partition unrelated to J captures no more than chance
-    noise = T.mesoscale_test(rng.standard_normal((60, 60)), lab_out, lab_in, rng=np.random.default_rng(0))
+    noise = TC.mesoscale_test(rng.standard_normal((60, 60)), lab_out, lab_in, rng=np.random.default_rng(0))
     assert abs(noise["z"]) < 4
 
 
@@ -238,8 +242,8 @@ def topo_run(tmp_path_factory, synthetic_runs_dir):
     store = RunStore(root / TRAINED_RUN)
     store.write_table("summary", pd.DataFrame({"name": ["other.stage.value"], "value": [7.0]}))
     ctx = _ctx(root, TRAINED_RUN, "all")
-    T.compute_communities(ctx)
-    T.compute_coupling(ctx)
+    communities_stage.run(ctx)
+    topology_coupling_stage.run(ctx)
     return ctx
 
 
@@ -273,7 +277,7 @@ def test_stages_write_every_table_with_the_contract_columns(topo_run):
     for _, row in meso[(meso.method == "cpm") & (meso.layer == 1)].iterrows():
         j = jac[1].astype(np.float64) - (np.eye(d) if row["operator"] == "R" else 0.0)
         assert row["variance_captured"] == pytest.approx(
-            T.variance_captured(j, lab[("cpm", row["snapshot_out"])], lab[("cpm", 2)]), rel=1e-9)
+            TC.variance_captured(j, lab[("cpm", row["snapshot_out"])], lab[("cpm", 2)]), rel=1e-9)
     for m in T.METHODS:  # the summary counts layers above each null, and keeps the old row's meaning
         g = meso[(meso.method == m) & (meso.null == "joint") & (meso.operator == "R")]
         summary = dict(store.read_table("summary").itertuples(index=False))
@@ -335,12 +339,12 @@ def test_communities_stage_resumes_from_checkpoints_with_identical_tables(tmp_pa
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(T, "detect", flaky)
+    monkeypatch.setattr(communities_stage, "detect", flaky)
     with pytest.raises(KeyboardInterrupt):
-        T.compute_communities(ctx)
+        communities_stage.run(ctx)
     assert any((tmp_path / TRAINED_RUN / ".partial" / "communities").iterdir())
-    monkeypatch.setattr(T, "detect", real)
-    T.compute_communities(ctx)
+    monkeypatch.setattr(communities_stage, "detect", real)
+    communities_stage.run(ctx)
     for name in ("units", "communities", "nmi", "graph_edges", "community_null"):
         pd.testing.assert_frame_equal(ctx.store.read_table(name), topo_run.store.read_table(name))
 
@@ -351,7 +355,7 @@ def test_planted_synthetic_communities_are_found(tmp_path):
     # separates the anti-correlated pairs; at this tiny d CPM γ = 0.001 merges groups smaller than k.
     store = make_synthetic_run(tmp_path, "planted", n_layers=1, d=96, n_samples=256, seed=3, exact=False)
     ctx = _ctx(tmp_path, "planted", "modularity1")
-    T.compute_communities(ctx)
+    communities_stage.run(ctx)
     planted = store.read_array("planted_communities")
     units = store.read_table("units")
     for s in range(2):
@@ -430,8 +434,8 @@ def test_communities_stage_stores_the_overview_panels_above_the_heatmap_width(tm
 
     shutil.copytree(synthetic_runs_dir / TRAINED_RUN, tmp_path / TRAINED_RUN)
     ctx = _ctx(tmp_path, TRAINED_RUN, "all")
-    monkeypatch.setattr(T, "HEATMAP_MAX", 8)  # the fixture's d is above this
-    T.compute_communities(ctx)
+    monkeypatch.setattr(communities_stage, "HEATMAP_MAX", 8)  # the fixture's d is above this
+    communities_stage.run(ctx)
     store = ctx.store
     index = store.read_table("corr_blocks")
     assert list(index["order"]) == ["unit", *T.METHODS] and list(index["panel"]) == list(range(1 + len(T.METHODS)))
@@ -446,6 +450,6 @@ def test_communities_stage_stores_the_overview_panels_above_the_heatmap_width(tm
         want, f = overview_blocks(standardize(np.asarray(x)), labs)
         np.testing.assert_array_equal(blocks[s], want)
         assert int(index["f"].iloc[0]) == f
-    monkeypatch.setattr(T, "HEATMAP_MAX", 512)
-    T.compute_communities(ctx)
+    monkeypatch.setattr(communities_stage, "HEATMAP_MAX", 512)
+    communities_stage.run(ctx)
     assert not store.has_array("corr_blocks") and not store.has_table("corr_blocks")

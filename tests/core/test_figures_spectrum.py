@@ -148,7 +148,7 @@ def test_duckdb_binning_puts_values_on_edges_where_numpy_does(tmp_path):
     """Values exactly on bin edges (real eigenvalues at Im λ = 0 in a symmetric range, a grid of
     Re λ on the edges) land in numpy's bins, the maximum in the last one."""
     from resdyn.core import queries
-    from resdyn.core.synthetic import make_synthetic_run
+    from resdyn.testing.synthetic import make_synthetic_run
 
     store = make_synthetic_run(tmp_path, "edges", n_layers=2, d=8, n_samples=4)
     re = np.array([0.0, 0.1, 0.2, 0.3, 0.7, 0.9, 1.0, 0.3, 0.6, 0.9, 0.45, 0.55])

@@ -10,7 +10,7 @@ import pytest
 
 from resdyn.core import headlines, nulls
 from resdyn.core.store import RunStore
-from resdyn.core.synthetic import make_synthetic_run
+from resdyn.testing.synthetic import make_synthetic_run
 from tests.conftest import RANDOM_RUN, SYNTHETIC_SIZES, TRAINED_RUN
 
 L, D = SYNTHETIC_SIZES["n_layers"], SYNTHETIC_SIZES["d"]

@@ -125,7 +125,7 @@ def test_gaussian_null_has_the_covariance_spectrum_and_random_axes():
 
 
 def test_run_snapshot_table_is_stored_or_computed_on_read(tmp_path):
-    from resdyn.core.synthetic import make_synthetic_run
+    from resdyn.testing.synthetic import make_synthetic_run
 
     store = make_synthetic_run(tmp_path, "r", n_layers=2, d=16, n_samples=8)
     stored, how = samples.run_snapshot_table(store)

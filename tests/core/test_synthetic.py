@@ -10,7 +10,7 @@ import pytest
 from resdyn.config import resolve_k
 from resdyn.core import linalg, nulls
 from resdyn.core.store import RunStore
-from resdyn.core.synthetic import make_synthetic_run
+from resdyn.testing.synthetic import make_synthetic_run
 from tests.conftest import RANDOM_RUN, SYNTHETIC_SIZES, TRAINED_RUN
 
 MANIFEST_KEYS = {"run_id", "model", "revision", "init", "architecture", "n_layers", "d_model", "n_samples",
@@ -149,7 +149,7 @@ def test_planted_communities_show_in_correlations(tmp_path):
 
 
 def test_command_line(tmp_path, capsys):
-    from resdyn.core.synthetic import main
+    from resdyn.testing.synthetic import main
 
     assert main([str(tmp_path), "cli-run", "--layers", "2", "--d", "16", "--samples", "4", "--init", "random"]) == 0
     m = RunStore(tmp_path / "cli-run").manifest()
@@ -170,7 +170,7 @@ def test_invalid_arguments(tmp_path):
 
 def test_wide_mixing_matrix_is_dense_and_orthogonal():
     """Above 2·block the shared Q is built from Haar blocks; it must still be orthogonal and dense."""
-    from resdyn.core.synthetic import _random_orthogonal
+    from resdyn.testing.synthetic import _random_orthogonal
 
     q = _random_orthogonal(np.random.default_rng(0), 300, block=64)
     np.testing.assert_allclose(q.T @ q, np.eye(300), atol=1e-12)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from resdyn.core import dose, spectral
-from resdyn.core.synthetic import make_synthetic_run
-from resdyn.core.synthetic_geometry import (NR_ANGLES, PSEUDO_DOSES, PSEUDO_GRID, PSEUDO_PAD,
+from resdyn.testing.synthetic import make_synthetic_run
+from resdyn.testing.synthetic_geometry import (NR_ANGLES, PSEUDO_DOSES, PSEUDO_GRID, PSEUDO_PAD,
                                             SYNTHETIC_SCHUR_ORDER, _schur_2x2, add_geometry_stages)
 
 L, D = 3, 33  # k = 8: a 16×16 block, eight 2×2 blocks and a 1×1 block
@@ -41,9 +41,9 @@ def test_schur_factors_are_a_schur_form_of_every_layer(run, jac):
     # Block by block, not the canonical order, and the manifest says so.
     assert m["schur_order"] == SYNTHETIC_SCHUR_ORDER != spectral.SCHUR_ORDER
     assert not run.has_array("schur_R_Q") and not run.has_array("schur_R_T")
-    from resdyn.compute import geometry
+    from resdyn.compute.stages import stages_named
 
-    for stage in geometry.STAGES[1:]:
+    for stage in stages_named("schur", "pseudospectra"):
         for out in stage.outputs:
             assert (run.path / out).is_file(), out
 

@@ -45,8 +45,8 @@ print(n)
 
 @pytest.fixture(scope="module")
 def soak_runs(tmp_path_factory) -> Path:
-    from resdyn.core.synthetic import make_synthetic_run
-    from resdyn.core.synthetic_geometry import add_geometry_stages
+    from resdyn.testing.synthetic import make_synthetic_run
+    from resdyn.testing.synthetic_geometry import add_geometry_stages
 
     root = tmp_path_factory.mktemp("soak") / "runs"
     for run, init, seed in zip(RUNS, ("pretrained", "random"), (0, 1)):

@@ -17,7 +17,8 @@ from plotly.colors import sample_colorscale
 
 from resdyn.core import spectral
 from resdyn.core.figures.common import (BASELINE_COLOR, DENSITY_SCALE, PALETTE, empty_figure, font_size,
-                                        highlight_layer, layer_axis, line_width, marker_size, style, subplots)
+                                        highlight_layer, layer_axis, line_width, log_ticks, marker_size, style,
+                                        subplots)
 
 DEPTH_DASH = {0: "solid", 1: "dash", 2: "dot"}
 
@@ -77,7 +78,7 @@ def erank_profile(cumulative: Mapping[str, pd.DataFrame], layers: Mapping[str, p
     fig.update_yaxes(title_text="fraction of expanding eigenvalues of J̄_l", range=[0, 1], tickformat=".0%",
                      tickmode="linear", tick0=0.0, dtick=0.25, secondary_y=True, showgrid=False)
     highlight_layer(fig, layer, presentation)
-    return fig
+    return log_ticks(fig)
 
 
 def erank_vs_radius(cumulative: pd.DataFrame, layers: pd.DataFrame, *, run_id: str = "",
@@ -103,7 +104,7 @@ def erank_vs_radius(cumulative: pd.DataFrame, layers: pd.DataFrame, *, run_id: s
           presentation=presentation, legend=False)
     fig.update_xaxes(title_text="spectral radius ρ(J̄_l)")
     fig.update_yaxes(title_text="effective rank of P_l", type="log")
-    return fig
+    return log_ticks(fig)
 
 
 def cumulative_spectra(spectra: Mapping[str, pd.DataFrame], *, presentation: bool = False) -> go.Figure:
@@ -129,7 +130,7 @@ def cumulative_spectra(spectra: Mapping[str, pd.DataFrame], *, presentation: boo
     style(fig, title="Singular values of the cumulative products", presentation=presentation)
     fig.update_xaxes(title_text="index i (descending)", type="log")
     fig.update_yaxes(title_text="σ_i(P_l)", type="log", exponentformat="power")
-    return fig
+    return log_ticks(fig)
 
 
 def transient_growth(df: pd.DataFrame, layers: Sequence[int] | None = None, *, run_id: str = "",

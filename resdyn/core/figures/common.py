@@ -91,6 +91,51 @@ def style(fig: go.Figure, *, title: str, presentation: bool = False, height: int
     layout = _merged(layout, layout_over)
     layout["template"] = "none"
     fig.layout = layout
+    return log_ticks(fig)
+
+
+def _log_tickvals(lo: float, hi: float) -> list[float] | None:
+    """Tick values for a log axis over [lo, hi] (lo > 0): every decade when it spans three or
+    more, else 1, 2 and 5 of each decade; None (plotly's own ticks) below a 2-tick span."""
+    import math
+
+    a, b = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    mults = (1,) if b - a >= 3 else (1, 2, 5)
+    vals = [m * 10.0**e for e in range(a, b + 1) for m in mults if lo * 0.999 <= m * 10.0**e <= hi * 1.001]
+    return vals if len(vals) >= 2 else None
+
+
+def log_ticks(fig: go.Figure) -> go.Figure:
+    """Label the log axes of ``fig`` at decades (and 2, 5 where the axis spans under three): plotly's
+    own log ticks print minor-tick digits ("4 3 2 10 9 8") that read as values. Axes that set their
+    own ``tickvals`` or ``dtick`` are left alone. In place; returns ``fig``. Cheap when there is no
+    log axis (one pass over the layout's axes)."""
+    import numpy as np
+
+    layout = fig.layout
+    for key in [k for k in layout.to_plotly_json() if _AXIS_KEY.match(k)]:
+        ax = layout[key]
+        if ax.type != "log" or ax.tickvals is not None or ax.dtick is not None:
+            continue
+        ref = key[0] + key[5:]  # "yaxis2" -> "y2", the name traces use
+        if ax.range is not None:
+            lo, hi = (10.0**v for v in ax.range)
+        else:
+            vals = []
+            for t in fig.data:
+                if (getattr(t, key[0] + "axis", None) or key[0]) == ref and getattr(t, key[0], None) is not None:
+                    try:
+                        vals.append(np.asarray(getattr(t, key[0]), dtype=float).ravel())
+                    except (TypeError, ValueError):  # categorical values: not a numeric axis
+                        pass
+            vals = np.concatenate(vals) if vals else np.zeros(0)
+            vals = vals[np.isfinite(vals) & (vals > 0)]
+            if not len(vals):
+                continue
+            lo, hi = float(vals.min()), float(vals.max())
+        ticks = _log_tickvals(min(lo, hi), max(lo, hi))
+        if ticks is not None:
+            ax.update(tickvals=ticks, tickformat=None if ax.exponentformat == "power" else "~g")
     return fig
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from resdyn.core.figures.common import (BASELINE_COLOR, PALETTE, empty_figure, layer_axis, layer_axis_props,
-                                        line_width, marker_size, style)
+                                        line_width, log_ticks, marker_size, style)
 from resdyn.core.regimes import Split, regime_means
 
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
@@ -119,7 +119,7 @@ def profile_overlay(profiles: Mapping[str, pd.DataFrame], n_layers: Mapping[str,
         layer_axis(fig, max(depths))
     fig.update_yaxes(title_text=label, type="log" if log_y else "linear",
                      tickformat=".0%" if percent and not log_y else None)
-    return fig
+    return log_ticks(fig)
 
 
 def regime_profile(values: np.ndarray, splits: Sequence[Split], *, label: str, log: bool = False,

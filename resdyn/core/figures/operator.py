@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from resdyn.core.figures.common import (BASELINE_COLOR, OPERATOR_COLORS, OPERATOR_NAMES, empty_figure,
-                                        highlight_layer, layer_axis, line_width, marker_size, style)
+                                        highlight_layer, layer_axis, line_width, log_ticks, marker_size, style)
 
 OPERATORS = ("J", "R")
 
@@ -154,7 +154,7 @@ def kappa_profile(layers: pd.DataFrame, *, highlight: int | None = None, present
     layer_axis(fig, _n_layers(layers))
     fig.update_yaxes(title_text="κ = σ<sub>max</sub> / σ<sub>min</sub>  (log scale)", type="log", nticks=8)
     highlight_layer(fig, highlight, presentation)
-    return fig
+    return log_ticks(fig)
 
 
 def frac_complex_profile(layers: pd.DataFrame, *, highlight: int | None = None,

@@ -187,7 +187,7 @@ def compute_layer(state, cfg, layer: int, inputs: dict, bar=None) -> tuple[np.nd
         row_chunk = auto_row_chunk(bundle, cfg.batch_size)
         batches = layer_jacobians_isolated(bundle, calls[layer], inputs["states"], cfg.batch_size, row_chunk)
     else:
-        from resdyn.compute.activations import tokenize
+        from resdyn.compute.models import tokenize
 
         seqs = tokenize(bundle, inputs["texts"])
         n = len(seqs)

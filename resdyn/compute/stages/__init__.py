@@ -1,4 +1,4 @@
-"""The pipeline's stages: the torch-free registry (``resdyn.stages``) with compute functions attached.
+"""The pipeline's stages, one module per stage named after it: the torch-free registry (``resdyn.stages``) with compute functions attached.
 
 A stage is a function of a ``RunContext`` that reads earlier stages' outputs from the run store
 and writes its own. Stages never decide where they run: the executor (local or Ray) and the
@@ -12,7 +12,10 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
+
 from resdyn import stages as registry
+from resdyn.errors import ResdynError
 
 
 @dataclass(frozen=True)
@@ -62,5 +65,24 @@ def stages_in(module: str) -> list[Stage]:
     return [s for s in all_stages() if s.module == module]
 
 
+def stage(name: str) -> Stage:
+    """The stage called ``name`` (a KeyError names an unknown one)."""
+    return Stage(registry.get(name))
+
+
+def stages_named(*names: str) -> list[Stage]:
+    """The stages called ``names``, in the order given."""
+    return [stage(n) for n in names]
+
+
 def stage_names() -> list[str]:
     return registry.names()
+
+
+def mean_jacobians(store) -> np.ndarray:
+    """The run's ``jacobians.npy``, J̄_l for every layer: (L, d, d) float32, memory-mapped; a
+    clear error when its shape is not square (read by cumulative, schur and pseudospectra)."""
+    jac = store.read_array("jacobians")
+    if jac.ndim != 3 or jac.shape[1] != jac.shape[2]:
+        raise ResdynError(f"jacobians.npy of run {store.run_id} has shape {jac.shape}, expected (L, d, d)")
+    return jac

@@ -1,23 +1,12 @@
-"""Stages "cumulative", "schur" and "pseudospectra": the spectral geometry of the mean Jacobians.
+"""Stage "schur" (METHODS §6): complex Schur forms of the mean Jacobians and the dose grid.
 
-numpy/scipy only (no model, no torch); the math lives in ``resdyn.core.spectral`` so the
-dashboard's live slider and the tests share it. Each stage reads ``jacobians.npy`` (L, d, d)
-float32 and writes:
-
-- "cumulative" (METHODS §5): ``cumulative.parquet`` (layer, erank, log10_fro),
-  ``cumulative_spectra.parquet`` (layer, idx, sigma, log10_sigma) for l = 0, L//2, L−1, and
-  summary rows ``cumulative.*`` (Spearman of erank(P_l) against ρ(J̄_l) from ``layers.parquet``).
-- "schur" (METHODS §6): ``schur_Q.npy``/``schur_T.npy`` (J̄ = Q T Q*, eigenvalues on T's
-  diagonal in the canonical order ``spectral.SCHUR_ORDER``, recorded as the manifest's
-  ``schur_order``), (L, d, d) complex64, and ``schur_dose.parquet`` (mode, construction, draw, c,
-  beta, erank, log10_fro, henrici) over the paper's dose grid: the dose, controls A and B, the
-  dose in random eigenvalue orders and the skip dose βI + R(c).
-- "pseudospectra" (METHODS §11): ``pseudospectra.parquet`` (layer, c, x, y, log10_sigma_min) on
-  a grid per layer and dose, ``numerical_range.parquet`` (layer, c, idx, x, y),
-  ``layer_sigma.parquet`` (layer, c, i, sigma: the singular values of J_l(c) at the same
-  doses) and ``transient_growth.parquet`` (layer, k, log10_norm).
-
-``summary.parquet`` holds named scalars (name, value) shared by every stage: ``RunStore.update_summary``.
+Reads ``jacobians.npy`` (L, d, d) float32; writes ``schur_Q.npy``/``schur_T.npy`` (J̄ = Q T Q*,
+eigenvalues on T's diagonal in the canonical order ``spectral.SCHUR_ORDER``, recorded as the
+manifest's ``schur_order``), (L, d, d) complex64, ``schur_dose.parquet`` (mode, construction,
+draw, c, beta, erank, log10_fro, henrici) over the paper's dose grid: the dose, controls A and B,
+the dose in random eigenvalue orders and the skip dose βI + R(c); and summary rows ``schur.*``.
+numpy/scipy only; the math is ``resdyn.core.spectral`` and ``resdyn.core.dose`` (shared with the
+dashboard's live slider).
 """
 
 from __future__ import annotations
@@ -27,84 +16,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
-import scipy.linalg as sl
 from threadpoolctl import threadpool_limits
 
 from resdyn.compute import executors
-from resdyn.compute.stages import stages_in
-from resdyn.config import resolve_cumulative_rank
+from resdyn.compute.stages import mean_jacobians, stages_in
 from resdyn.core import dose as dose_mod
 from resdyn.core import spectral
-# The stored doses and grid sizes of the "pseudospectra" stage (shared with the synthetic writer).
-from resdyn.core.spectral import NR_ANGLES, PSEUDO_DOSES, PSEUDO_GRID, PSEUDO_PAD
-from resdyn.core.store import RunStore
 from resdyn.errors import ResdynError
 
-
-def spectra_layers(n_layers: int) -> list[int]:
-    """Injection layers whose cumulative singular values are kept: 0, L//2 and L−1."""
-    return sorted({0, n_layers // 2, n_layers - 1})
-
-
-def _jacobians(store: RunStore) -> np.ndarray:
-    jac = store.read_array("jacobians")
-    if jac.ndim != 3 or jac.shape[1] != jac.shape[2]:
-        raise ResdynError(f"jacobians.npy of run {store.run_id} has shape {jac.shape}, expected (L, d, d)")
-    return jac
-
-
-# ------------------------------------------------------------------------------------------------
-# "cumulative"
-# ------------------------------------------------------------------------------------------------
-
-def compute_cumulative(ctx) -> None:
-    """The exact products by default; ``--cumulative-rank K`` < d keeps the paper's rank-K truncation.
-
-    The rank is the flag's, else the run's recorded ``cumulative_rank`` (a ``--redo`` keeps the
-    run's setting), else d; it is written to the manifest as ``cumulative_rank`` (d when exact).
-    Runs from before that key were truncated at min(512, d).
-    """
-    store = ctx.store
-    jac = _jacobians(store)
-    n_layers, d = jac.shape[0], jac.shape[1]
-    keep = spectra_layers(n_layers)
-    rank = ctx.cfg.cumulative_rank
-    if rank is None:
-        rank = store.manifest().get("cumulative_rank")
-    rank = resolve_cumulative_rank(None if rank is None else int(rank), d)
-    cum = spectral.cumulative_products(jac, k=rank, keep=keep, progress=ctx.progress)
-    layers = np.arange(n_layers, dtype=np.int32)
-    store.write_table("cumulative", pd.DataFrame({"layer": layers, "erank": cum.erank, "log10_fro": cum.log10_fro}))
-    frames = []
-    for l in keep:
-        ls = cum.log10_sigma.get(l)
-        if ls is None:  # the product became the zero map above this layer
-            continue
-        frames.append(pd.DataFrame({"layer": np.int32(l), "idx": np.arange(len(ls), dtype=np.int32),
-                                    "sigma": 10.0**ls, "log10_sigma": ls}))
-    store.write_table("cumulative_spectra", pd.concat(frames, ignore_index=True))
-    # METHODS §5: Spearman(erank(P_l), ρ(J̄_l)) across layers (the paper: ρ_s = −0.33 on Llama).
-    rho = np.full(n_layers, np.nan)
-    if store.has_table("layers"):
-        lay = store.read_table("layers", columns=["layer", "operator", "spectral_radius"])
-        lay = lay[lay["operator"] == "J"]
-        rho[lay["layer"].to_numpy(int)] = lay["spectral_radius"].to_numpy(float)
-    r, p = spectral.spearman(cum.erank, rho)
-    store.update_summary({
-        "cumulative.k": cum.k,
-        "cumulative.erank_P0": cum.erank[0],
-        "cumulative.erank_Pmid": cum.erank[n_layers // 2],
-        "cumulative.erank_Plast": cum.erank[-1],
-        "cumulative.log10_fro_P0": cum.log10_fro[0],
-        "cumulative.spearman_erank_radius.rho": r,
-        "cumulative.spearman_erank_radius.p": p,
-    })
-    store.update_manifest(cumulative_rank=int(cum.k))
-
-
-# ------------------------------------------------------------------------------------------------
-# "schur"
-# ------------------------------------------------------------------------------------------------
 
 def _schur_layer(jac: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """One layer's complex Schur factors in the canonical order, as stored: J̄_l (d, d) -> Q, T
@@ -250,14 +169,14 @@ def single_blas_thread():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def compute_schur(ctx) -> None:
+def run(ctx) -> None:
     with single_blas_thread():
         _compute_schur(ctx)
 
 
 def _compute_schur(ctx) -> None:
     store = ctx.store
-    jac = _jacobians(store)
+    jac = mean_jacobians(store)
     q, t, worst = schur_factors(jac, ctx.progress, desc="schur (canonical order)")
     store.write_array("schur_Q", q)
     store.write_array("schur_T", t)
@@ -278,44 +197,4 @@ def _compute_schur(ctx) -> None:
     store.update_summary(values)
 
 
-# ------------------------------------------------------------------------------------------------
-# "pseudospectra"
-# ------------------------------------------------------------------------------------------------
-
-def compute_pseudospectra(ctx) -> None:
-    store = ctx.store
-    t_all = store.read_array("schur_T")
-    n_layers = t_all.shape[0]
-    ps, nr, sv = [], [], []
-    for l in ctx.progress(range(n_layers), desc="pseudospectra", total=n_layers, unit="layer"):
-        t = np.asarray(t_all[l])
-        for c in PSEUDO_DOSES:
-            tc = spectral.dosed_schur_factor(t, c)
-            # σ(J_l(c)) = σ(Λ + cN): what the Schur page draws for runs too wide to run an SVD live.
-            sigma = sl.svdvals(tc, check_finite=False).astype(np.float64)
-            sv.append(pd.DataFrame({"layer": np.int32(l), "c": float(c),
-                                    "i": np.arange(1, len(sigma) + 1, dtype=np.int32), "sigma": sigma}))
-            w = spectral.numerical_range(tc, n_angles=NR_ANGLES)
-            nr.append(pd.DataFrame({"layer": np.int32(l), "c": float(c), "idx": np.arange(len(w), dtype=np.int32),
-                                    "x": w.real, "y": w.imag}))
-            # The grid spans W(J_l(c)) plus a margin: every drawn ε-contour closes inside it.
-            x, y, g = spectral.pseudospectrum_grid(tc, n=PSEUDO_GRID, pad=PSEUDO_PAD, around=w)
-            xx, yy = np.meshgrid(x, y)
-            ps.append(pd.DataFrame({"layer": np.int32(l), "c": float(c), "x": xx.ravel(), "y": yy.ravel(),
-                                    "log10_sigma_min": g.ravel()}))
-    store.write_table("pseudospectra", pd.concat(ps, ignore_index=True))
-    store.write_table("numerical_range", pd.concat(nr, ignore_index=True))
-    store.write_table("layer_sigma", pd.concat(sv, ignore_index=True))
-    tg = spectral.transient_growth(_jacobians(store), progress=ctx.progress)
-    li, ki = np.nonzero(~np.isnan(tg))
-    store.write_table("transient_growth", pd.DataFrame({
-        "layer": li.astype(np.int32), "k": (ki + 1).astype(np.int32), "log10_norm": tg[li, ki]}))
-    # Transient amplification of the whole stack: peak over k of ‖P_{0:k}‖₂ against its end value.
-    store.update_summary({
-        "transient.log10_peak_P0": float(np.nanmax(tg[0])),
-        "transient.peak_k_P0": float(np.nanargmax(tg[0]) + 1),
-        "transient.log10_end_P0": float(tg[0, n_layers - 1]),
-    })
-
-
-STAGES = stages_in(__name__)  # the records live in resdyn/stages.py
+STAGE, = stages_in(__name__)  # the record lives in resdyn/stages.py

@@ -1,6 +1,6 @@
-"""Stages "block_coupling" and "trajectories": the second paper's measurements (METHODS §9).
+"""Stage "block_coupling" (METHODS §9, the second paper): block coupling across depth and tokens.
 
-"block_coupling" computes residual in-context Jacobians
+It computes residual in-context Jacobians
 J^l_{t1 t2} = ∂f^l(X)_{t2} / ∂x_{t1} (the block's output at token t2 as a function of its input at
 token t1, the rest of the sequence held at its true values, the skip's identity removed) on a
 subset of prompts (``--coupling-samples``: the first S passages, each cut to its first
@@ -29,17 +29,6 @@ keys and values of that layer as a read-only cache (the model's own KV cache fro
 the prefix): the same function of x_{t1}, exact (tests hold it equal to the full-sequence
 ``in_context_fn``), at a fraction of the cost. Encoders (BERT) use the full sequence. Each finished
 sample is checkpointed under ``.partial/block_coupling/``.
-
-"trajectories" runs every sample once and, for every token, takes the trajectory x⁰..x^L (block
-inputs plus the last block's output): ``trajectories.parquet`` (sample, token, position, layer,
-norm, alpha, lss_window, ed_window, lss, ed) with LSS / ED over the whole depth and over sliding
-windows of 11 states (centred at ``layer``), and ``trajectory_pca.parquet`` (sample, fit, token,
-position, layer, pc1, pc2, var1, var2): each coupling prompt's trajectories projected on the 2-D
-PCA of its last-layer states (``fit`` "all": every token, the paper's; "skip_first": fitted and
-drawn without the first token, whose outsized norm can take the whole first axis), and
-``trajectory_windows.parquet`` (scope, metric, layer, q25, median, q75, n): the per-layer quartiles
-the dashboard draws (``trajectory.window_quantiles``). Summary rows ``trajectories.*``: median LSS
-and ED.
 """
 
 from __future__ import annotations
@@ -53,16 +42,14 @@ import torch
 from torch.func import jacrev
 
 from resdyn.compute.blocks import BlockCall, traced_forward
+from resdyn.compute.models import tokenize
 from resdyn.compute.stages import stages_in
+from resdyn.config import coupling_settings
+from resdyn.core import block_coupling as bc
 from resdyn.core import trajectory as tj
 from resdyn.core.store import RunStore
 from resdyn.errors import ResdynError
 
-SCORE_K = 30
-"""K of the run's single coupling score (the largest valid K when d ≤ 30)."""
-KINDS = ("depth", "self", "fixed_input", "fixed_output")
-COLUMNS = ("kind", "K", "layer_a", "layer_b", "token_a", "token_b", "token_fixed", "sample", "aggregate", "n",
-           "miscoupling")
 # Names under which decoder blocks take their KV cache, across the supported families.
 _CACHE_ARGS = ("past_key_values", "layer_past", "past_key_value")
 
@@ -197,17 +184,6 @@ def residual_jacobians(site: InputSite, layer: int, t2s: list[int], row_chunk: i
 # Stage "block_coupling"
 # ------------------------------------------------------------------------------------------------
 
-def _check_settings(cfg) -> tuple[int, int, int]:
-    s, w, p = int(cfg.coupling_samples), int(cfg.coupling_window), int(cfg.coupling_tokens)
-    if s < 1:
-        raise ResdynError(f"--coupling-samples must be at least 1, got {s}")
-    if w < 0:
-        raise ResdynError(f"--coupling-window must be 0 (last token only) or more, got {w}")
-    if p < 0:
-        raise ResdynError(f"--coupling-tokens must be 0 (whole passage) or more, got {p}")
-    return s, w, p
-
-
 def svd_factors(jac: torch.Tensor, kmax: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-kmax singular vectors u, v (..., d, kmax) of jac (..., d, d), float32 numpy, columns in
     descending σ.
@@ -222,24 +198,6 @@ def svd_factors(jac: torch.Tensor, kmax: int) -> tuple[np.ndarray, np.ndarray]:
     s = evals[..., -kmax:].flip(-1).clamp_min(0).sqrt()
     u = (j @ v) / torch.where(s > 0, s, torch.ones_like(s))[..., None, :]
     return u.numpy(), v.numpy()
-
-
-def coupling_rows(kind: str, ks, m: np.ndarray, layer_a, layer_b, token_a, token_b, token_fixed,
-                  sample: int) -> pd.DataFrame:
-    """Long rows from a miscoupling array m (nK, ...) and index arrays broadcast to m.shape[1:]."""
-    shape = m.shape[1:]
-    cols = {name: np.broadcast_to(np.asarray(v), shape) for name, v in
-            (("layer_a", layer_a), ("layer_b", layer_b), ("token_a", token_a), ("token_b", token_b),
-             ("token_fixed", token_fixed))}
-    frames = []
-    for i, k in enumerate(ks):
-        ok = np.isfinite(m[i])
-        frames.append(pd.DataFrame({
-            "kind": kind, "K": np.int32(k),
-            **{c: v[ok].astype(np.float64) if c == "token_fixed" else v[ok].astype(np.int32) for c, v in cols.items()},
-            "sample": np.int32(sample), "aggregate": False, "n": np.int32(1), "miscoupling": m[i][ok],
-        }))
-    return pd.concat(frames, ignore_index=True)
 
 
 def sample_coupling(bundle, ids: torch.Tensor, window: int, ks: list[int], sample: int = 0,
@@ -282,60 +240,27 @@ def sample_coupling(bundle, ids: torch.Tensor, window: int, ks: list[int], sampl
                 u[a, b], v[a, b] = uu[n], vv[n]
             tw = tj.token_coupling(full, ks, (u, v))
             ta, tb = rel[:, None], rel[None, :]
-            frames.append(coupling_rows("self", ks, tw["self"], l, l, ta, tb, np.nan, sample))
+            frames.append(bc.coupling_rows("self", ks, tw["self"], l, l, ta, tb, np.nan, sample))
             fixed, x, y = rel[:, None, None], rel[None, :, None], rel[None, None, :]
-            frames.append(coupling_rows("fixed_input", ks, tw["fixed_input"], l, l, x, y, fixed, sample))
-            frames.append(coupling_rows("fixed_output", ks, tw["fixed_output"], l, l, x, y, fixed, sample))
+            frames.append(bc.coupling_rows("fixed_input", ks, tw["fixed_input"], l, l, x, y, fixed, sample))
+            frames.append(bc.coupling_rows("fixed_output", ks, tw["fixed_output"], l, l, x, y, fixed, sample))
         if progress is not None:
             progress()
     stack = torch.stack(last)
     a = tj.coupling_matrices(stack.numpy(), kmax, svd_factors(stack, kmax))
     m = np.stack([tj.miscoupling(a[..., :k, :k]) for k in ks])  # (nK, L, L), METHODS §9 depth-wise
     la, lb = np.arange(n_layers)[:, None], np.arange(n_layers)[None, :]
-    frames.insert(0, coupling_rows("depth", ks, m, la, lb, -1, -1, np.nan, sample))
+    frames.insert(0, bc.coupling_rows("depth", ks, m, la, lb, -1, -1, np.nan, sample))
     return pd.concat(frames, ignore_index=True), a.astype(np.float32)
 
 
-def aggregate_rows(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per-sample rows plus their mean over samples (aggregate = True, sample = −1, n = count)."""
-    keys = ["kind", "K", "layer_a", "layer_b", "token_a", "token_b", "token_fixed"]
-    per = rows[~rows["aggregate"]]
-    agg = (per.groupby(keys, dropna=False, sort=False)["miscoupling"]
-           .agg(["mean", "count"]).reset_index()
-           .rename(columns={"mean": "miscoupling", "count": "n"}))
-    agg["sample"], agg["aggregate"] = np.int32(-1), True
-    out = pd.concat([agg, per], ignore_index=True)[list(COLUMNS)]
-    out["token_fixed"] = out["token_fixed"].astype("Int32")
-    for c in ("K", "layer_a", "layer_b", "token_a", "token_b", "sample", "n"):
-        out[c] = out[c].astype(np.int32)
-    return out
-
-
-def coupling_summary(rows: pd.DataFrame, ks: list[int]) -> dict[str, float]:
-    """Mean depth-wise miscoupling over layer pairs l ≠ l' (then over samples) per K, and the
-    run's coupling score 1 − mean m̃ at ``SCORE_K`` (the paper ranks models by it)."""
-    per = rows[(rows["kind"] == "depth") & ~rows["aggregate"] & (rows["layer_a"] != rows["layer_b"])]
-    out = {}
-    for k in ks:
-        sub = per[per["K"] == k]
-        by_sample = sub.groupby("sample")["miscoupling"].mean()
-        out[f"block_coupling.mean_miscoupling.K{k}"] = float(by_sample.mean()) if len(by_sample) else np.nan
-    score_k = SCORE_K if SCORE_K in ks else max(ks)
-    out["block_coupling.score_K"] = float(score_k)
-    out["block_coupling.coupling_score"] = 1.0 - out[f"block_coupling.mean_miscoupling.K{score_k}"]
-    out["block_coupling.n_samples"] = float(per["sample"].nunique())
-    return out
-
-
-def compute_block_coupling(ctx) -> None:
-    n_samples, window, n_tokens = _check_settings(ctx.cfg)
+def run(ctx) -> None:
+    n_samples, window, n_tokens = coupling_settings(ctx.cfg)
     bundle = ctx.model()
     store = ctx.store
     ks = tj.valid_ks(bundle.d_model)
     if not ks:
         raise ResdynError(f"d_model = {bundle.d_model} is too small for block coupling (needs K = 10 < d)")
-    from resdyn.compute.activations import tokenize
-
     texts = ctx.texts()[:n_samples]
     # A decoder's prompt cut after P tokens has exactly the passage's own states for those tokens.
     seqs = [s[:n_tokens] if n_tokens else s for s in tokenize(bundle, texts)]
@@ -355,104 +280,11 @@ def compute_block_coupling(ctx) -> None:
             cache.write_table(name, rows)
         frames.append(cache.read_table(name))
     bar.close()
-    rows = aggregate_rows(pd.concat(frames, ignore_index=True))
+    rows = bc.aggregate_rows(pd.concat(frames, ignore_index=True))
     store.write_array("block_coupling_A", cache.read_array("A", mmap=False))
     store.write_table("block_coupling", rows)
-    store.update_summary(coupling_summary(rows, ks))
+    store.update_summary(bc.coupling_summary(rows, ks))
     store.clear_partial("block_coupling")
 
 
-# ------------------------------------------------------------------------------------------------
-# Stage "trajectories"
-# ------------------------------------------------------------------------------------------------
-
-def trajectory_rows(traj: np.ndarray, sample: int, width: int) -> pd.DataFrame:
-    """Rows of one prompt's trajectories traj (T, L + 1, d): one per (token, layer)."""
-    T, n_points, _ = traj.shape
-    norms = np.linalg.norm(traj, axis=-1)
-    alpha = np.concatenate([np.full((T, 1), np.nan), tj.log_growth(norms)], axis=1)
-    lss_w = np.full((T, n_points), np.nan)
-    ed_w = np.full((T, n_points), np.nan)
-    centres = tj.window_centres(n_points, width)
-    lss_w[:, centres] = tj.lss_windows(traj, width)
-    ed_w[:, centres] = tj.ed_windows(norms, width)
-    lss = tj.line_shape_score(traj)
-    ed = tj.expodistance(norms)
-    pos = np.repeat(np.arange(T, dtype=np.int32), n_points)
-    return pd.DataFrame({
-        "sample": np.int32(sample), "token": pos - np.int32(T), "position": pos,
-        "layer": np.tile(np.arange(n_points, dtype=np.int32), T),
-        "norm": norms.ravel().astype(np.float32), "alpha": alpha.ravel().astype(np.float32),
-        "lss_window": lss_w.ravel().astype(np.float32), "ed_window": ed_w.ravel().astype(np.float32),
-        "lss": np.repeat(lss, n_points).astype(np.float32), "ed": np.repeat(ed, n_points).astype(np.float32),
-    })
-
-
-PCA_FITS = ("all", "skip_first")
-"""PCA over every token (the paper's), and without the first token, whose outsized norm (an
-attention sink in many trained models) can take the whole first axis."""
-
-
-def pca_rows(traj: np.ndarray, sample: int) -> pd.DataFrame:
-    """Rows (sample, fit, token, position, layer, pc1, pc2, var1, var2) of one prompt's PCA
-    projections, one per fit in ``PCA_FITS`` (``skip_first`` only when T ≥ 3)."""
-    T, n_points, _ = traj.shape
-    frames = []
-    for fit, first in zip(PCA_FITS, (0, 1)):
-        if first and T < 3:
-            continue
-        proj, ratio = tj.trajectory_pca(traj[first:])
-        pos = np.repeat(np.arange(first, T, dtype=np.int32), n_points)
-        frames.append(pd.DataFrame({
-            "sample": np.int32(sample), "fit": fit, "token": pos - np.int32(T), "position": pos,
-            "layer": np.tile(np.arange(n_points, dtype=np.int32), T - first),
-            "pc1": proj[..., 0].ravel(), "pc2": proj[..., 1].ravel(), "var1": ratio[0], "var2": ratio[1],
-        }))
-    return pd.concat(frames, ignore_index=True)
-
-
-def trajectory_summary(table: pd.DataFrame, width: int) -> dict[str, float]:
-    """Median whole-depth LSS and ED over every token of every sample, and over last tokens only."""
-    per = table[table["layer"] == 0]  # one row per trajectory
-    last = per[per["token"] == -1]
-    return {
-        "trajectories.window": float(width),
-        "trajectories.lss_median": float(per["lss"].median()),
-        "trajectories.lss_median_last": float(last["lss"].median()),
-        "trajectories.ed_median": float(per["ed"].median()),
-        "trajectories.ed_median_last": float(last["ed"].median()),
-    }
-
-
-def compute_trajectories(ctx) -> None:
-    n_pca = _check_settings(ctx.cfg)[0]
-    bundle = ctx.model()
-    from resdyn.compute.activations import BATCH, pad_batch, tokenize
-
-    seqs = tokenize(bundle, ctx.texts())
-    width = min(tj.WINDOW, bundle.n_layers + 1)
-    tok = bundle.tokenizer
-    pad = next((t for t in (tok.pad_token_id, tok.eos_token_id) if t is not None), 0)
-    rows, pcas = [], []
-    starts = range(0, len(seqs), BATCH)
-    for start in ctx.progress(starts, desc="trajectories", unit="batch"):
-        chunk = seqs[start:start + BATCH]
-        ids, mask = pad_batch(chunk, pad)
-        trace = traced_forward(bundle, ids, mask.to(bundle.device))
-        # (B, T, L + 1, d): block inputs x⁰..x^{L−1} and the last block's output x^L.
-        states = torch.stack(list(trace.inputs) + [trace.final], dim=2).double().cpu().numpy()
-        for b, s in enumerate(chunk):
-            traj = states[b, :len(s)]  # right padding: the real tokens are the first len(s)
-            rows.append(trajectory_rows(traj, start + b, width))
-            if start + b < n_pca:
-                pcas.append(pca_rows(traj, start + b))
-    table = pd.concat(rows, ignore_index=True)
-    if not np.isfinite(table["norm"]).all():
-        raise ResdynError("hidden states contain NaN or Inf; rerun with --dtype float64")
-    ctx.store.write_table("trajectories", table)
-    ctx.store.write_table("trajectory_windows", tj.window_quantiles(table))
-    ctx.store.write_table("trajectory_pca", pd.concat(pcas, ignore_index=True))
-    ctx.store.update_summary(trajectory_summary(table, width))
-
-
-STAGES = stages_in(__name__)  # the records live in resdyn/stages.py
+STAGE, = stages_in(__name__)  # the record lives in resdyn/stages.py

@@ -1,7 +1,7 @@
 """The "schur" and "pseudospectra" stages of a synthetic run, computed block by block.
 
 A synthetic run's mean Jacobians are J̄_l = Q T_l Qᵀ with one orthogonal Q and a block-diagonal
-T_l = diag(a, b_1 … b_m, t) (``resdyn.core.synthetic``). A Schur form of each block, a = Z_a S_a Z_a*
+T_l = diag(a, b_1 … b_m, t) (``resdyn.testing.synthetic``). A Schur form of each block, a = Z_a S_a Z_a*
 and b_j = U_j S_j U_j*, gives a complex Schur form of J̄_l with block-diagonal upper-triangular S_l
 and unitary Q·diag(Z_a, U_1 … U_m, 1). Everything the two stages store is unitarily invariant, so
 it follows from the blocks: singular values and eigenvalues of a block-diagonal matrix are the
@@ -35,7 +35,7 @@ from numpy.lib.format import open_memmap
 from resdyn.core import spectral
 from resdyn.core.spectral import NR_ANGLES, PSEUDO_DOSES, PSEUDO_GRID, PSEUDO_PAD
 from resdyn.core.store import RunStore, _atomic_write
-from resdyn.core.synthetic import operator_blocks
+from resdyn.testing.synthetic import operator_blocks
 
 
 

@@ -18,30 +18,10 @@ import pandas as pd
 import torch
 
 from resdyn.compute.blocks import traced_forward
+from resdyn.compute.models import BATCH, pad_batch, tokenize
 from resdyn.compute.stages import stages_in
 from resdyn.core import samples
 from resdyn.errors import ResdynError
-
-BATCH = 16
-
-
-def tokenize(bundle, texts: list[str]) -> list[torch.Tensor]:
-    """Token ids per passage with the tokenizer's own defaults, truncated only at the model's limit."""
-    limit = getattr(bundle.config, "max_position_embeddings", None) or 2048
-    ids = bundle.tokenizer(texts, truncation=True, max_length=limit)["input_ids"]
-    return [torch.tensor(x, dtype=torch.long) for x in ids]
-
-
-def pad_batch(seqs: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad to (B, T) ids and mask. Right padding is exact: real tokens never see pads."""
-    T = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), T), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = s
-        mask[i, : len(s)] = 1
-    return ids, mask
-
 
 def extract(bundle, seqs: list[torch.Tensor], progress=None,
             positions: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

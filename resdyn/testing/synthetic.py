@@ -52,17 +52,13 @@ from resdyn import __version__
 from resdyn.config import RunConfig, resolve_cumulative_rank, resolve_k, validate_run_id
 from resdyn.core import linalg, nulls
 from resdyn.core import samples as sample_stats
+from resdyn import stages
 from resdyn.core.store import RunStore, _atomic_write
 
-# Stage names of the real pipeline (resdyn/compute/stages.py) and the files each one writes.
-STAGE_OUTPUTS = {
-    "activations": ("activations.npy", "final_state.npy", "passages.parquet", "snapshots.parquet",
-                    "planted_communities.npy"),
-    "jacobians": ("jacobians.npy", "samples.parquet"),
-    "spectra": ("layers.parquet", "eigenvalues.parquet"),
-}
-# A status="partial" run stops here (the "spectra" stage is missing).
-PARTIAL_STAGES = ("activations", "jacobians")
+# The stages a synthetic run writes (the real ones' files, from the registry), and where a
+# status="partial" run stops (the "spectra" stage missing).
+FOUNDATION = tuple(stages.upstream("spectra"))
+PARTIAL_STAGES = FOUNDATION[:-1]
 # Up to this width the tables come from linalg.operator_table on the dense Jacobians.
 EXACT_MAX_D = 64
 SNAPSHOTS = "2l = block input (pre-attention), 2l+1 = attention-updated residual (pre-MLP); synthetic"
@@ -358,7 +354,7 @@ def make_synthetic_run(runs_dir, run_id: str, *, n_layers: int = 4, d: int = 32,
     planted_communities.npy (2L, d) int32.
     Measured on a busy 2-core CPU with OPENBLAS_NUM_THREADS=1 (faster there than the default
     threading): L=4, d=32, N=16 in 0.3 s; L=2, d=4096, N=1000 in 27 s (about 9 s per layer, so
-    L=32 takes about 5 minutes and writes 3 GB). Also: ``python -m resdyn.core.synthetic --help``.
+    L=32 takes about 5 minutes and writes 3 GB). Also: ``python -m resdyn.testing.synthetic --help``.
     """
     validate_run_id(run_id)
     if init not in ("pretrained", "random"):
@@ -373,20 +369,14 @@ def make_synthetic_run(runs_dir, run_id: str, *, n_layers: int = 4, d: int = 32,
                     runs_dir=Path(runs_dir), run_id=run_id)
     store = RunStore(cfg.run_dir)
     store.path.mkdir(parents=True, exist_ok=True)
-    for stale in STAGE_OUTPUTS["spectra"]:  # an overwritten complete run must not leave tables behind
+    for stale in stages.get("spectra").outputs:  # an overwritten complete run must not leave tables behind
         (store.path / stale).unlink(missing_ok=True)
     n_comm = max(2, min(80, d // 8))
-    manifest = {
-        **cfg.manifest_fields(),
-        "run_id": run_id, "architecture": "synthetic", "model_type": "synthetic", "snapshots": SNAPSHOTS,
-        "n_layers": n_layers, "d_model": d, "n_samples": n_samples, "k": k,
-        "cumulative_rank": resolve_cumulative_rank(None, d),  # what init_manifest records: exact
-        "status": "partial", "stages_done": [], "timings": {},
-        "versions": {"python": platform.python_version(), "torch": None, "transformers": None,
-                     "numpy": np.__version__, "resdyn": __version__},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "synthetic": {"n_communities": n_comm, "exact_tables": exact, "generator": "resdyn.core.synthetic"},
-    }
+    manifest = cfg.new_manifest(
+        architecture="synthetic", model_type="synthetic", snapshots=SNAPSHOTS, n_layers=n_layers, d_model=d,
+        versions={"python": platform.python_version(), "torch": None, "transformers": None,
+                  "numpy": np.__version__, "resdyn": __version__},
+        synthetic={"n_communities": n_comm, "exact_tables": exact, "generator": "resdyn.testing.synthetic"})
     store.write_manifest(manifest)
     rng_q, rng_layers, rng_samples, rng_acts = np.random.default_rng(seed).spawn(4)
     timings: dict[str, float] = {}
@@ -449,7 +439,7 @@ def make_synthetic_run(runs_dir, run_id: str, *, n_layers: int = 4, d: int = 32,
     store.write_table("samples", samples)
     timings["jacobians"] = time.perf_counter() - t0
 
-    # -- stage "spectra" (what resdyn/compute/spectra.py does) ------------------------------
+    # -- stage "spectra" (what resdyn/compute/stages/spectra.py does) ------------------------------
     if status == "complete":
         t0 = time.perf_counter()
         if exact:
@@ -462,7 +452,7 @@ def make_synthetic_run(runs_dir, run_id: str, *, n_layers: int = 4, d: int = 32,
         store.write_table("eigenvalues", eig_df)
         timings["spectra"] = time.perf_counter() - t0
 
-    done = list(STAGE_OUTPUTS) if status == "complete" else list(PARTIAL_STAGES)
+    done = list(FOUNDATION) if status == "complete" else list(PARTIAL_STAGES)
     manifest.update(status=status, stages_done=done,
                     timings={s: round(timings[s], 3) for s in done})
     store.write_manifest(manifest)
@@ -470,10 +460,10 @@ def make_synthetic_run(runs_dir, run_id: str, *, n_layers: int = 4, d: int = 32,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m resdyn.core.synthetic RUNS_DIR RUN_ID [--layers L --d D --samples N ...]``."""
+    """``python -m resdyn.testing.synthetic RUNS_DIR RUN_ID [--layers L --d D --samples N ...]``."""
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m resdyn.core.synthetic",
+    p = argparse.ArgumentParser(prog="python -m resdyn.testing.synthetic",
                                 description="Write a synthetic run with the full data contract (no model needed).")
     p.add_argument("runs_dir")
     p.add_argument("run_id")
