@@ -19,9 +19,15 @@ def stamps(store: RunStore, *names: str) -> tuple[int, ...]:
     return tuple(_stamp(store, n) for n in names)
 
 
-@st.cache_data(max_entries=128, show_spinner=False)
-def _cached(fn: str, root: str, run_id: str, stamp: int, args: tuple) -> pd.DataFrame:
+@st.cache_data(max_entries=256, show_spinner=False)
+def _cached(fn: str, root: str, run_id: str, stamp, args: tuple):
     return getattr(queries, fn)(run_id, *args, root=root)
+
+
+def load_query(store: RunStore, fn: str, *args, tables: tuple[str, ...]):
+    """``queries.<fn>(run_id, *args, root=...)`` through st.cache_data, computed again when any of
+    ``tables`` (the tables it reads) changes. ``args`` must be hashable values (ints, strings)."""
+    return _cached(fn, str(store.path.parent), store.run_id, stamps(store, *tables), args)
 
 
 def load_layers(store: RunStore, operator: str | None = None) -> pd.DataFrame:
