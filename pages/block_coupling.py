@@ -12,32 +12,11 @@ from resdyn.core.store import open_run
 
 KIND_NAMES = {"self": "self (J_tt vs J_t′t′)", "fixed_input": "fixed input token (J_{t1 t2} vs J_{t1 t2′})",
               "fixed_output": "fixed output token (J_{t1 t2} vs J_{t1′ t2})"}
-QUANTILE_SQL = ("SELECT layer, quantile_cont({c}, 0.25) AS q25, median({c}) AS median, "
-                "quantile_cont({c}, 0.75) AS q75, count({c}) AS n FROM {t} WHERE {c} IS NOT NULL AND {w} "
-                "GROUP BY layer ORDER BY layer")
+COUPLING, TRAJ = ("block_coupling",), ("trajectories", "trajectory_windows")  # what each query reads
 
 
-@st.cache_data(max_entries=256, show_spinner=False)
-def _sql(sql: str, stamp: int, params: tuple) -> pd.DataFrame:
-    return queries.query(sql, list(params))
-
-
-def load(store, name: str, template: str, params: tuple = ()) -> pd.DataFrame:
-    """A fixed SQL ``template`` ({t} = the run's table) with ``?`` parameters, cached per file version."""
-    sql = template.replace("{t}", queries.table_sql(store, name))
-    return _sql(sql, store.table_path(name).stat().st_mtime_ns, tuple(params))
-
-
-def window_stats(store, metric: str, last_only: bool) -> pd.DataFrame:
-    """(layer, q25, median, q75, n) of a windowed metric: stored by the trajectories stage, or
-    (runs from before it stored them) aggregated from the trajectories table."""
-    if store.has_table("trajectory_windows"):
-        return load(store, "trajectory_windows", "SELECT layer, q25, median, q75, n FROM {t} "
-                    "WHERE scope = ? AND metric = ? ORDER BY layer", ("last" if last_only else "all", metric))
-    if not store.has_table("trajectories"):
-        return pd.DataFrame()
-    where = "token = -1" if last_only else "TRUE"
-    return load(store, "trajectories", QUANTILE_SQL.format(c=metric, t="{t}", w=where))
+def windows(store, metric: str, last_only: bool) -> pd.DataFrame:
+    return ui.load_query(store, "trajectory_windows", metric, last_only, tables=TRAJ)
 
 
 store, m, layer = ui.run_page("Block coupling and trajectory regularity")
@@ -50,10 +29,7 @@ if not (has_coupling or has_traj):
                f"--runs-dir {store.path.parent} --stages block_coupling,trajectories`.")
     st.stop()
 
-summary = {}
-if store.has_table("summary"):
-    s = load(store, "summary", "SELECT name, value FROM {t}")
-    summary = dict(zip(s["name"], s["value"]))
+summary = ui.load_query(store, "summary", tables=("summary",))
 
 st.caption(
     "Each block's residual Jacobian J^l (its output at a token as a function of its input at a token, "
@@ -67,10 +43,9 @@ st.header("Across depth")
 if not has_coupling:
     ui.require(store, "block_coupling")
 else:
-    ks = load(store, "block_coupling", "SELECT DISTINCT K FROM {t} ORDER BY K")["K"].tolist()
+    ks = ui.load_query(store, "coupling_ks", tables=COUPLING)
     k = st.sidebar.selectbox("K (top singular vectors)", ks, index=min(1, len(ks) - 1), key="_sel_coupling_k")
-    depth = load(store, "block_coupling", "SELECT layer_a, layer_b, miscoupling FROM {t} "
-                 "WHERE kind = 'depth' AND aggregate AND K = ?", (k,))
+    depth = ui.load_query(store, "depth_coupling", k, tables=COUPLING)
     c = st.columns(4)
     c[0].metric("coupling score 1 − m̃", f"{summary.get('block_coupling.coupling_score', np.nan):.3f}",
                 help=f"1 − mean m̃ over layer pairs l ≠ l′ and prompts, K = "
@@ -96,8 +71,7 @@ else:
 
     # -- token-wise -----------------------------------------------------------------------------------
     st.header("Across tokens")
-    samples = load(store, "block_coupling", "SELECT DISTINCT sample FROM {t} WHERE kind = 'self' "
-                   "AND NOT aggregate ORDER BY sample")["sample"].tolist()
+    samples = ui.load_query(store, "coupling_prompts", tables=COUPLING)
     if not samples:
         st.info(f"This run has depth-wise coupling only (--coupling-window {m.get('coupling_window', 0)}). "
                 "Token-wise coupling needs `--coupling-window 2` or more (all t1 ≤ t2 among the last w tokens).")
@@ -105,11 +79,8 @@ else:
         c = st.columns(3)
         sample = c[0].selectbox("Prompt", ["mean over prompts"] + samples, key="_sel_coupling_prompt")
         kind = c[1].radio("Comparison", list(KIND_NAMES), format_func=KIND_NAMES.get, key="_sel_coupling_kind")
-        where = "kind = ? AND K = ? AND layer_a = ? AND " + ("aggregate" if sample == "mean over prompts"
-                                                             else "sample = ? AND NOT aggregate")
-        params = (kind, k, layer) + (() if sample == "mean over prompts" else (int(sample),))
-        rows = load(store, "block_coupling", "SELECT token_a, token_b, token_fixed, miscoupling FROM {t} "
-                    "WHERE " + where, params)
+        rows = ui.load_query(store, "token_coupling", kind, k, layer,
+                             None if sample == "mean over prompts" else int(sample), tables=COUPLING)
         if kind == "self":
             sub, x_t, y_t = rows, "basis token t′ (J_t′t′)", "token t (J_tt)"
         else:
@@ -143,11 +114,11 @@ else:
         with cols[i % len(cols)]:
             # Built once per run and view for the whole server; the layer band is added to a copy.
             spec = ui.cached_figure(f"traj-{metric}", traj_key, lambda m=metric: fig.window_profile(
-                {store.run_id: window_stats(store, m, last_only)}, m, presentation=present))
+                {store.run_id: windows(store, m, last_only)}, m, presentation=present))
             ui.plot(ui.with_highlight(spec, layer), key=f"traj-{metric}")
 
     st.subheader("Trajectory PCA")
-    pca_samples = load(store, "trajectory_pca", "SELECT DISTINCT sample FROM {t} ORDER BY sample")["sample"].tolist()
+    pca_samples = ui.load_query(store, "trajectory_pca_prompts", tables=("trajectory_pca",))
     if pca_samples:
         c = st.columns(2)
         p = c[0].selectbox("Prompt", pca_samples, key="_sel_pca_prompt")
@@ -156,13 +127,12 @@ else:
                                 "takes the whole first axis; off = the paper's fit over every token.")
         fit = "skip_first" if skip else "all"
         ui.plot(ui.cached_figure("traj-pca", (str(store.path), ui.stamps(store, "trajectory_pca"), int(p), fit, present),
-                                 lambda: fig.pca_figure(load(store, "trajectory_pca", "SELECT * FROM {t} WHERE "
-                                                             "sample = ? AND fit = ?", (int(p), fit)),
+                                 lambda: fig.pca_figure(ui.load_query(store, "trajectory_pca", int(p), fit,
+                                                                      tables=("trajectory_pca",)),
                                                         presentation=present)), key="traj-pca")
-        if store.has_table("passages"):
-            text = load(store, "passages", "SELECT text FROM {t} WHERE sample = ?", (int(p),))
-            if len(text):
-                st.caption("Passage: " + text["text"].iloc[0][:400])
+        text = ui.load_query(store, "passage_text", int(p), tables=("passages",))
+        if text:
+            st.caption("Passage: " + text[:400])
 
 # -- compare runs -------------------------------------------------------------------------------------
 st.header("Compare runs")
@@ -173,27 +143,18 @@ if chosen:
     root = queries.runs_dir()
     opened = [open_run(root, r) for r in chosen]
     k_cmp = k if has_coupling else 30
-    profiles, stats, lss, table = {}, {}, {}, []
+    profiles, stats, lss = {}, {}, {}
     for st_run in opened:
         if st_run.has_table("block_coupling"):
-            rows = load(st_run, "block_coupling", "SELECT layer_a, layer_b, miscoupling FROM {t} "
-                        "WHERE kind = 'depth' AND aggregate AND K = ?", (k_cmp,))
+            rows = ui.load_query(st_run, "depth_coupling", k_cmp, tables=COUPLING)
             if len(rows):
                 profiles[st_run.run_id] = fig.layer_coupling(rows, int(st_run.manifest()["n_layers"]))
         if st_run.has_table("trajectories"):
-            stats[st_run.run_id] = window_stats(st_run, "lss_window", False)
-            lss[st_run.run_id] = load(st_run, "trajectories", "SELECT lss FROM {t} WHERE layer = 0")["lss"].to_numpy()
-        summ = {}
-        if st_run.has_table("summary"):
-            s = load(st_run, "summary", "SELECT name, value FROM {t}")
-            summ = dict(zip(s["name"], s["value"]))
-        table.append({"run": st_run.run_id, "init": st_run.manifest().get("init"),
-                      "coupling score": summ.get("block_coupling.coupling_score"),
-                      f"mean m̃ (K = {k_cmp})": summ.get(f"block_coupling.mean_miscoupling.K{k_cmp}"),
-                      "median LSS": summ.get("trajectories.lss_median"),
-                      "median LSS, last token": summ.get("trajectories.lss_median_last"),
-                      "median ED": summ.get("trajectories.ed_median")})
-    st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch")
+            stats[st_run.run_id] = windows(st_run, "lss_window", False)
+            lss[st_run.run_id] = ui.load_query(st_run, "trajectory_lss", tables=TRAJ)
+    table = queries.coupling_table({s.run_id: ui.load_query(s, "summary", tables=("summary",)) for s in opened},
+                                   {s.run_id: s.manifest().get("init") for s in opened}, k_cmp)
+    st.dataframe(table, hide_index=True, width="stretch")
     cmp_key = (tuple((str(s.path), ui.stamps(s, "block_coupling", "trajectories")) for s in opened), k_cmp, present)
     cols = st.columns(1 if present else 2)
     with cols[0]:

@@ -5,8 +5,8 @@ import pandas as pd
 import streamlit as st
 
 from resdyn import ui
-from resdyn.core.correlation import block_correlation, correlation_block, standardize, standardize_units
 from resdyn.core import samples
+from resdyn.core import snapshot_correlation as snapcorr
 from resdyn.core.store import RunStore
 from resdyn.core.figures import topology as fig
 
@@ -83,63 +83,28 @@ if srow is not None and len(srow) and n:
                                                     "snapshots.parquet.)" if source == "computed" else ""))
 
 
-def _snapshot_array(path: str, snap: int, final: bool) -> np.ndarray:
-    """(N, d) activations of one snapshot, memory-mapped."""
-    s = RunStore(path)
-    return s.read_array("final_state") if final else s.read_array("activations")[:, snap, :]
-
-
-def _stored_panels(path: str, snap: int, method: str) -> tuple[np.ndarray, np.ndarray, int] | None:
-    """(unit order (m, m), community order (m, m), f) stored by the communities stage, or None
-    (runs of d ≤ 512, which draw C itself, and runs from before the stage stored them)."""
-    s = RunStore(path)
-    if not (s.has_array("corr_blocks") and s.has_table("corr_blocks")):
-        return None
-    index = ui.load_table(s, "corr_blocks")
-    row = index[index["order"] == method]
-    blocks = s.read_array("corr_blocks")  # (S, 1 + M, m, m) float16, memory-mapped
-    if row.empty or snap >= blocks.shape[0]:
-        return None
-    panel = int(row["panel"].iloc[0])
-    return blocks[snap, 0].astype(np.float32), blocks[snap, panel].astype(np.float32), int(row["f"].iloc[0])
-
-
 @st.cache_data(max_entries=8, show_spinner="Drawing the matrix…")
-def _matrix_figure(path: str, snap: int, stamp: tuple, final: bool, method: str, labels_key: bytes,
-                   title: str, present: bool):
+def _matrix_figure(path: str, snap: int, stamp: tuple, method: str, labels_key: bytes, title: str, present: bool):
     # Cached apart from the block view so a box selection (a rerun) does not re-encode the image.
-    # Above HEATMAP_MAX units the panels are block means of C: stored by the communities stage,
-    # or (older runs) taken here from block sums of z; the d×d matrix is never formed (at d = 4096
-    # that would be 33 GFLOP per snapshot).
     labels = np.frombuffer(labels_key, dtype=np.int64)
-    if len(labels) > fig.HEATMAP_MAX:
-        blocks = _stored_panels(path, snap, method)
-        if blocks is None:
-            z = standardize(_snapshot_array(path, snap, final))
-            left, f = block_correlation(z, np.arange(len(labels)), fig.IMAGE_MAX_PX)
-            blocks = (left, block_correlation(z, fig.community_order(labels), fig.IMAGE_MAX_PX)[0], f)
-        return fig.correlation_figure(None, labels, title=title, presentation=present, blocks=blocks)
-    return fig.correlation_figure(correlation_block(standardize(_snapshot_array(path, snap, final))), labels,
-                                  title=title, presentation=present)
+    corr, blocks = snapcorr.overview(RunStore(path), snap, n_layers, method, labels, fig.HEATMAP_MAX, fig.IMAGE_MAX_PX)
+    return fig.correlation_figure(corr, labels, title=title, presentation=present, blocks=blocks)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _block(path: str, snap: int, stamp: tuple, final: bool, rows_key: bytes, cols_key: bytes) -> np.ndarray:
-    """C[rows][:, cols] from the z-scores of those units only."""
+def _block(path: str, snap: int, stamp: tuple, rows_key: bytes, cols_key: bytes) -> np.ndarray:
     rows, cols = np.frombuffer(rows_key, dtype=np.int64), np.frombuffer(cols_key, dtype=np.int64)
-    z = standardize_units(_snapshot_array(path, snap, final), np.concatenate([rows, cols]))
-    return correlation_block(z, np.arange(len(rows)), np.arange(len(rows), len(rows) + len(cols)))
+    return snapcorr.submatrix(RunStore(path), snap, n_layers, rows, cols)
 
 
-final = snapshot >= 2 * n_layers
-src = store.array_path("final_state" if final else "activations")
+src = snapcorr.source_path(store, snapshot, n_layers)
 if not src.is_file():
     st.info(f"Run `{store.run_id}` has no `{src.name}`, so the correlation matrix cannot be drawn.")
 else:
     stamp = (src.stat().st_mtime_ns, *ui.stamps(store, "corr_blocks"))
     title = f"{fig.snapshot_label(snapshot, n_layers)} · {fig.method_label(method)}"
-    matrix = _matrix_figure(str(store.path), snapshot, stamp, final, method, labels.astype(np.int64).tobytes(),
-                            title, present)
+    matrix = _matrix_figure(str(store.path), snapshot, stamp, method, labels.astype(np.int64).tobytes(), title,
+                            present)
     event = st.plotly_chart(matrix, key="communities-corr", on_select="rerun", selection_mode=("box",),
                             width="stretch", config=ui.PLOTLY_CONFIG)
     order = fig.community_order(labels)
@@ -148,7 +113,7 @@ else:
     if block is None:  # no selection yet: the largest community's block, in community order
         block = (order[: min(sizes[0], 512)],) * 2
         st.caption("Showing the largest community; box-select a region above to zoom in.")
-    sub = _block(str(store.path), snapshot, stamp, final, *(np.asarray(b, np.int64).tobytes() for b in block))
+    sub = _block(str(store.path), snapshot, stamp, *(np.asarray(b, np.int64).tobytes() for b in block))
     ui.plot(fig.block_figure(sub, *block, title=f"{len(block[0])} × {len(block[1])} units at full resolution",
                              presentation=present), key="communities-block")
 

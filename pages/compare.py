@@ -1,10 +1,8 @@
 """Compare: one per-layer profile of several runs on one axis (checkpoints, trained vs init)."""
 
-import numpy as np
 import streamlit as st
 
 from resdyn import ui
-from resdyn.config import resolve_k
 from resdyn.core import nulls, queries, regimes
 from resdyn.core.figures import compare
 from resdyn.core.store import open_run
@@ -70,10 +68,7 @@ if lacking:
 normalise = {"auto": None, "layer": False, "relative": True}[depth_mode]
 baselines = None
 if column in ("self_alignment", "forward_alignment"):
-    baselines = {}
-    for r, m in manifests.items():
-        d = int(m["d_model"])
-        baselines[r] = int(m.get("k") or resolve_k(None, d)) / d
+    baselines = {r: nulls.alignment_baseline(nulls.run_k(m), int(m["d_model"])) for r, m in manifests.items()}
 elif column == "frac_complex":  # METHODS §3: the complex fraction of a random real matrix of width d
     baselines = {r: nulls.ginibre_complex_fraction(int(m["d_model"])) for r, m in manifests.items()}
 label = compare.profile_label(key) + (f" of {'J̄' if op == 'J' else 'R = J̄ − I'}" if op else "")
@@ -90,17 +85,8 @@ ui.plot(ui.cached_figure("compare-overlay", fig_key, lambda: compare.profile_ove
     percent=percent and not log_y, presentation=present)), key=f"compare-{column}")
 
 if profiles:
-    rows = []
-    for r, df in profiles.items():
-        n = n_layers[r]
-        v = np.full(n, np.nan)
-        v[df["layer"].to_numpy(int)] = df["value"].to_numpy(float)
-        row = {"run": r, "L": n, "min": np.nanmin(v), "max": np.nanmax(v)}
-        if n >= 3:
-            row.update(regimes.regime_means(v, regimes.paper_split(n), log=log_y))
-        rows.append(row)
     st.markdown("**Regime means** (the paper's split, scaled to each run's depth"
                 + ("; geometric means" if log_y else "") + ")")
-    st.dataframe(rows, hide_index=True, width="stretch",
+    st.dataframe(regimes.profile_regimes(profiles, n_layers, log=log_y), hide_index=True, width="stretch",
                  column_config={c: st.column_config.NumberColumn(c, format="%.4g")
                                 for c in ("min", "max", *regimes.REGIMES)})

@@ -3,13 +3,12 @@
 import streamlit as st
 
 from resdyn import ui
-from resdyn.config import resolve_k
-from resdyn.core import samples
+from resdyn.core import nulls, samples
 from resdyn.core.figures import operator
 
 store, m, layer = ui.run_page("Operator type across depth")
 n_layers, d = int(m["n_layers"]), int(m["d_model"])
-k = int(m.get("k") or resolve_k(None, d))
+k = nulls.run_k(m)
 present = ui.sidebar_tail(store)
 if not ui.require(store, "layers"):
     st.stop()

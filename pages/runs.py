@@ -1,11 +1,9 @@
 """Runs: every run's settings, status and timings, a headline card per run, and the depth regimes."""
 
-import numpy as np
 import streamlit as st
 
 from resdyn import ui
-from resdyn.config import resolve_k
-from resdyn.core import headlines, queries, regimes
+from resdyn.core import headlines, nulls, queries, regimes
 from resdyn.core.figures import compare
 from resdyn.core.store import open_run
 
@@ -123,33 +121,24 @@ if n_layers < 3:
     st.info(f"Run `{store.run_id}` has {n_layers} layer(s); three regimes need at least 3.")
 elif ui.require(store, "layers"):
     lay = ui.load_layers(store)
-    sa = regimes.profile(lay, "self_alignment", "J", n_layers)
-    splits = [regimes.paper_split(n_layers), regimes.changepoint_split(sa)]
-    extra = {}
-    cum = ui.load_table(store, "cumulative")
-    if cum is not None:
-        e = np.full(n_layers, np.nan)
-        e[cum["layer"].to_numpy(int)] = cum["erank"].to_numpy(float)
-        extra["erank(P_l) (geometric mean)"] = e
+    reg = regimes.regime_summary(lay, n_layers, ui.load_table(store, "cumulative"))
     st.caption(
         "Regime means as in the paper's Table 2 and Figures 2–3. Left: the paper's fixed split "
         "(layers 5 and 20 of 32, scaled to this depth). Right: the split the data suggest, the two "
         "change points of the best least-squares step fit to this run's self-alignment profile "
         f"(each regime ≥ {regimes.default_min_size(n_layers)} layer(s))."
     )
-    cols = st.columns(2)
-    for col, split in zip(cols, splits):
+    for col, split, table in zip(st.columns(2), reg.splits, reg.tables):
         with col:
-            labels = split.labels()
             title = "Paper's split" if split.method == "paper" else "Change-point split"
             st.markdown(f"**{title}** — breaks at layers {split.breaks[0]} and {split.breaks[1]}")
-            table = regimes.regime_table(lay, split, extra).rename(columns=labels)
             st.dataframe(table, hide_index=True, width="stretch",
-                         column_config={v: st.column_config.NumberColumn(v, format="%.3g") for v in labels.values()})
-    k = int(m.get("k") or resolve_k(None, d))
+                         column_config={v: st.column_config.NumberColumn(v, format="%.3g")
+                                        for v in split.labels().values()})
+    k = nulls.run_k(m)
     ui.plot(ui.cached_figure("runs-regimes", (str(store.path), ui.stamps(store, "layers"), present),
-                             lambda: compare.regime_profile(sa, splits, label="self-alignment of J̄", baseline=k / d,
-                                                            presentation=present)),
+                             lambda: compare.regime_profile(reg.profile, list(reg.splits), label="self-alignment of J̄",
+                                                            baseline=k / d, presentation=present)),
             key="runs-regimes")
 
     tables = {s.run_id: ui.load_layers(s) for s in stores if s.run_id not in damaged and s.has_table("layers")}

@@ -31,8 +31,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from resdyn import __version__, stages
-from resdyn.config import default_runs_dir, resolve_k
-from resdyn.core import claims, headlines, regimes
+from resdyn.config import default_runs_dir
+from resdyn.core import claims, headlines, nulls, regimes
 from resdyn.core.figures import compare
 from resdyn.core.store import RunStore, open_run
 from resdyn.errors import ResdynError
@@ -168,7 +168,7 @@ def run_section(store: RunStore) -> Section:
 
     m = store.manifest()
     n_layers, d = int(m["n_layers"]), int(m["d_model"])
-    k = int(m.get("k") or resolve_k(None, d))
+    k = nulls.run_k(m)
     sec = Section(f"Run {store.run_id}")
     facts = pd.DataFrame([{
         "model": m.get("model"), "revision": m.get("revision"), "init": m.get("init"),
@@ -203,20 +203,14 @@ def run_section(store: RunStore) -> Section:
         return sec
 
     slug = store.run_id
-    if n_layers >= 3:
-        sa = regimes.profile(lay, "self_alignment", "J", n_layers)
-        splits = [regimes.paper_split(n_layers), regimes.changepoint_split(sa)]
-        extra = {}
-        if store.has_table("cumulative"):
-            cum = store.read_table("cumulative")
-            e = np.full(n_layers, np.nan)
-            e[cum["layer"].to_numpy(int)] = cum["erank"].to_numpy(float)
-            extra["erank(P_l) (geometric mean)"] = e
-        for split in splits:
+    reg = regimes.regime_summary(lay, n_layers, store.read_table("cumulative") if store.has_table("cumulative") else None)
+    if reg is not None:
+        for split, table in zip(reg.splits, reg.tables):
             title = "the paper's fixed split" if split.method == "paper" else "change points of self-alignment"
             sec.html(f"<h3>Regime means, {title} (breaks at layers {split.breaks[0]}, {split.breaks[1]})</h3>")
-            sec.html(table_html(regimes.regime_table(lay, split, extra).rename(columns=split.labels())))
-        sec.figure(f"{slug}-regimes", compare.regime_profile(sa, splits, label="self-alignment of J̄", baseline=k / d))
+            sec.html(table_html(table))
+        sec.figure(f"{slug}-regimes", compare.regime_profile(reg.profile, list(reg.splits), label="self-alignment of J̄",
+                                                            baseline=k / d))
     sec.figure(f"{slug}-self-alignment", operator.self_alignment_profile(lay, k=k, d=d))
     sec.figure(f"{slug}-henrici", operator.henrici_profile(lay))
     sec.figure(f"{slug}-kappa", operator.kappa_profile(lay))
@@ -267,8 +261,7 @@ def compare_section(stores: Sequence[RunStore]) -> Section:
         profiles = {r: compare.profile_frame(t, col, "J") for r, t in tables.items()}
         base = None
         if col == "self_alignment":
-            base = {s.run_id: (s.manifest().get("k") or resolve_k(None, int(s.manifest()["d_model"])))
-                    / int(s.manifest()["d_model"]) for s in stores}
+            base = {s.run_id: nulls.run_k(s.manifest()) / int(s.manifest()["d_model"]) for s in stores}
         sec.figure(f"compare-{col}", compare.profile_overlay(profiles, n_layers, label=compare.profile_label(key),
                                                              log_y=log, percent=pct, baselines=base))
     cums = {s.run_id: s.read_table("cumulative") for s in stores if s.has_table("cumulative")}

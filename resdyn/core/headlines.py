@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from resdyn.config import resolve_k
 from resdyn.core import nulls, samples
 from resdyn.core.store import RunStore, list_runs
 from resdyn.core.verify import check_run
@@ -81,7 +80,7 @@ class RunTables:
 
     @property
     def k(self) -> int:
-        return int(self.manifest.get("k") or resolve_k(None, self.d))
+        return nulls.run_k(self.manifest)
 
     def cumulative_rank(self) -> int | None:
         """K_cum of the cumulative products: the summary's ``cumulative.k`` (what the stage used),

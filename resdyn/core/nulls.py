@@ -7,7 +7,8 @@ so that a page or the Claims table can put a run's number beside it (METHODS §3
   entries (real Ginibre) has E[#real eigenvalues] ≈ √(2d/π) + 1/2, so almost all of its
   eigenvalues come in complex pairs. A high complex-pair fraction of J̄_l is therefore the default
   for any generic real matrix, not a sign of learned rotation.
-- ``alignment_baseline``: self-alignment (and forward alignment) of unrelated top-k subspaces, k/d.
+- ``alignment_baseline``: self-alignment (and forward alignment) of unrelated top-k subspaces, k/d;
+  ``run_k`` the k a run's alignments used (its manifest's, or the default for runs without one).
 - ``bh_null_discoveries``: how many layers the Benjamini–Hochberg procedure calls significant, on
   average, when no layer has an effect.
 - ``with_frac_complex_null``: adds the Ginibre column to a ``layers`` table that lacks it (runs
@@ -19,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from scipy.special import comb, gammaln, hyp2f1
+
+from resdyn.config import resolve_k
 
 # METHODS §8: the boundary-node test's false-discovery level.
 FDR_ALPHA = 0.05
@@ -94,6 +97,12 @@ def alignment_baseline(k: int, d: int) -> float:
     self-alignment ≈ k/d and Henrici 0), so self-alignment ≈ k/d does not say "non-normal".
     """
     return float(k) / float(d)
+
+
+def run_k(manifest: dict) -> int:
+    """The rank k of a run's self/forward alignments (METHODS §4): the manifest's ``k``, or for a run
+    whose manifest predates the key the default ``resolve_k(None, d)`` it was computed with."""
+    return int(manifest.get("k") or resolve_k(None, int(manifest.get("d_model") or 0)))
 
 
 def bh_null_distribution(n_tests: int, alpha: float = FDR_ALPHA) -> np.ndarray:

@@ -196,3 +196,116 @@ def run_overview(root: str | os.PathLike | None = None) -> pd.DataFrame:
             **{f"seconds_{name}": float(sec) for name, sec in timings.items()},
         })
     return pd.DataFrame(rows)
+
+
+# -- block coupling and trajectories (METHODS §9): what the Block coupling page asks ---------------
+_QUANTILES_SQL = ("SELECT layer, quantile_cont({c}, 0.25) AS q25, median({c}) AS median, "
+                  "quantile_cont({c}, 0.75) AS q75, count({c}) AS n FROM {t} WHERE {c} IS NOT NULL AND {w} "
+                  "GROUP BY layer ORDER BY layer")
+WINDOW_METRICS = ("lss_window", "ed_window", "norm")
+"""The windowed trajectory metrics ``trajectory_windows`` accepts (columns of trajectories.parquet)."""
+
+
+def _run_sql(run_id: str, name: str, template: str, params: list | None,
+             root: str | os.PathLike | None) -> pd.DataFrame:
+    """A fixed SQL ``template`` whose ``{t}`` is the run's table ``name``, with ``?`` parameters."""
+    store = open_run(root or runs_dir(), run_id)
+    return query(template.replace("{t}", table_sql(store, name)), params)
+
+
+def summary(run_id: str, root: str | os.PathLike | None = None) -> dict[str, float]:
+    """``summary.parquet`` as {name: value} (the stages' named scalars); {} for a run without it."""
+    store = open_run(root or runs_dir(), run_id)
+    if not store.has_table("summary"):
+        return {}
+    s = _run_sql(run_id, "summary", "SELECT name, value FROM {t}", None, root)
+    return dict(zip(s["name"], s["value"].astype(float)))
+
+
+def coupling_ks(run_id: str, root: str | os.PathLike | None = None) -> list[int]:
+    """The K (number of top singular vectors) values of ``block_coupling.parquet``, ascending."""
+    return [int(k) for k in _run_sql(run_id, "block_coupling", "SELECT DISTINCT K FROM {t} ORDER BY K",
+                                     None, root)["K"]]
+
+
+def depth_coupling(run_id: str, k: int, root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """(layer_a, layer_b, miscoupling): depth-wise m̃ at ``k``, averaged over prompts (METHODS §9)."""
+    return _run_sql(run_id, "block_coupling", "SELECT layer_a, layer_b, miscoupling FROM {t} "
+                    "WHERE kind = 'depth' AND aggregate AND K = ?", [int(k)], root)
+
+
+def coupling_prompts(run_id: str, root: str | os.PathLike | None = None) -> list[int]:
+    """The prompts (sample ids) with token-wise coupling rows; [] for a depth-only run."""
+    return [int(s) for s in _run_sql(run_id, "block_coupling", "SELECT DISTINCT sample FROM {t} WHERE "
+                                     "kind = 'self' AND NOT aggregate ORDER BY sample", None, root)["sample"]]
+
+
+def token_coupling(run_id: str, kind: str, k: int, layer: int, sample: int | None = None,
+                   root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """(token_a, token_b, token_fixed, miscoupling) of one comparison ``kind`` ("self",
+    "fixed_input", "fixed_output") at ``layer`` and ``k``: of one prompt, or the mean over prompts
+    when ``sample`` is None."""
+    where, params = "kind = ? AND K = ? AND layer_a = ? AND ", [kind, int(k), int(layer)]
+    if sample is None:
+        where += "aggregate"
+    else:
+        where += "sample = ? AND NOT aggregate"
+        params.append(int(sample))
+    return _run_sql(run_id, "block_coupling", "SELECT token_a, token_b, token_fixed, miscoupling FROM {t} "
+                    "WHERE " + where, params, root)
+
+
+def trajectory_windows(run_id: str, metric: str, last_only: bool,
+                       root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """(layer, q25, median, q75, n) of a windowed trajectory metric over every token (or the last
+    token only): stored by the trajectories stage, or (runs from before it stored them) aggregated
+    from the trajectories table; empty when the run has neither."""
+    if metric not in WINDOW_METRICS:
+        raise ResdynError(f"unknown trajectory metric {metric!r}; one of {', '.join(WINDOW_METRICS)}")
+    store = open_run(root or runs_dir(), run_id)
+    if store.has_table("trajectory_windows"):
+        return _run_sql(run_id, "trajectory_windows", "SELECT layer, q25, median, q75, n FROM {t} "
+                        "WHERE scope = ? AND metric = ? ORDER BY layer", ["last" if last_only else "all", metric], root)
+    if not store.has_table("trajectories"):
+        return pd.DataFrame(columns=["layer", "q25", "median", "q75", "n"])
+    # ``metric`` is one of WINDOW_METRICS (checked above), so it may be spelled into the SQL.
+    sql = _QUANTILES_SQL.format(c=metric, t="{t}", w="token = -1" if last_only else "TRUE")
+    return _run_sql(run_id, "trajectories", sql, None, root)
+
+
+def trajectory_lss(run_id: str, root: str | os.PathLike | None = None) -> np.ndarray:
+    """(n_trajectories,) float64 whole-depth line-shape score of every token's trajectory."""
+    return _run_sql(run_id, "trajectories", "SELECT lss FROM {t} WHERE layer = 0", None, root)["lss"].to_numpy(float)
+
+
+def trajectory_pca_prompts(run_id: str, root: str | os.PathLike | None = None) -> list[int]:
+    """The prompts (sample ids) with a stored 2-D trajectory PCA."""
+    return [int(s) for s in _run_sql(run_id, "trajectory_pca", "SELECT DISTINCT sample FROM {t} ORDER BY sample",
+                                     None, root)["sample"]]
+
+
+def trajectory_pca(run_id: str, sample: int, fit: str, root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """The stored PCA rows of one prompt for one fit ("all" or "skip_first")."""
+    return _run_sql(run_id, "trajectory_pca", "SELECT * FROM {t} WHERE sample = ? AND fit = ?",
+                    [int(sample), fit], root)
+
+
+def passage_text(run_id: str, sample: int, root: str | os.PathLike | None = None) -> str | None:
+    """The text of one passage, or None when the run has no passages table or no such sample."""
+    if not open_run(root or runs_dir(), run_id).has_table("passages"):
+        return None
+    rows = _run_sql(run_id, "passages", "SELECT text FROM {t} WHERE sample = ?", [int(sample)], root)
+    return str(rows["text"].iloc[0]) if len(rows) else None
+
+
+def coupling_table(summaries: dict[str, dict[str, float]], inits: dict[str, str | None], k: int) -> pd.DataFrame:
+    """One row per run of the coupling and trajectory headline numbers, read from each run's
+    ``summary`` ({name: value}): run, init, coupling score, mean m̃ at ``k``, median LSS (every
+    token and the last token), median expodistance; NaN where a run lacks the stage."""
+    rows = [{"run": r, "init": inits.get(r),
+             "coupling score": s.get("block_coupling.coupling_score", np.nan),
+             f"mean m̃ (K = {k})": s.get(f"block_coupling.mean_miscoupling.K{k}", np.nan),
+             "median LSS": s.get("trajectories.lss_median", np.nan),
+             "median LSS, last token": s.get("trajectories.lss_median_last", np.nan),
+             "median ED": s.get("trajectories.ed_median", np.nan)} for r, s in summaries.items()]
+    return pd.DataFrame(rows)

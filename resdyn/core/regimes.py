@@ -12,7 +12,8 @@ early = [0, b1), mid = [b1, b2), late = [b2, L):
   scored from prefix sums, O(L²) — exact and instant for any real depth.
 
 ``regime_table`` gives the regime means of the quantities the paper summarises this way
-(Figures 2 and 3, Table 2); ``self_alignment_table`` is Table 2 itself for several runs. The
+(Figures 2 and 3, Table 2); ``regime_summary`` both splits of one run with their tables, as the
+Runs page and the HTML report show them; ``self_alignment_table`` is Table 2 itself for several runs. The
 headline numbers of a run's card are in ``resdyn.core.headlines``. numpy/pandas only.
 """
 
@@ -206,3 +207,56 @@ def self_alignment_table(layer_tables: dict[str, pd.DataFrame], method: str = "p
         rows.append({"run": run_id, "n_layers": n, "split": f"{split.breaks[0]}, {split.breaks[1]}",
                      **regime_means(sa, split), "min_layer": lo, "min_value": float(sa[lo])})
     return pd.DataFrame(rows, columns=["run", "n_layers", "split", *REGIMES, "min_layer", "min_value"])
+
+
+ERANK_LABEL = "erank(P_l) (geometric mean)"
+
+
+@dataclass(frozen=True)
+class RegimeSummary:
+    """The depth regimes of one run, as the Runs page and the HTML report show them."""
+
+    profile: np.ndarray
+    """(L,) float64 self-alignment of J̄_l, NaN where the run lacks a layer: the profile split."""
+    splits: tuple[Split, Split]
+    """The paper's fixed split, then the change-point split of ``profile``."""
+    tables: tuple[pd.DataFrame, pd.DataFrame]
+    """``regime_table`` of each split (same order), regime columns renamed to ``Split.labels()``."""
+
+
+def regime_summary(lay: pd.DataFrame, n_layers: int, cumulative: pd.DataFrame | None = None) -> RegimeSummary | None:
+    """Both splits of a run and the regime means under each; None below 3 layers (no three regimes).
+
+    ``lay``: layers.parquet (both operators). ``cumulative``: cumulative.parquet or None; when given
+    its effective rank joins the tables as one more row (geometric means, METHODS §5).
+    """
+    if n_layers < 3:
+        return None
+    sa = profile(lay, "self_alignment", "J", n_layers)
+    splits = (paper_split(n_layers), changepoint_split(sa))
+    extra = {}
+    if cumulative is not None:
+        e = np.full(n_layers, np.nan)
+        e[cumulative["layer"].to_numpy(int)] = cumulative["erank"].to_numpy(float)
+        extra[ERANK_LABEL] = e
+    tables = tuple(regime_table(lay, s, extra).rename(columns=s.labels()) for s in splits)
+    return RegimeSummary(sa, splits, tables)
+
+
+def profile_regimes(profiles: dict[str, pd.DataFrame], n_layers: dict[str, int], log: bool = False) -> pd.DataFrame:
+    """One row per run of a per-layer profile: run, L, min, max and, for runs of at least 3 layers,
+    the regime means under the paper's split scaled to the run's depth (geometric with ``log``).
+
+    ``profiles``: run id -> (layer, value) frame; ``n_layers``: run id -> L. Columns: run, L, min,
+    max, early, mid, late (NaN regimes for runs below 3 layers).
+    """
+    rows = []
+    for r, df in profiles.items():
+        n = n_layers[r]
+        v = np.full(n, np.nan)
+        v[df["layer"].to_numpy(int)] = df["value"].to_numpy(float)
+        row = {"run": r, "L": n, "min": np.nanmin(v), "max": np.nanmax(v)}
+        if n >= 3:
+            row.update(regime_means(v, paper_split(n), log=log))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["run", "L", "min", "max", *REGIMES])

@@ -123,3 +123,9 @@ def test_lss_of_random_directions_is_sqrt_of_the_steps():
     steps /= np.linalg.norm(steps, axis=-1, keepdims=True)
     lss = n / np.linalg.norm(steps.sum(1), axis=-1)
     assert np.median(lss) == pytest.approx(nulls.lss_random_walk(n), rel=0.05)
+
+
+def test_run_k_reads_the_manifest_or_the_default_an_older_run_used():
+    assert nulls.run_k({"k": 7, "d_model": 576}) == 7
+    assert nulls.run_k({"d_model": 576}) == 64  # min(64, d // 4)
+    assert nulls.run_k({"k": None, "d_model": 32}) == 8

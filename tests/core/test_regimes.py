@@ -105,3 +105,34 @@ def test_self_alignment_table_both_splits():
     data = regimes.self_alignment_table(tables, "changepoint").set_index("run")
     assert data.loc["step", "split"] == "8, 20"
     assert data.loc["step", ["early", "mid", "late"]].tolist() == pytest.approx([0.1, 0.5, 0.9])
+
+
+def test_regime_summary_splits_a_planted_step_and_adds_the_erank_row():
+    """The Runs page's and the report's regime block: the change points of a planted three-level
+    self-alignment step, both tables with labelled regime columns, erank(P_l) geometric means."""
+    n = 32
+    step = np.concatenate([np.full(8, 0.1), np.full(12, 0.5), np.full(12, 0.9)])
+    lay = _layers(n, self_alignment=step)
+    cum = pd.DataFrame({"layer": np.arange(n), "erank": np.exp(np.arange(n, dtype=float))})
+    reg = regimes.regime_summary(lay, n, cum)
+    assert [s.method for s in reg.splits] == ["paper", "changepoint"]
+    assert reg.splits[1].breaks == (8, 20)
+    np.testing.assert_array_equal(reg.profile, step)
+    data = reg.tables[1].set_index("quantity")
+    assert list(data.columns) == ["early (0–7)", "mid (8–19)", "late (20–31)"]
+    assert data.loc["self-alignment of J̄"].tolist() == pytest.approx([0.1, 0.5, 0.9])
+    # Geometric mean of e^l over the paper's mid regime 5..19 is e^12.
+    assert reg.tables[0].set_index("quantity").loc[regimes.ERANK_LABEL, "mid (5–19)"] == pytest.approx(np.exp(12.0))
+    assert regimes.ERANK_LABEL not in regimes.regime_summary(lay, n).tables[0]["quantity"].tolist()
+    assert regimes.regime_summary(_layers(2, self_alignment=np.ones(2)), 2) is None
+
+
+def test_profile_regimes_one_row_per_run():
+    ramp = pd.DataFrame({"layer": np.arange(32), "value": np.arange(32, dtype=float)})
+    short = pd.DataFrame({"layer": [0, 1], "value": [3.0, 1.0]})
+    t = regimes.profile_regimes({"ramp": ramp, "short": short}, {"ramp": 32, "short": 2}).set_index("run")
+    assert t.loc["ramp", ["min", "max", "early", "mid", "late"]].tolist() == pytest.approx([0, 31, 2, 12, 25.5])
+    assert t.loc["short", ["L", "min", "max"]].tolist() == [2, 1.0, 3.0]
+    assert t.loc["short", ["early", "mid", "late"]].isna().all()  # fewer than 3 layers: no regimes
+    geo = regimes.profile_regimes({"e": ramp.assign(value=np.exp(ramp["value"]))}, {"e": 32}, log=True)
+    assert geo.loc[0, "mid"] == pytest.approx(np.exp(12.0))
