@@ -45,7 +45,8 @@ def _panel(paths: tuple[str, ...], seen: tuple[tuple[str, ...], ...], label_runs
             st.markdown(line)
         else:
             st.progress(frac, text=line)
-    st.caption(f"Updated every {REFRESH_S:g} s from the runs' progress files; the page redraws as each stage lands.")
+    st.caption(f"Read every {REFRESH_S:g} s from progress.json in the run's directory; the page redraws as each "
+               "stage lands.")
 
 
 def live_panel(stores: list[RunStore], label_runs: bool = False) -> list[RunStore]:
