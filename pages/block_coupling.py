@@ -24,9 +24,7 @@ n_layers = int(m["n_layers"])
 present = ui.sidebar_tail(store)
 has_coupling, has_traj = store.has_table("block_coupling"), store.has_table("trajectories")
 if not (has_coupling or has_traj):
-    ui.require(store, "block_coupling", "trajectories")
-    st.caption(f"Compute them with `python -m resdyn.compute run --run-id {store.run_id} "
-               f"--runs-dir {store.path.parent} --stages block_coupling,trajectories`.")
+    ui.require(store, "block_coupling", "trajectories")  # says how they come
     st.stop()
 
 summary = ui.load_query(store, "summary", tables=("summary",))

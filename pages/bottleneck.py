@@ -18,8 +18,8 @@ cumulative, layers, spectra = {}, {}, {}
 for s in runs:
     cum = ui.load_table(s, "cumulative")
     if cum is None:
-        st.warning(f"Run `{s.run_id}` lacks the **cumulative** stage, so it is not drawn. Compute it with "
-                   f"`python -m resdyn.compute run --run-id {s.run_id} --stages cumulative`.")
+        st.warning(f"Run `{s.run_id}` lacks the **cumulative** stage, so it is not drawn. "
+                   + ui.compute_hint(s, "cumulative"))
         continue
     cumulative[s.run_id] = cum
     layers[s.run_id] = ui.load_table(s, "layers")
@@ -54,8 +54,8 @@ with right:
 
 tg = ui.load_table(store, "transient_growth")
 if tg is None:
-    st.info(f"Run `{store.run_id}` lacks the **pseudospectra** stage, so there is no transient-growth "
-            f"curve. Compute it with `python -m resdyn.compute run --run-id {store.run_id} --stages pseudospectra`.")
+    st.info(f"Run `{store.run_id}` lacks the **pseudospectra** stage, so there is no transient-growth curve. "
+            + ui.compute_hint(store, "pseudospectra"))
 else:
     st.caption("Transient growth (METHODS §11): the norm of J̄_{l+k−1}···J̄_l as blocks are composed. "
                "A curve with its maximum (★) before the end amplifies transiently, a non-normal effect "

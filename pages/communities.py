@@ -13,9 +13,7 @@ from resdyn.core.figures import topology as fig
 store, m, _ = ui.run_page("Activation-graph communities", layer=False)
 n_layers = int(m["n_layers"])
 present = ui.sidebar_tail(store)
-if not ui.require(store, "units", "communities", "nmi"):
-    st.caption(f"Compute them with `python -m resdyn.compute run --run-id {store.run_id} "
-               f"--runs-dir {store.path.parent} --stages communities`.")
+if not ui.require(store, "units", "communities", "nmi"):  # says how they come
     st.stop()
 
 comms = ui.load_table(store, "communities")

@@ -1,4 +1,5 @@
-"""Runs: every run's settings, status and timings, a headline card per run, and the depth regimes."""
+"""Runs: the runs being computed now, every run's settings, status and timings, a headline card per
+run, and the depth regimes."""
 
 import streamlit as st
 
@@ -72,7 +73,11 @@ if store is None:
     st.stop()
 
 overview = queries.run_overview()
+root = queries.runs_dir()
+stores = [open_run(root, r) for r in overview["run_id"]]
+computing = ui.live_panel(stores, label_runs=True)  # refreshes itself while any run is being computed
 damaged = ui.damaged_ids(overview["run_id"].tolist())
+overview.loc[overview["run_id"].isin([s.run_id for s in computing]), "status"] = "computing"
 overview.loc[overview["run_id"].isin(damaged), "status"] = "damaged"
 stage_cols = [c for c in overview.columns if c.startswith("seconds_")]
 st.dataframe(
@@ -95,8 +100,6 @@ st.dataframe(
 st.subheader("Headlines")
 # Four numbers side by side in a third of the page: smaller metric values than Streamlit's default.
 st.html("<style>[class*='st-key-card-'] [data-testid='stMetricValue'] {font-size: 1.7rem;}</style>")
-root = queries.runs_dir()
-stores = [open_run(root, r) for r in overview["run_id"]]
 per_row = 2 if present else 3
 for i in range(0, len(stores), per_row):
     for col, s in zip(st.columns(per_row), stores[i:i + per_row]):
@@ -107,7 +110,7 @@ if ui.problems(store):
     st.stop()  # its card above already says what is damaged and how to repair it
 m = store.manifest()
 st.subheader(f"Run `{store.run_id}`")
-ui.partial_banner(store)
+ui.partial_banner(store, panel=False)  # its live progress, if any, is at the top
 c = st.columns(5)
 c[0].metric("model", str(m.get("model")), help=f"revision {m.get('revision')}, init {m.get('init')}")
 c[1].metric("blocks L", m.get("n_layers"))

@@ -55,8 +55,7 @@ tables, readouts = {}, {}
 for s in runs:
     df = ui.load_table(s, "schur_dose")
     if df is None or not dose.has_schur(s):
-        st.warning(f"Run `{s.run_id}` lacks the **schur** stage, so it is not drawn. Compute it with "
-                   f"`python -m resdyn.compute run --run-id {s.run_id} --stages schur`.")
+        st.warning(f"Run `{s.run_id}` lacks the **schur** stage, so it is not drawn. " + ui.compute_hint(s, "schur"))
         continue
     tables[s.run_id] = df
 if store.run_id not in tables:
@@ -164,8 +163,7 @@ if ps is not None and len(ps):
                + (f", translated by β − 1 = {beta - 1:+.2f} (exact: (β − 1)I only shifts them)" if beta != 1.0
                   else "") + ". Contours: log10 ε of the ε-pseudospectrum {z : σ_min(zI − J) < ε}.")
 else:
-    st.info(f"Run `{store.run_id}` lacks the **pseudospectra** stage. Compute it with "
-            f"`python -m resdyn.compute run --run-id {store.run_id} --stages pseudospectra`.")
+    st.info(f"Run `{store.run_id}` lacks the **pseudospectra** stage. " + ui.compute_hint(store, "pseudospectra"))
 left, right = st.columns(2)
 with left:
     if sigma is None:

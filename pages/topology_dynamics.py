@@ -10,9 +10,7 @@ from resdyn.core.figures import topology as fig
 store, m, layer = ui.run_page("Topology ↔ dynamics")
 n_layers = int(m["n_layers"])
 present = ui.sidebar_tail(store)
-if not ui.require(store, "units", "communities", "coupling", "mesoscale"):
-    st.caption(f"Compute them with `python -m resdyn.compute run --run-id {store.run_id} "
-               f"--runs-dir {store.path.parent} --stages communities,topology_coupling`.")
+if not ui.require(store, "units", "communities", "coupling", "mesoscale"):  # says how they come
     st.stop()
 
 coupling = ui.load_table(store, "coupling")

@@ -1,7 +1,9 @@
 """Run the stages of a run in order, skipping finished ones, under a writer lock.
 
 The manifest is written before the first stage (status "partial") and updated after each, so a
-killed run is visible as partial and a rerun continues where it stopped. The executor
+killed run is visible as partial and a rerun continues where it stopped. While it computes, the
+run's progress.json says which stage is running, how far its progress bar is and the time left
+(``resdyn.core.progress``); the dashboard reads it. The executor
 (``--executor local|ray``, ``resdyn.compute.executors``) decides where a stage's per-layer work
 runs; the stages themselves, their order and the store writes are the same for both.
 """
@@ -18,6 +20,7 @@ from resdyn.compute import executors
 from resdyn.compute.context import RunContext
 from resdyn.compute.stages import Stage, all_stages
 from resdyn.config import LEGACY_DEFAULTS, RunConfig, resolve_cumulative_rank
+from resdyn.core import progress
 from resdyn.core.store import MANIFEST, SCHEMA_VERSION, CorruptFileError, RunStore
 from resdyn.errors import ResdynError
 
@@ -107,17 +110,24 @@ def run(cfg: RunConfig, quiet: bool = False, redo: tuple[str, ...] = ()) -> RunS
                 store.clear_partial(name)
             m = store.invalidate(stale)
         done = set(m.get("stages_done", []))
-        for stage in todo:
-            if stage.name in done and all((store.path / o).is_file() for o in stage.outputs):
-                continue
-            missing = [r for r in stage.requires if r not in done]
-            if missing:
-                raise ResdynError(f"stage {stage.name} needs {', '.join(missing)} first; run without --stages")
-            t0 = time.perf_counter()
-            run_stage(ctx, stage, executor, stages)
-            written = stage.outputs + tuple(f for f in stage.spec.shared if (store.path / f).is_file())
-            store.mark_stage_done(stage.name, time.perf_counter() - t0, names, outputs=written)
-            done.add(stage.name)
+        todo = [s for s in todo if not (s.name in done and all((store.path / o).is_file() for o in s.outputs))]
+        tracker = progress.ProgressWriter(store, [s.name for s in todo], progress.reference_timings(store))
+        ctx.report = tracker.step
+        try:
+            for stage in todo:
+                missing = [r for r in stage.requires if r not in done]
+                if missing:
+                    raise ResdynError(f"stage {stage.name} needs {', '.join(missing)} first; run without --stages")
+                tracker.start_stage(stage.name)
+                t0 = time.perf_counter()
+                run_stage(ctx, stage, executor, stages)
+                seconds = time.perf_counter() - t0
+                written = stage.outputs + tuple(f for f in stage.spec.shared if (store.path / f).is_file())
+                store.mark_stage_done(stage.name, seconds, names, outputs=written)
+                tracker.end_stage(stage.name, seconds)
+                done.add(stage.name)
+        finally:
+            tracker.close()
     return store
 
 

@@ -6,6 +6,8 @@ Layout of ``RUNS_DIR/RUN_ID/`` (the data contract, documented in the README):
 - ``NAME.parquet``: tables (``samples``, ``layers``, ``eigenvalues``, ...).
 - ``NAME.npy``: arrays (``activations`` (N, 2L, d) float32, ``jacobians`` (L, d, d) float32, ...).
 - ``.partial/``: checkpoints of a stage that has not finished; removed when it finishes.
+- ``progress.json``: while a computation runs, what it is doing (``resdyn.core.progress``); removed
+  when it ends. Not a result: ``verify`` does not check it.
 
 Every write goes to a temporary name in the same directory and is renamed into place, so a
 killed process never leaves a half-written file under a final name. No pickle anywhere.
@@ -31,6 +33,7 @@ from resdyn.errors import ResdynError
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
 LOCK = ".lock"
+PROGRESS = "progress.json"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -247,6 +250,23 @@ class RunStore:
         stage = self.stage_of(path.name) or "<the stage that writes it>"
         return (f"corrupt {kind} {path} ({reason}); recompute it: rerun your "
                 f"`python -m resdyn.compute run --run-id {self.run_id} ...` command with `--redo {stage}`")
+
+    # -- live progress (resdyn.core.progress) ------------------------------------------------
+    def write_progress(self, state: dict) -> None:
+        """Atomically replace ``progress.json`` (readers never see half a file)."""
+        write_json(self.path / PROGRESS, state)
+
+    def read_progress(self) -> dict | None:
+        """``progress.json`` as a dict, or None when absent or unreadable."""
+        try:
+            d = json.loads((self.path / PROGRESS).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return d if isinstance(d, dict) else None
+
+    def clear_progress(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.path / PROGRESS).unlink()
 
     # -- stage checkpoints ------------------------------------------------------------------
     def partial_dir(self, stage: str) -> Path:

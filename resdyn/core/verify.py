@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from resdyn import stages as registry
-from resdyn.core.store import MANIFEST, RunStore, migrate_manifest, npy_ok
+from resdyn.core.store import MANIFEST, PROGRESS, RunStore, migrate_manifest, npy_ok
 from resdyn.errors import ResdynError
 
 # The shape an array must have, from the manifest (None: any size along that axis).
@@ -160,10 +160,12 @@ def check_run(store: RunStore) -> list[Problem]:
 
 
 def signature(store: RunStore) -> tuple:
-    """(name, size, mtime) of every file of the run: a cache key that changes when any file does."""
+    """(name, size, mtime) of every file of the run: a cache key that changes when any file does.
+    ``progress.json``, rewritten every second by a live computation and never checked, is left out."""
     try:
         with os.scandir(store.path) as it:
-            return tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in it if e.is_file()))
+            return tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in it
+                                if e.is_file() and e.name != PROGRESS))
     except OSError:
         return ()
 

@@ -2,6 +2,8 @@
 
 - ``widgets``: URL-synced sidebar widgets (run, layer, choices, presentation mode);
 - ``banners``: damaged-run guard, partial-run banner, missing-table notes;
+- ``live``: the progress of a run being computed, refreshing itself, and how a missing stage comes
+  (the command, or "on its way" while a live computation holds the run's lock);
 - ``loaders``: cached table loads keyed by file modification time;
 - ``plotting``: ``plot``, figure caches and the browser-side PNG button;
 - ``page``: the opening and sidebar tail every single-run page shares, and script timing.
@@ -11,6 +13,7 @@ They write ``from resdyn import ui`` and ``ui.NAME``; every name below is part o
 """
 
 from resdyn.ui.banners import damaged_ids, damaged_message, guard, partial_banner, problems, require
+from resdyn.ui.live import compute_hint, live_panel
 from resdyn.ui.loaders import (load_eigenvalues, load_layers, load_query, load_samples, load_snapshots, load_table,
                                stamps)
 from resdyn.ui.page import run_page, sidebar_tail, timed_run
@@ -21,8 +24,8 @@ from resdyn.ui.widgets import (current_run, leave_legacy_pages_mode, presentatio
                                select_run, select_runs)
 
 __all__ = [
-    "EXPORT_SCRIPT", "PLOTLY_CONFIG", "PNG_SCALE", "cached_figure", "current_run", "damaged_ids",
-    "damaged_message", "figure_spec", "guard", "install_export_buttons", "leave_legacy_pages_mode",
+    "EXPORT_SCRIPT", "PLOTLY_CONFIG", "PNG_SCALE", "cached_figure", "compute_hint", "current_run", "damaged_ids",
+    "damaged_message", "figure_spec", "guard", "install_export_buttons", "leave_legacy_pages_mode", "live_panel",
     "load_eigenvalues", "load_layers", "load_query", "load_samples", "load_snapshots", "load_table", "partial_banner",
     "plot", "presentation_toggle", "problems", "require", "run_page", "runs_dir_caption", "select_choice",
     "select_layer", "select_layers", "select_number", "select_operator", "select_run", "select_runs",

@@ -10,6 +10,7 @@ import streamlit as st
 from resdyn import stages
 from resdyn.core import queries, verify
 from resdyn.core.store import RunStore
+from resdyn.ui import live
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
@@ -44,12 +45,30 @@ def guard(store: RunStore) -> None:
         st.stop()
 
 
-def partial_banner(store: RunStore) -> bool:
-    """Warn on a partial run, naming the missing stages; True when the run is partial."""
+def partial_banner(store: RunStore, panel: bool = True) -> bool:
+    """Say that a run is partial, naming the missing stages; True when it is partial.
+
+    While a live computation holds the run's lock, the missing stages it computes are on their way:
+    no command is suggested, and (with ``panel``) its live progress is shown, refreshing by itself.
+    Otherwise the line ends with the command that finishes the run.
+    """
     m = store.manifest()
-    if m.get("status") == "complete":
+    lv = live.live(store)
+    if m.get("status") == "complete" and lv is None:
         return False
     missing = stages.missing(m)
+    if lv is not None:
+        coming = [s for s in missing if lv.computes(s)]
+        later = [s for s in missing if s not in coming]
+        what = (f"on their way: {', '.join(coming)}" if coming else "a computation is writing it")
+        rest = (f"; not in this computation: {', '.join(later)} (compute them once it ends with "
+                f"`python -m resdyn.compute run --run-id {store.run_id} --runs-dir {store.path.parent}`)"
+                if later else "")
+        st.info(f"Run `{store.run_id}` is being computed (pid {lv.pid}); {what}{rest}. Showing what it has; "
+                "this page redraws as each stage lands.", icon=":material/hourglass_top:")
+        if panel:
+            live.live_panel([store])
+        return True
     what = f"missing stages: {', '.join(missing)}" if missing else "some stages have not finished"
     st.warning(
         f"Run `{store.run_id}` is partial; {what}. Showing what it has. Finish it with "
@@ -60,10 +79,13 @@ def partial_banner(store: RunStore) -> bool:
 
 
 def require(store: RunStore, *tables: str) -> bool:
-    """True when the run has every table; otherwise say which are missing (no exception)."""
+    """True when the run has every table; otherwise say which are missing and how they come (the
+    stage to compute, or that a live computation is writing it), without an exception."""
     missing = [t for t in tables if not store.has_table(t)]
     if missing:
+        writers = list(dict.fromkeys(w for t in missing for w in stages.writers(f"{t}.parquet")))
         st.info(f"Run `{store.run_id}` has no {', '.join(f'`{t}.parquet`' for t in missing)} yet, "
-                "so this view is empty. Compute the missing stages to fill it.")
+                "so this view is empty.")
+        st.caption(live.compute_hint(store, *writers) if writers else "Compute the missing stages to fill it.")
         return False
     return True
