@@ -72,6 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ver.add_argument("run_ids", nargs="*", metavar="RUN", help="run ids (default: every run)")
     ver.add_argument("--runs-dir", type=str, default=None, help="default $RESDYN_RUNS_DIR or data/runs")
+    upg = sub.add_parser(
+        "upgrade", help="rewrite runs from an older resdyn in the current table schema",
+        description="Bring runs written by an older resdyn (a lower schema_version in manifest.json) up to "
+                    "the current schema in place: each table is cast to its declared dtypes and stamped "
+                    "with the resdyn and schema versions, atomically, values unchanged; then the manifest's "
+                    "schema_version goes up. Runs already current are left as they are. Exits 1 when a run "
+                    "has a table that needs recomputing instead (named with its --redo).",
+    )
+    upg.add_argument("run_ids", nargs="*", metavar="RUN", help="run ids (default: every run)")
+    upg.add_argument("--runs-dir", type=str, default=None, help="default $RESDYN_RUNS_DIR or data/runs")
     return parser
 
 
@@ -204,10 +214,31 @@ def cmd_verify(ns) -> int:
     checked, problems = check_runs(root, ns.run_ids or None)
     for p in problems:
         print(p.line())
+    _print_upgrade_notes(root, checked)
     bad = len({p.run_id for p in problems})
     print(f"{len(checked)} run(s) checked in {root}: " +
           (f"{len(problems)} problem(s) in {bad} run(s)" if problems else "no problems"))
     return 1 if problems else 0
+
+
+def _print_upgrade_notes(root: Path, run_ids: list[str]) -> None:
+    """One line per run written at an older schema (not damage): the command that upgrades it."""
+    from resdyn.core.store import RunStore
+    from resdyn.core.verify import upgrade_note
+
+    for rid in run_ids:
+        note = upgrade_note(RunStore(root / rid))
+        if note:
+            print(note)
+
+
+def cmd_upgrade(ns) -> int:
+    from resdyn.core.upgrade import upgrade_runs
+
+    reports = upgrade_runs(Path(ns.runs_dir or default_runs_dir()), ns.run_ids or None)
+    for r in reports:
+        print("\n".join(r.lines()))
+    return 1 if any(r.blocked for r in reports) else 0
 
 
 def main(argv=None) -> int:
@@ -217,7 +248,8 @@ def main(argv=None) -> int:
     ns = parser.parse_args(argv)
     ns.explicit = explicit_flags(parser, argv)
     try:
-        return {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "verify": cmd_verify}[ns.command](ns)
+        return {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "verify": cmd_verify,
+                "upgrade": cmd_upgrade}[ns.command](ns)
     except ResdynError as exc:
         print(f"resdyn: error: {exc}", file=sys.stderr)
         return 2

@@ -78,6 +78,11 @@ def init_manifest(ctx: RunContext, stage_list: list[Stage]) -> dict:
             for key, value in LEGACY_DEFAULTS.items():
                 m.setdefault(key, value)
             store.write_manifest(m)
+        if m.get("schema_version", 0) < SCHEMA_VERSION:  # new tables must not join old-format ones
+            from resdyn.core.upgrade import upgrade_run
+
+            upgrade_run(store)
+            m = store.manifest()
         return m
     ctx.texts()  # a bad corpus should fail before a slow model load
     bundle = ctx.model()

@@ -3,7 +3,8 @@
 Layout of ``RUNS_DIR/RUN_ID/`` (the data contract, documented in the README):
 
 - ``manifest.json``: settings, status ("partial" | "complete"), stages_done, timings, versions.
-- ``NAME.parquet``: tables (``samples``, ``layers``, ``eigenvalues``, ...).
+- ``NAME.parquet``: tables (``samples``, ``layers``, ``eigenvalues``, ...), each cast to its declared
+  schema (``resdyn.core.schema``) and stamped with the resdyn and schema versions.
 - ``NAME.npy``: arrays (``activations`` (N, 2L, d) float32, ``jacobians`` (L, d, d) float32, ...).
 - ``.partial/``: checkpoints of a stage that has not finished; removed when it finishes.
 - ``progress.json``: while a computation runs, what it is doing (``resdyn.core.progress``); removed
@@ -28,12 +29,14 @@ import numpy as np
 import pandas as pd
 
 from resdyn.config import validate_run_id
+from resdyn.core import schema
+from resdyn.core.schema import SCHEMA_VERSION
 from resdyn.errors import ResdynError
 
 MANIFEST = "manifest.json"
-SCHEMA_VERSION = 1
 LOCK = ".lock"
 PROGRESS = "progress.json"
+PARTIAL = ".partial"  # checkpoints of unfinished stages: PARTIAL/STAGE/
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -125,11 +128,16 @@ def write_json(path: Path, obj: dict) -> None:
 
 
 class RunStore:
-    """Read and write one run directory. Arrays are read memory-mapped and read-only."""
+    """Read and write one run directory. Arrays are read memory-mapped and read-only.
+
+    A store opened on a stage's checkpoint directory (``RUN/.partial/STAGE``, ``partial_dir``)
+    holds private intermediate tables: those are written as they are, not against the schema.
+    """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         validate_run_id(self.path.name)
+        self.checkpoint = self.path.parent.name == PARTIAL
 
     @property
     def run_id(self) -> str:
@@ -150,7 +158,10 @@ class RunStore:
         return migrate_manifest(m, p)
 
     def write_manifest(self, manifest: dict) -> None:
-        manifest = dict(manifest, schema_version=SCHEMA_VERSION)
+        """Write ``manifest``; a new one gets this resdyn's SCHEMA_VERSION, an existing run keeps
+        the version its tables have (``resdyn.core.upgrade`` raises it once they are rewritten)."""
+        manifest = dict(manifest)
+        manifest.setdefault("schema_version", SCHEMA_VERSION)
         write_json(self.path / MANIFEST, manifest)
 
     def update_manifest(self, **changes: Any) -> dict:
@@ -191,8 +202,24 @@ class RunStore:
         return self.table_path(name).is_file()
 
     def write_table(self, name: str, df: pd.DataFrame) -> Path:
+        """Write ``df`` as ``NAME.parquet``, cast to the table's declared schema with its metadata
+        (``resdyn.core.schema.to_arrow``). An undeclared table, a column set other than the declared
+        one, or a value the cast would change raises SchemaError before anything is written. The
+        index is not stored."""
         path = self.table_path(name)
-        _atomic_write(path, lambda p: df.to_parquet(p, index=False))
+        if self.checkpoint:
+            _atomic_write(path, lambda p: df.to_parquet(p, index=False))
+            return path
+        table = schema.to_arrow(name, df)
+        self.write_arrow(name, table)
+        return path
+
+    def write_arrow(self, name: str, table) -> Path:
+        """Atomically write a pyarrow Table that already has its schema and metadata (``upgrade``)."""
+        import pyarrow.parquet as pq
+
+        path = self.table_path(name)
+        _atomic_write(path, lambda p: pq.write_table(table, p))
         return path
 
     def read_table(self, name: str, columns: list[str] | None = None) -> pd.DataFrame:
@@ -270,7 +297,7 @@ class RunStore:
 
     # -- stage checkpoints ------------------------------------------------------------------
     def partial_dir(self, stage: str) -> Path:
-        d = self.path / ".partial" / stage
+        d = self.path / PARTIAL / stage
         try:
             d.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -279,7 +306,7 @@ class RunStore:
         return d
 
     def clear_partial(self, stage: str) -> None:
-        d = self.path / ".partial" / stage
+        d = self.path / PARTIAL / stage
         if d.is_dir():
             for f in d.iterdir():
                 f.unlink()
@@ -358,15 +385,22 @@ def holder(path: str | os.PathLike) -> int | None:
 
 
 def migrate_manifest(m: dict, path: Path) -> dict:
-    """Bring an older manifest up to SCHEMA_VERSION, or refuse one from the future."""
+    """Fill in the keys an older manifest lacks, or refuse one from the future.
+
+    Version 0 (no ``schema_version``) becomes 1: its tables are those of version 1. Tables are not
+    touched here; ``resdyn.core.upgrade`` rewrites them and raises the version to SCHEMA_VERSION.
+    """
     version = m.get("schema_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ResdynError(f"{path} has schema_version {version!r}, not an integer; move the run aside and "
+                          "compute it again")
     if version > SCHEMA_VERSION:
         raise ResdynError(f"{path} has schema_version {version}, newer than this resdyn ({SCHEMA_VERSION}); upgrade resdyn")
     if version == 0:  # pre-versioning manifests lacked these keys
         m.setdefault("stages_done", [])
         m.setdefault("timings", {})
         m.setdefault("status", "partial")
-        m["schema_version"] = SCHEMA_VERSION
+        m["schema_version"] = 1
     return m
 
 

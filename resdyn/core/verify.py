@@ -3,14 +3,19 @@
 For every stage the manifest records as done, each file the stage writes (``resdyn.stages``) must
 be there and readable:
 
-- Parquet: the footer and schema parse (a truncated or overwritten file fails here), and the
-  column chunks the footer points to lie inside the file;
+- Parquet: the footer and schema parse (a truncated or overwritten file fails here), the
+  column chunks the footer points to lie inside the file, and, for a run at the current
+  ``SCHEMA_VERSION``, the columns' dtypes and the resdyn metadata match ``resdyn.core.schema``
+  (columns added since an older stage wrote the file may be absent);
 - ``.npy``: a pickle-free header whose shape and dtype account for the file's size exactly, and
   the shape the manifest implies (activations (N, 2L, d), Jacobians (L, d, d), ...);
 - ``manifest.json``: valid JSON that this resdyn can read.
 
 No data page is decoded, so a check reads a few kilobytes per file and takes milliseconds per
 run. Every problem names the file and the ``--redo`` that rewrites it.
+
+A run written by an older resdyn (a lower ``schema_version``: int64 ``layer``, no metadata) is not
+damaged: it is read as it is, and ``upgrade_note`` names the command that brings it up to date.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from resdyn import stages as registry
+from resdyn.core import schema
 from resdyn.core.store import MANIFEST, PROGRESS, RunStore, migrate_manifest, npy_ok
 from resdyn.errors import ResdynError
 
@@ -63,12 +69,12 @@ class Problem:
         return f"{self.run_id}: {self.file}: {self.reason}; repair: {self.repair()}"
 
 
-def _parquet_problem(path: Path) -> str | None:
+def _parquet_problem(path: Path, manifest: dict) -> str | None:
     import pyarrow.parquet as pq
 
     try:
         meta = pq.read_metadata(path)
-        meta.schema.to_arrow_schema()
+        arrow_schema = meta.schema.to_arrow_schema()
         size = path.stat().st_size
         for rg in range(meta.num_row_groups):
             group = meta.row_group(rg)
@@ -80,6 +86,10 @@ def _parquet_problem(path: Path) -> str | None:
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for damaged files
         first = str(exc).splitlines()[0].split(". ")[0] if str(exc) else type(exc).__name__
         return f"not a readable Parquet file ({first})"
+    if manifest.get("schema_version") == schema.SCHEMA_VERSION and path.stem in schema.TABLES:
+        wrong = schema.mismatches(path.stem, arrow_schema, allow_missing=True)
+        if wrong:
+            return f"does not match schema {schema.SCHEMA_VERSION} ({'; '.join(wrong)})"
     return None
 
 
@@ -107,7 +117,7 @@ def file_problem(path: Path, manifest: dict) -> str | None:
     if not path.is_file():
         return "missing"
     if path.suffix == ".parquet":
-        return _parquet_problem(path)
+        return _parquet_problem(path, manifest)
     if path.suffix == ".npy":
         return _npy_problem(path, manifest)
     return None
@@ -159,6 +169,22 @@ def check_run(store: RunStore) -> list[Problem]:
     return list(problems.values())
 
 
+def upgrade_note(store: RunStore) -> str | None:
+    """For a readable run at an older schema_version, one line naming the command that upgrades
+    it (``resdyn.core.upgrade``); None otherwise. Not a problem: such a run is read as it is."""
+    m, _ = read_manifest(store)
+    try:
+        with open(store.path / MANIFEST, encoding="utf-8") as fh:
+            stored = json.load(fh).get("schema_version", 0)
+    except (OSError, ValueError):
+        return None
+    if m is None or not isinstance(stored, int) or stored >= schema.SCHEMA_VERSION:
+        return None
+    return (f"{store.run_id}: written at schema {stored}, read as it is; upgrade it to schema "
+            f"{schema.SCHEMA_VERSION} with: python -m resdyn.compute upgrade {store.run_id} --runs-dir "
+            f"{shlex.quote(str(store.path.parent))}")
+
+
 def signature(store: RunStore) -> tuple:
     """(name, size, mtime) of every file of the run: a cache key that changes when any file does.
     ``progress.json``, rewritten every second by a live computation and never checked, is left out."""
@@ -173,10 +199,17 @@ def signature(store: RunStore) -> tuple:
 def check_runs(runs_dir: str | os.PathLike, run_ids: list[str] | None = None) -> tuple[list[str], list[Problem]]:
     """(the run ids checked, their problems). ``run_ids`` None checks every run in ``runs_dir``;
     an unknown id raises a one-line ResdynError."""
+    stores = run_stores(Path(runs_dir), run_ids)
+    problems = [p for s in stores for p in check_run(s)]
+    return [s.run_id for s in stores], problems
+
+
+def run_stores(root: Path, run_ids: list[str] | None) -> list[RunStore]:
+    """The runs ``run_ids`` of ``root`` (None: every run); an unknown id or a missing directory
+    raises a one-line ResdynError."""
     from resdyn.config import validate_run_id
     from resdyn.core.store import list_runs
 
-    root = Path(runs_dir)
     if run_ids:
         stores = []
         for rid in run_ids:
@@ -184,9 +217,7 @@ def check_runs(runs_dir: str | os.PathLike, run_ids: list[str] | None = None) ->
             if not (root / rid / MANIFEST).is_file():
                 raise ResdynError(f"no run {rid!r} in {root}")
             stores.append(RunStore(root / rid))
-    else:
-        if not root.is_dir():
-            raise ResdynError(f"runs directory {root} does not exist; pass --runs-dir or set RESDYN_RUNS_DIR")
-        stores = list_runs(root)
-    problems = [p for s in stores for p in check_run(s)]
-    return [s.run_id for s in stores], problems
+        return stores
+    if not root.is_dir():
+        raise ResdynError(f"runs directory {root} does not exist; pass --runs-dir or set RESDYN_RUNS_DIR")
+    return list_runs(root)

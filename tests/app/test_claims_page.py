@@ -13,6 +13,7 @@ from resdyn.core.store import RunStore
 from resdyn.testing.synthetic import make_synthetic_run
 from tests.app.apptools import open_page
 from tests.conftest import RANDOM_RUN, SYNTHETIC_SIZES, TRAINED_RUN
+from tests.legacy import write_old_table
 
 PAGE = "pages/claims.py"
 L = SYNTHETIC_SIZES["n_layers"]
@@ -60,7 +61,7 @@ def test_claims_table_with_the_twin(root):
 def test_run_alone_older_run_and_random_init(root):
     # ?run= alone on a run whose layers table predates frac_complex_null and that has no twin.
     store = RunStore(root / TRAINED_RUN)
-    store.write_table("layers", store.read_table("layers").drop(columns="frac_complex_null"))
+    write_old_table(store, "layers", store.read_table("layers").drop(columns="frac_complex_null"))
     shutil.rmtree(root / RANDOM_RUN)
     at = _open(run=TRAINED_RUN)
     t = _table(at)

@@ -18,6 +18,7 @@ from resdyn.core.store import RunStore
 from resdyn.testing.synthetic import make_synthetic_run
 from tests.app.apptools import charts, open_page
 from tests.conftest import RANDOM_RUN, TRAINED_RUN
+from tests.legacy import write_old_table
 
 BARE_RUN = "bare"  # a complete foundation run without the geometry stages
 
@@ -244,7 +245,7 @@ def test_runs_from_before_the_canonical_order_still_render(env, tmp_path, monkey
     old = RunStore(root / "old")
     df = old.read_table("schur_dose")
     df = df[df["construction"].isin(["dose", "control_a", "control_b"])].drop(columns="beta")
-    old.write_table("schur_dose", pd.concat([df, df.assign(mode="R")], ignore_index=True))
+    write_old_table(old, "schur_dose", pd.concat([df, df.assign(mode="R")], ignore_index=True))
     for name in ("schur_Q", "schur_T"):
         shutil.copyfile(old.array_path(name), root / "old" / f"schur_R_{name[-1]}.npy")
     m = old.manifest()

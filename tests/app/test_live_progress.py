@@ -19,7 +19,7 @@ from streamlit.runtime.forward_msg_queue import ForwardMsgQueue
 from resdyn import stages
 from resdyn.core import progress
 from resdyn.core.store import LOCK, RunStore
-from resdyn.core.synthetic import make_synthetic_run
+from resdyn.testing.synthetic import make_synthetic_run
 from resdyn.ui.live import REFRESH_S
 from tests.app.apptools import open_page
 

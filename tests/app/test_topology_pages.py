@@ -19,6 +19,7 @@ from resdyn.core.store import RunStore
 from tests.app.apptools import open_page
 from tests.figtools import decode
 from tests.conftest import RANDOM_RUN, SYNTHETIC_SIZES, TRAINED_RUN
+from tests.legacy import write_old_table
 
 PAGES = Path(__file__).resolve().parents[2] / "pages"
 L = SYNTHETIC_SIZES["n_layers"]
@@ -146,7 +147,7 @@ def test_topology_dynamics_page_reads_a_mesoscale_table_from_before_the_joint_nu
     store = RunStore(root / TRAINED_RUN)
     meso = store.read_table("mesoscale")
     old = meso[(meso["null"] == "independent") & (meso["operator"] == "J")].drop(columns=["null", "operator"])
-    store.write_table("mesoscale", old.reset_index(drop=True))
+    write_old_table(store, "mesoscale", old.reset_index(drop=True))
     at = _page("topology_dynamics.py", root, monkeypatch, run=TRAINED_RUN, layer="1")
     assert not at.exception and not at.error
     figs = _figures(at)

@@ -20,9 +20,9 @@ from resdyn import stages as registry
 from resdyn.compute.cli import main
 from tests.app.apptools import open_page
 from tests.app.pagelist import app_pages
-from tests.compute.test_cli import save_tiny_model_and_corpus
+from tests.conftest import COMPLETE_RUN
 
-RUN = "tiny"
+RUN = COMPLETE_RUN
 # Every file a complete run of the tiny model holds besides its manifest (corr_blocks is written
 # only above 512 units).
 FILES = sorted({f for s in registry.STAGES for f in s.outputs + s.shared})
@@ -33,13 +33,10 @@ DAMAGES = {
 
 
 @pytest.fixture(scope="module")
-def complete(tmp_path_factory) -> Path:
-    """A runs directory with the complete tiny run ``tiny`` and its model next to it."""
-    root = save_tiny_model_and_corpus(tmp_path_factory.mktemp("matrix"))
-    argv = ["run", "--model", str(root / "tiny-llama"), "--corpus", str(root / "corpus.txt"), "--samples", "5",
-            "--runs-dir", str(root / "runs"), "--run-id", RUN, "--quiet", "--batch-size", "5"]
-    assert main(argv) == 0
-    return root / "runs"
+def complete(complete_runs_dir) -> Path:
+    """A runs directory with the complete tiny run ``tiny`` and its model next to it (the session's,
+    ``tests.conftest``; every test here changes a copy)."""
+    return complete_runs_dir
 
 
 def _numbers(run: Path) -> dict:

@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 
 from resdyn.compute.cli import main
+from resdyn.core.schema import SCHEMA_VERSION
 from resdyn.core.store import RunStore
 from tests.compute.test_cli import TEXTS, save_tiny_model_and_corpus
 
@@ -233,7 +234,7 @@ def test_manifest_from_an_older_schema_is_migrated(env, tmp_path, capsys):
     (run / "manifest.json").write_text(json.dumps(m))
     before = _snapshot(run)
     assert main(_argv(env, "ref", runs=runs)) == 0
-    assert _manifest(run)["schema_version"] == 1
+    assert _manifest(run)["schema_version"] == SCHEMA_VERSION  # 0 -> 1, then tables already current
     assert _snapshot(run) == before  # migration recomputes nothing
     assert main(["list", "--runs-dir", str(runs)]) == 0
     assert "ref" in capsys.readouterr().out
@@ -246,7 +247,7 @@ def test_manifest_from_a_newer_schema_is_refused(env, tmp_path, capsys):
     (run / "manifest.json").write_text(json.dumps(m))
     before = (run / "manifest.json").read_bytes()
     code = main(_argv(env, "ref", runs=runs))
-    _one_line_error(capsys, code, "schema_version 99", "newer than this resdyn (1)", "upgrade resdyn")
+    _one_line_error(capsys, code, "schema_version 99", f"newer than this resdyn ({SCHEMA_VERSION})", "upgrade resdyn")
     assert (run / "manifest.json").read_bytes() == before
 
 

@@ -21,6 +21,7 @@ from resdyn.core import dose, linalg, spectral
 from resdyn.core.store import RunStore
 from resdyn.errors import ResdynError
 from tests.conftest import SYNTHETIC_SIZES, TRAINED_RUN
+from tests.legacy import write_old_table
 
 L, D = SYNTHETIC_SIZES["n_layers"], SYNTHETIC_SIZES["d"]
 
@@ -481,7 +482,7 @@ def test_old_run_reads_at_beta_one_and_says_how_to_add_the_skip_grid(run, tmp_pa
     df = old.read_table("schur_dose")
     df = df[df["construction"].isin(["dose", "control_a", "control_b"])].drop(columns="beta")
     df = pd.concat([df, df[df["construction"] == "dose"].assign(mode="R")], ignore_index=True)
-    old.write_table("schur_dose", df)
+    write_old_table(old, "schur_dose", df)
     m = old.manifest()
     m.pop("schur_order")
     old.write_manifest(m)

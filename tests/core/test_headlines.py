@@ -12,6 +12,7 @@ from resdyn.core import headlines, nulls
 from resdyn.core.store import RunStore
 from resdyn.testing.synthetic import make_synthetic_run
 from tests.conftest import RANDOM_RUN, SYNTHETIC_SIZES, TRAINED_RUN
+from tests.legacy import write_old_table
 
 L, D = SYNTHETIC_SIZES["n_layers"], SYNTHETIC_SIZES["d"]
 
@@ -56,7 +57,7 @@ def test_headline_values_twin_and_nulls(root):
     m = store.manifest()  # a run from before the manifest recorded cumulative_rank: the summary's K
     del m["cumulative_rank"]
     store.write_manifest(m)
-    store.write_table("coupling", pd.DataFrame({
+    write_old_table(store, "coupling", pd.DataFrame({  # only the columns read
         "layer": np.tile(np.arange(L), 2), "method": ["infomap"] * L + ["cpm"] * L,
         "cohens_d": [0.3, -0.2, 0.1, 0.5, 0.3, -0.2, 0.1, 0.5],
         "fdr_significant": [True, True, True, True, True, True, False, False]}))
@@ -96,7 +97,7 @@ def test_sample_headlines_from_the_table_or_computed_on_read_for_older_runs(root
     # (same numbers), the distinct-token count is unknown.
     store.table_path("snapshots").unlink()
     passages = store.read_table("passages")
-    store.write_table("passages", passages[["sample", "n_tokens", "text"]])
+    write_old_table(store, "passages", passages[["sample", "n_tokens", "text"]])
     summary = store.read_table("summary")
     store.write_table("summary", summary[~summary["name"].str.startswith("samples.")])
     h2 = {x.label: x for x in headlines.headline(store)}

@@ -13,7 +13,7 @@ import pytest
 
 from resdyn.core import progress, verify
 from resdyn.core.store import LOCK, PROGRESS, RunStore
-from resdyn.core.synthetic import make_synthetic_run
+from resdyn.testing.synthetic import make_synthetic_run
 from tests.conftest import TRAINED_RUN
 
 

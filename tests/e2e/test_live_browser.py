@@ -15,7 +15,7 @@ import textwrap
 
 import pytest
 
-from resdyn.core.synthetic import make_synthetic_run
+from resdyn.testing.synthetic import make_synthetic_run
 from tests.e2e.serve import serve
 from tests.e2e.test_browser import CHROMIUM_ARGS, TIMEOUT_MS, _exceptions, _settle, _shot, chromium  # noqa: F401
 
