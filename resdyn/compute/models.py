@@ -186,11 +186,14 @@ def load_bundle(cfg: RunConfig) -> ModelBundle:
 
 
 def prepare(model, tokenizer, adapter: Adapter, device: torch.device, dtype: torch.dtype) -> ModelBundle:
-    """Eval mode, no grads on weights, device/dtype, exact norms in float64."""
+    """Eval mode, no grads on weights, device/dtype, exact norms in float64, then the adapter's
+    own ``prepare_model`` (e.g. the mixture-of-experts kernel choice)."""
     model = model.to(device=device, dtype=dtype).eval()
     model.requires_grad_(False)
     if dtype == torch.float64:
         exact_rmsnorm_hooks(model)
+    if adapter.prepare_model is not None:
+        adapter.prepare_model(model, dtype)
     return ModelBundle(model, tokenizer, adapter, device, dtype)
 
 

@@ -20,9 +20,14 @@ from resdyn.compute.blocks import (
 )
 from resdyn.compute.stages.jacobians import batched_jacobian, gram_stats
 
-from .tiny import ARCHS, tiny_bundle
+from resdyn.compute.adapters import ADAPTERS, adapter_for
+
+from .tiny import ARCHS, CONFIGS, tiny_bundle
 
 D = 32
+PRE_NORM_MLP = ("llama", "phi3", "moe", "gemma")
+"""Families whose MLP reads a normalised copy of the residual, so that J_mlp·a = a (METHODS §10)."""
+CLOSED_FORM = [a for a in ARCHS if adapter_for(CONFIGS[a]()).isolated_jacobian is not None]
 
 
 @pytest.fixture(scope="module", params=ARCHS)
@@ -99,8 +104,9 @@ def test_norm_invariance(bundle):
     """The exact identity of the family's normalisation (METHODS §10).
 
     - LayerNorm pre-norm (GPT-2, Pythia): J·1 = 1 (LN ignores a constant shift at both sub-layers).
-    - RMSNorm (Llama, OLMo2, Gemma): RMSNorm ignores scale, so the attention half satisfies
-      J_attn·h = h up to eps; with a pre-norm MLP (Llama, Gemma) also J_mlp·a = a at its input a.
+    - RMSNorm (Llama, Phi-3, MoE, OLMo2, Gemma): RMSNorm ignores scale, so the attention half
+      satisfies J_attn·h = h up to eps; with a pre-norm MLP (all but OLMo2) also J_mlp·a = a at its
+      input a (for MoE the router reads the normalised state too, so routing is scale-free).
       The whole block does NOT satisfy J·h = h: the two halves act on different states.
     - Post-norm (BERT): the output LayerNorm has zero mean after dividing by its gain γ, so
       (1/γ)ᵀ J = 0: J is singular, with the constant direction killed on the output side.
@@ -117,7 +123,7 @@ def test_norm_invariance(bundle):
         j_attn = jacrev(mid)(h)
         torch.testing.assert_close(j_attn @ h, h, rtol=0, atol=1e-4)
         assert torch.linalg.norm(jac @ h - h) > 1e-2  # the whole-block version genuinely fails
-        if bundle.adapter.name in ("llama", "gemma"):
+        if bundle.adapter.name in PRE_NORM_MLP:
             a = mid(h)
             j_mlp = jac @ torch.linalg.inv(j_attn)
             torch.testing.assert_close(j_mlp @ a, a, rtol=0, atol=1e-4)
@@ -158,9 +164,10 @@ def test_gram_stats_keep_sigma_min_where_kappa_is_large():
     assert stats[1, 1] < 1e-12 * stats[1, 0] and stats[1, 2] > 1e12
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "mixtral"])
 def test_float32_eager_engine_agrees_with_float64(arch):
-    """The default float32 path (eager attention) matches the float64 reference to float32 accuracy."""
+    """The default float32 path (eager attention; for MoE transformers' float32 router and the
+    batched experts kernel) matches the float64 reference to float32 accuracy."""
     ref, fast = tiny_bundle(arch, torch.float64), tiny_bundle(arch, torch.float32)
     h = _states()
     j64 = batched_jacobian(isolated_fn(isolated_calls(ref)[1]), h)
@@ -168,12 +175,34 @@ def test_float32_eager_engine_agrees_with_float64(arch):
     torch.testing.assert_close(j32.double(), j64, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("config_kw", [{}, {"attention_bias": True, "mlp_bias": True, "num_key_value_heads": 1}])
-def test_llama_closed_form_equals_autodiff(config_kw):
-    """The Llama adapter's closed-form isolated Jacobian equals vmap(jacrev) in float64
-    (with GQA, and with the Qwen2-style biases that only shift the operating point)."""
-    from .tiny import CONFIGS
+def test_every_shipped_family_has_a_tiny_config():
+    """Each shipped adapter is exercised by the parametrised tests above (none can drop out)."""
+    covered = {adapter_for(CONFIGS[a]()).name for a in ARCHS}
+    assert covered == {a.name for a in ADAPTERS}
+    moe = next(a for a in ADAPTERS if a.name == "moe")
+    assert set(moe.model_types) <= set(ARCHS)  # every MoE type: their sparse blocks differ
 
+
+@pytest.mark.parametrize("arch", CLOSED_FORM)
+def test_closed_form_equals_autodiff(arch):
+    """A family's closed-form isolated Jacobian equals vmap(jacrev) in float64, at every block."""
+    b = tiny_bundle(arch)
+    h = _states(4)
+    for call in isolated_calls(b):
+        closed = b.adapter.isolated_jacobian(call.block, h)
+        assert closed is not None
+        torch.testing.assert_close(closed, batched_jacobian(isolated_fn(call), h), rtol=1e-10, atol=1e-12)
+
+
+def test_closed_form_families():
+    """Llama and Phi-3 keep their closed forms (the pipeline's fast path); MoE has none."""
+    assert CLOSED_FORM == ["llama", "phi3"]
+
+
+@pytest.mark.parametrize("config_kw", [{"attention_bias": True, "mlp_bias": True, "num_key_value_heads": 1}])
+def test_llama_closed_form_equals_autodiff(config_kw):
+    """The Llama adapter's closed-form isolated Jacobian equals vmap(jacrev) in float64 with the
+    Qwen2-style biases that only shift the operating point, and one KV head."""
     base = CONFIGS["llama"]
     CONFIGS["llama"] = lambda: base().__class__(**{**base().to_dict(), **config_kw})
     try:

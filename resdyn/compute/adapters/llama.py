@@ -13,6 +13,7 @@ costing one (d × ff)·(ff × d) and one d³ product per sample instead of d bac
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from resdyn.compute.adapters.base import Adapter
 
@@ -29,14 +30,38 @@ def _rms_jacobian_times(m: torch.Tensor, gain: torch.Tensor, x: torch.Tensor, r:
     return mg / r[:, :, None] - (mg @ x[:, :, None]) * (x[:, None, :] / (d * r[:, :, None] ** 3))
 
 
+def is_silu(act) -> bool:
+    """Whether an MLP's activation module is SiLU (the closed form assumes silu(z_g) ⊙ z_u)."""
+    return type(act).__name__ == "SiLUActivation" or isinstance(act, torch.nn.SiLU)
+
+
 def isolated_jacobian(block, h: torch.Tensor) -> torch.Tensor | None:
     """Closed-form isolated Jacobians (B, d, d) of a Llama-style block at states h (B, d)."""
     attn, mlp = block.self_attn, block.mlp
-    if getattr(mlp, "act_fn", None).__class__.__name__ != "SiLUActivation" and \
-            not isinstance(getattr(mlp, "act_fn", None), torch.nn.SiLU):
+    if not is_silu(getattr(mlp, "act_fn", None)):
         return None
+    return gated_prenorm_jacobian(block, h, attn.v_proj.weight, attn.v_proj.bias,
+                                  (mlp.gate_proj.weight, mlp.gate_proj.bias), (mlp.up_proj.weight, mlp.up_proj.bias))
+
+
+def gated_prenorm_jacobian(block, h: torch.Tensor, wv: torch.Tensor, bv: torch.Tensor | None,
+                           gate: tuple, up: tuple) -> torch.Tensor:
+    """The closed form of the module docstring for any pre-norm RMSNorm block with a SiLU-gated MLP.
+
+    Args:
+        block: has ``input_layernorm``, ``post_attention_layernorm`` (RMSNorm: ``weight``,
+            ``variance_epsilon``), ``self_attn`` (``o_proj``, ``head_dim``, ``num_key_value_groups``)
+            and ``mlp.down_proj``.
+        h: one-token block inputs (B, d).
+        wv, bv: the value projection (kv·head_dim, d) and its bias or None, however the family
+            stores it (Llama: ``v_proj``; Phi-3: rows of the fused ``qkv_proj``).
+        gate, up: (weight (ff, d), bias (ff,) or None) of the gate and up projections (Phi-3:
+            the two halves of the fused ``gate_up_proj``).
+
+    Returns J (B, d, d), same dtype as h.
+    """
+    attn, mlp = block.self_attn, block.mlp
     n_rep = attn.num_key_value_groups
-    wv = attn.v_proj.weight
     hd = attn.head_dim
     kv = wv.shape[0] // hd
     wv_heads = wv.view(kv, hd, -1).repeat_interleave(n_rep, 0).reshape(kv * n_rep * hd, -1)
@@ -44,15 +69,15 @@ def isolated_jacobian(block, h: torch.Tensor) -> torch.Tensor | None:
     B, d = h.shape
     eye = torch.eye(d, dtype=h.dtype, device=h.device)
     x1, r1 = _rms(block.input_layernorm, h)
-    v = attn.v_proj(x1).view(B, kv, hd).repeat_interleave(n_rep, 1).reshape(B, -1)
+    v = F.linear(x1, wv, bv).view(B, kv, hd).repeat_interleave(n_rep, 1).reshape(B, -1)
     a = h + attn.o_proj(v)
     j_attn = eye + _rms_jacobian_times(c.expand(B, d, d), block.input_layernorm.weight, h, r1)
     x2, r2 = _rms(block.post_attention_layernorm, a)
-    zg, zu = mlp.gate_proj(x2), mlp.up_proj(x2)
+    zg, zu = F.linear(x2, *gate), F.linear(x2, *up)
     sig = torch.sigmoid(zg)
     alpha = sig * (1 + zg * (1 - sig)) * zu  # silu'(z_g) ⊙ z_u
     beta = zg * sig  # silu(z_g)
-    inner = alpha[:, :, None] * mlp.gate_proj.weight + beta[:, :, None] * mlp.up_proj.weight  # (B, ff, d)
+    inner = alpha[:, :, None] * gate[0] + beta[:, :, None] * up[0]  # (B, ff, d)
     m = mlp.down_proj.weight @ inner  # (B, d, d)
     m_n = _rms_jacobian_times(m, block.post_attention_layernorm.weight, a, r2)
     return j_attn + m_n @ j_attn
