@@ -18,6 +18,7 @@ class RunContext:
     quiet: bool = False
     _bundle: Any = field(default=None, repr=False)
     _texts: list | None = field(default=None, repr=False)
+    origin: dict | None = None  # where an injected model came from (resdyn.analyze), for the manifest
 
     @property
     def manifest(self) -> dict:
@@ -43,4 +44,4 @@ class RunContext:
         return self._texts
 
     def progress(self, iterable: Iterable | None = None, desc: str = "", total: int | None = None, unit: str = "it"):
-        return tqdm(iterable, desc=desc, total=total, unit=unit, disable=self.quiet, dynamic_ncols=True, leave=False)
+        return tqdm(iterable, desc=desc, total=total, unit=unit, disable=self.quiet, dynamic_ncols=True, leave=True)

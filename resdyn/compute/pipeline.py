@@ -19,7 +19,7 @@ from resdyn.compute.context import RunContext
 from resdyn.compute.stages import Stage, all_stages
 from resdyn.config import LEGACY_DEFAULTS, RunConfig, resolve_cumulative_rank
 from resdyn.core.store import MANIFEST, SCHEMA_VERSION, CorruptFileError, RunStore
-from resdyn.errors import ResdynError
+from resdyn.errors import ResdynError, UsageError
 
 
 def select_stages(spec: str | None, stages: list[Stage]) -> list[Stage]:
@@ -29,7 +29,7 @@ def select_stages(spec: str | None, stages: list[Stage]) -> list[Stage]:
     known = {s.name for s in stages}
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise ResdynError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(s.name for s in stages)}")
+        raise UsageError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(s.name for s in stages)}")
     return [s for s in stages if s.name in names]
 
 
@@ -47,7 +47,7 @@ def _check_same_settings(old: dict, cfg: RunConfig) -> None:
     old = {**LEGACY_DEFAULTS, **old}
     for key, value in cfg.manifest_fields().items():
         if value is not None and key in old and old[key] is not None and old[key] != value:
-            raise ResdynError(
+            raise UsageError(
                 f"run {cfg.run_id} exists with {key}={old[key]!r}, not {value!r}; use another --run-id"
             )
 
@@ -67,7 +67,7 @@ def init_manifest(ctx: RunContext, stage_list: list[Stage]) -> dict:
             resolve_cumulative_rank(cfg.cumulative_rank, int(m["d_model"]))
         _check_same_settings(m, cfg)
         if m.get("n_samples") not in (None, cfg.samples):
-            raise ResdynError(f"run {cfg.run_id} has n_samples={m['n_samples']}, not {cfg.samples}; use another --run-id")
+            raise UsageError(f"run {cfg.run_id} has n_samples={m['n_samples']}, not {cfg.samples}; use another --run-id")
         if _stored_schema(store) != SCHEMA_VERSION or "stages_all" not in m or not LEGACY_DEFAULTS.keys() <= m.keys():
             # Persist the migration (migrate_manifest ran on read) before any stage runs, and
             # record what an older run's missing settings meant (its stages were computed so).
@@ -95,6 +95,7 @@ def init_manifest(ctx: RunContext, stage_list: list[Stage]) -> dict:
         "stages_all": [s.name for s in all_stages()],
         "stages_done": [],
         "timings": {},
+        **({"origin": ctx.origin} if ctx.origin else {}),
         "versions": _versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -102,22 +103,29 @@ def init_manifest(ctx: RunContext, stage_list: list[Stage]) -> dict:
     return m
 
 
-def run(cfg: RunConfig, quiet: bool = False, redo: tuple[str, ...] = ()) -> RunStore:
-    """Compute the stages of ``cfg`` that are not done yet; return the run's store."""
+def run(cfg: RunConfig, quiet: bool = False, redo: tuple[str, ...] = (), *, bundle=None,
+        texts: list[str] | None = None, origin: dict | None = None) -> RunStore:
+    """Compute the stages of ``cfg`` that are not done yet; return the run's store.
+
+    ``bundle`` (a prepared ``ModelBundle``) and ``texts`` (``cfg.samples`` passages) replace the
+    model and corpus that ``cfg`` names, for ``resdyn.analyze``; ``origin`` (where that model came
+    from) is then written to a new run's manifest. They need the local executor.
+    """
     stages = all_stages()
     todo = select_stages(cfg.stages, stages)
     store = RunStore(cfg.run_dir)
     with store.lock(), executors.make_executor(cfg) as executor, executors.use_executor(executor):
-        ctx = RunContext(cfg, store, quiet=quiet)
+        ctx = RunContext(cfg, store, quiet=quiet, _bundle=bundle, _texts=texts, origin=origin)
         m = init_manifest(ctx, todo)
         names = [s.name for s in stages]
         unknown = set(redo) - set(names)
         if unknown:
-            raise ResdynError(f"unknown stage(s) in --redo: {', '.join(sorted(unknown))}; stages: {', '.join(names)}")
+            raise UsageError(f"unknown stage(s) in --redo: {', '.join(sorted(unknown))}; stages: {', '.join(names)}")
         # A redone stage makes its dependents stale; those never computed (nor asked for) stay so.
         wanted = set(m.get("stages_done", [])) | {s.name for s in todo}
         stale = set(registry.dependents(set(redo))) & (wanted | set(redo)) if redo else set()
         todo = [s for s in stages if s in todo or s.name in stale]
+        _check_borrowed_model(ctx, m, [s for s in todo if s.name in stale or s.name not in m.get("stages_done", [])])
         _check_damaged(store, stale | {s.name for s in todo if s.name not in m.get("stages_done", [])})
         if stale:
             for name in stale:
@@ -129,13 +137,25 @@ def run(cfg: RunConfig, quiet: bool = False, redo: tuple[str, ...] = ()) -> RunS
                 continue
             missing = [r for r in stage.requires if r not in done]
             if missing:
-                raise ResdynError(f"stage {stage.name} needs {', '.join(missing)} first; run without --stages")
+                raise UsageError(f"stage {stage.name} needs {', '.join(missing)} first; run without --stages")
             t0 = time.perf_counter()
             run_stage(ctx, stage, executor, stages)
             written = stage.outputs + tuple(f for f in stage.spec.shared if (store.path / f).is_file())
             store.mark_stage_done(stage.name, time.perf_counter() - t0, names, outputs=written)
             done.add(stage.name)
     return store
+
+
+def _check_borrowed_model(ctx: RunContext, m: dict, pending: list[Stage]) -> None:
+    """A run that ``resdyn.analyze`` computed from a model object can only get its model stages
+    from analyze again: refuse before anything is invalidated, naming the call."""
+    if ctx._bundle is not None or (m.get("origin") or {}).get("via") != "resdyn.analyze":
+        return
+    need = [s.name for s in pending if s.needs_model]
+    if need:
+        raise UsageError(f"run {ctx.cfg.run_id} was computed by resdyn.analyze from a loaded model; compute "
+                         f"{', '.join(need)} with resdyn.analyze(model, tokenizer, texts, run_id={ctx.cfg.run_id!r}, "
+                         f"stages=...) (the other stages work here with --stages)")
 
 
 def _check_damaged(store: RunStore, recomputed: set[str]) -> None:
