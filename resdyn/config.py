@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from resdyn.errors import ResdynError
+from resdyn.errors import UsageError
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
 DEFAULT_RUNS_DIR = Path("data/runs")
@@ -33,10 +33,26 @@ def default_runs_dir() -> Path:
     return Path(env) if env else DEFAULT_RUNS_DIR
 
 
+def model_slug(model: str) -> str:
+    """The part of a default run id that names the model.
+
+    A local directory gives its own name (``/data/ckpt/step1000`` -> ``step1000``); a hub id keeps
+    its organisation, joined by ``--`` (``allenai/OLMo-2-1124-7B`` -> ``allenai--OLMo-2-1124-7B``),
+    so that two organisations' models of the same name get different runs; a built-in name stays.
+    Characters a run id cannot hold become ``_``.
+    """
+    path = Path(model).expanduser()
+    if path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1 or os.sep != "/" and os.sep in model:
+        base = path.name
+    else:
+        base = "--".join(part for part in model.split("/") if part)
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", base).lstrip(".") or "model"
+
+
 def validate_run_id(run_id: str) -> str:
     """Return ``run_id`` if it is a safe single path component, else raise a one-line error."""
     if not run_id or not RUN_ID_PATTERN.match(run_id) or run_id in {".", ".."}:
-        raise ResdynError(
+        raise UsageError(
             f"invalid run id {run_id!r}: use only letters, digits, '_', '.' and '-' (no path separators)"
         )
     return run_id
@@ -98,8 +114,7 @@ class RunConfig:
         if self.runs_dir is None:
             object.__setattr__(self, "runs_dir", default_runs_dir())
         if self.run_id is None:
-            base = Path(self.model).name if os.sep in self.model else self.model.replace("/", "_")
-            rid = base + ("-random" if self.init == "random" else "")
+            rid = model_slug(self.model) + ("-random" if self.init == "random" else "")
             if self.mode != "isolated":
                 rid += f"-{self.mode}"
             if self.position != "last":
@@ -107,14 +122,22 @@ class RunConfig:
             object.__setattr__(self, "run_id", rid)
         validate_run_id(self.run_id)
         if self.samples < 1:
-            raise ResdynError(f"--samples must be at least 1, got {self.samples}")
+            raise UsageError(f"--samples must be at least 1, got {self.samples}")
         if self.batch_size < 1:
-            raise ResdynError(f"--batch-size must be at least 1, got {self.batch_size}")
+            raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.k is not None and self.k < 1:
-            raise ResdynError(f"--k must be at least 1, got {self.k}")
+            raise UsageError(f"--k must be at least 1, got {self.k}")
         if self.cumulative_rank is not None and self.cumulative_rank < 1:
-            raise ResdynError(f"--cumulative-rank must be at least 1 (or left out for the exact product), "
+            raise UsageError(f"--cumulative-rank must be at least 1 (or left out for the exact product), "
                               f"got {self.cumulative_rank}")
+        if self.coupling_samples < 1:
+            raise UsageError(f"--coupling-samples must be at least 1, got {self.coupling_samples}")
+        if self.coupling_window < 0:
+            raise UsageError(f"--coupling-window must be 0 (last token only) or more, got {self.coupling_window}")
+        if self.coupling_tokens < 0:
+            raise UsageError(f"--coupling-tokens must be 0 (whole passage) or more, got {self.coupling_tokens}")
+        if self.workers is not None and self.workers < 1:
+            raise UsageError(f"--workers must be at least 1, got {self.workers}")
 
     @property
     def run_dir(self) -> Path:
@@ -154,12 +177,22 @@ class RunConfig:
         }
 
 
+FLAG_GROUPS: dict[str, tuple[str, ...]] = {
+    "model and passages": ("model", "revision", "init", "corpus", "samples", "position", "trust_remote_code"),
+    "measurement": ("mode", "dtype", "seed", "k", "cumulative_rank", "communities", "coupling_samples",
+                    "coupling_window", "coupling_tokens"),
+    "run store and stages": ("run_id", "runs_dir", "stages"),
+    "where it runs": ("device", "batch_size", "executor", "address", "workers"),
+}
+"""The sections of `resdyn run --help`: every RunConfig field in exactly one (a test checks)."""
+
+
 def resolve_k(k: int | None, d: int) -> int:
     """Rank for self/forward alignment (METHODS §4): min(64, d // 4) unless given; must be < d."""
     if k is None:
         return max(1, min(64, d // 4))
     if k >= d:
-        raise ResdynError(f"k = {k} must be smaller than d_model = {d}")
+        raise UsageError(f"k = {k} must be smaller than d_model = {d}")
     return k
 
 
@@ -168,18 +201,20 @@ def resolve_cumulative_rank(rank: int | None, d: int) -> int:
     if rank is None:
         return d
     if not 1 <= rank <= d:
-        raise ResdynError(f"--cumulative-rank {rank} must be between 1 and d_model = {d} "
+        raise UsageError(f"--cumulative-rank {rank} must be between 1 and d_model = {d} "
                           f"(leave it out for the exact product)")
     return int(rank)
 
 
 def coupling_settings(cfg) -> tuple[int, int, int]:
-    """(--coupling-samples, --coupling-window, --coupling-tokens) of ``cfg``, checked (METHODS §9)."""
+    """(--coupling-samples, --coupling-window, --coupling-tokens) of ``cfg`` (METHODS §9), checked
+    again here for a config built without ``__post_init__``'s checks (``dataclasses.replace`` runs
+    them; a hand-made namespace does not)."""
     s, w, p = int(cfg.coupling_samples), int(cfg.coupling_window), int(cfg.coupling_tokens)
     if s < 1:
-        raise ResdynError(f"--coupling-samples must be at least 1, got {s}")
+        raise UsageError(f"--coupling-samples must be at least 1, got {s}")
     if w < 0:
-        raise ResdynError(f"--coupling-window must be 0 (last token only) or more, got {w}")
+        raise UsageError(f"--coupling-window must be 0 (last token only) or more, got {w}")
     if p < 0:
-        raise ResdynError(f"--coupling-tokens must be 0 (whole passage) or more, got {p}")
+        raise UsageError(f"--coupling-tokens must be 0 (whole passage) or more, got {p}")
     return s, w, p

@@ -29,7 +29,6 @@ from pathlib import Path
 
 from resdyn import stages as registry
 from resdyn.config import RunConfig, default_runs_dir
-from resdyn.errors import ResdynError
 
 FIRST = tuple(registry.upstream("spectra"))
 """Stages computed before the dashboard opens: what the Runs, Spectrum and Operator-type pages
@@ -37,7 +36,6 @@ show (the "spectra" stage and what it reads)."""
 RUNS = (("smollm2-135m", "pretrained"), ("smollm2-135m-random", "random"))
 """(run id, init) of the demo runs."""
 LOG = "demo-background.log"
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def configs(args) -> list[RunConfig]:
@@ -96,16 +94,15 @@ def stop(proc: subprocess.Popen | None) -> None:
 
 
 def serve(args) -> int:
-    """``streamlit run app.py`` in the foreground on ``--address``:``--port``; its exit status."""
-    env = dict(os.environ, RESDYN_RUNS_DIR=str(Path(args.runs_dir).resolve()))
-    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.address", args.address,
-           "--server.port", str(args.port), "--server.headless", "true"]
-    return subprocess.call(cmd, env=env, cwd=ROOT)
+    """The dashboard (``resdyn.dashboard.serve``) in the foreground on ``--address``:``--port``;
+    its exit status."""
+    from resdyn import dashboard
+
+    return dashboard.serve(args.runs_dir, args.address, args.port)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m resdyn.demo", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The demo's flags, on ``p`` (this module's own parser, and `resdyn demo`'s)."""
     p.add_argument("--runs-dir", default=str(default_runs_dir()), help="where the demo runs live")
     p.add_argument("--samples", type=int, default=128, help="passages per run (at least 128 to be meaningful)")
     p.add_argument("--model", default="smollm2-135m", help="model of both runs (the demo uses the built-in one)")
@@ -117,31 +114,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m resdyn.demo", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    return add_arguments(p)
+
+
+def run(args) -> int:
+    """Compute the demo runs as ``args`` say and serve them; errors propagate (``main`` prints them)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    Path(args.runs_dir).mkdir(parents=True, exist_ok=True)
+    cfgs = configs(args)
+    if args.background or args.no_serve:
+        compute(cfgs, None, quiet=args.background)
+        return 0
+    compute(cfgs, FIRST)
+    proc = start_background(args)
+    if proc is not None:
+        rest = sorted({s for cfg in cfgs for s in missing(cfg)})
+        print(f"resdyn: the dashboard opens now; stages still computing in the background: "
+              f"{', '.join(rest)} (log: {Path(args.runs_dir) / LOG}). Pages fill in as they finish.",
+              flush=True)
     try:
-        Path(args.runs_dir).mkdir(parents=True, exist_ok=True)
-        cfgs = configs(args)
-        if args.background or args.no_serve:
-            compute(cfgs, None, quiet=args.background)
-            return 0
-        compute(cfgs, FIRST)
-        proc = start_background(args)
-        if proc is not None:
-            rest = sorted({s for cfg in cfgs for s in missing(cfg)})
-            print(f"resdyn: the dashboard opens now; stages still computing in the background: "
-                  f"{', '.join(rest)} (log: {Path(args.runs_dir) / LOG}). Pages fill in as they finish.",
-                  flush=True)
-        try:
-            return serve(args)
-        finally:
-            stop(proc)
-    except ResdynError as exc:
-        print(f"resdyn: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+        return serve(args)
+    finally:
+        stop(proc)
+
+
+def main(argv=None) -> int:
+    """``python -m resdyn.demo ...`` is ``resdyn demo ...``: one parser, one way of reporting errors."""
+    from resdyn.compute.cli import main as cli_main
+
+    return cli_main(["demo", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

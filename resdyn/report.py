@@ -1,6 +1,7 @@
 """A self-contained HTML report of one or more runs, for sharing after the meeting; image export.
 
-    python -m resdyn.report RUN [RUN ...] --out report.html [--runs-dir DIR] [--images DIR]
+    resdyn report RUN [RUN ...] --out report.html [--runs-dir DIR] [--images DIR]
+    python -m resdyn.report ...                  # the same command
 
 The report holds, per run, the manifest facts, the headline numbers, the regime tables (the
 paper's fixed split and the change-point split, ``resdyn.core.regimes``) and the key figures;
@@ -16,7 +17,6 @@ which drives a Chrome or Chromium (Debian's ``chromium`` package works; kaleido 
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import shutil
@@ -364,25 +364,11 @@ def write_report(run_ids: Sequence[str], out: str | Path, runs_dir: str | Path |
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m resdyn.report",
-        description="Write a self-contained HTML report (figures and tables) of one or more runs.")
-    parser.add_argument("runs", nargs="+", metavar="RUN", help="run ids in the runs directory")
-    parser.add_argument("--out", default="report.html", help="HTML file to write (default: report.html)")
-    parser.add_argument("--runs-dir", default=None, help="runs directory (default: $RESDYN_RUNS_DIR or data/runs)")
-    parser.add_argument("--images", default=None, metavar="DIR",
-                        help="also write every figure as SVG and PNG into DIR (needs Chromium)")
-    parser.add_argument("--title", default=None, help="title of the report")
-    args = parser.parse_args(argv)
-    try:
-        t0 = time.perf_counter()
-        out = write_report(args.runs, args.out, args.runs_dir, args.images, args.title)
-    except ResdynError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    size = out.stat().st_size / 1e6
-    print(f"wrote {out} ({size:.1f} MB) in {time.perf_counter() - t0:.1f} s")
-    return 0
+    """``python -m resdyn.report ...`` is ``resdyn report ...`` (the flags live in the one parser,
+    ``resdyn.compute.cli``); errors print as ``resdyn: error: ...``."""
+    from resdyn.compute.cli import main as cli_main
+
+    return cli_main(["report", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -1,4 +1,10 @@
-"""``python -m resdyn.compute``: compute runs and list them. Flags come from ``RunConfig``."""
+"""The `resdyn` command line (also `python -m resdyn.compute`): one parser for every subcommand.
+
+Subcommands compute (run, sweep, demo), inspect (list, verify, upgrade, sql) and share (report, serve).
+The flags of run and sweep come from ``RunConfig`` (``resdyn.config``). Importing this module
+and parsing need no torch: `resdyn --version`, `list`, `verify` and `sql` work on the light
+core install; run, sweep and demo import torch when they start.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ import typing
 from pathlib import Path
 
 from resdyn.config import RunConfig, default_runs_dir
-from resdyn.errors import ResdynError
+from resdyn.errors import ResdynError, UsageError
 
 
 def _flag_type(f: dataclasses.Field):
@@ -23,8 +29,9 @@ def _flag_type(f: dataclasses.Field):
     return base if base in (int, float, str) else str
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends "(default: X)" unless the help text already says what the default is."""
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" unless the help text already says what the default is; keeps the
+    line breaks of descriptions and epilogs (examples)."""
 
     def _get_help_string(self, action):
         if "default" in (action.help or "") or action.default is None or action.default is False or action.default == "":
@@ -32,57 +39,154 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the one error line of every resdyn command: ``resdyn: error: ...``, exit 2."""
+
+    def error(self, message):
+        self.exit(2, f"resdyn: error: {message}; see `{self.prog} --help`\n")
+
+
+COMMANDS = (  # (section, command, summary): the grouped listing of `resdyn --help`, in order
+    ("compute", "run", "compute (or resume) a run"),
+    ("compute", "sweep", "compute several runs: every model x revision x init"),
+    ("compute", "demo", "compute the two demo runs and serve the dashboard (what `make demo` runs)"),
+    ("inspect", "list", "list the runs and their status (--json for scripts)"),
+    ("inspect", "verify", "check every file of runs; exit 1 when any is damaged"),
+    ("inspect", "upgrade", "rewrite runs from an older resdyn in the current table schema"),
+    ("inspect", "sql", "query runs with SQL: every table is a view over all runs with a run_id column"),
+    ("share", "report", "write a self-contained HTML report of one or more runs"),
+    ("share", "serve", "serve the dashboard on a runs directory"),
+)
+
+EXAMPLES = """examples:
+  resdyn run --model smollm2-135m --samples 128 --run-id my-run
+  resdyn run --model allenai/OLMo-2-1124-7B --revision stage1-step140000-tokens588B   # run id allenai--OLMo-2-1124-7B
+  resdyn run --run-id my-run --redo spectra          # recompute one stage (and what reads it)
+  resdyn list --json
+  resdyn sql "select run_id, layer, henrici from layers where operator = 'J' order by run_id, layer"
+  resdyn report my-run my-run-random --out report.html
+  resdyn serve --runs-dir data/runs --port 8501
+
+exit status: 0 success; 1 runtime error (a missing or damaged file, an unknown run, a model that
+cannot be loaded, a full disk, ...); 2 usage error (a bad flag or value, an unknown stage, an invalid
+run id, settings that clash with an existing run); 130 interrupted (rerun the same command to
+resume). `python -m resdyn.compute ...` is the same command."""
+
+RUNS_DIR_HELP = "directory holding runs (default $RESDYN_RUNS_DIR or data/runs)"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from resdyn import __version__
     from resdyn.compute.stages import all_stages
 
-    parser = argparse.ArgumentParser(
-        prog="python -m resdyn.compute",
-        description="Measure a transformer's residual stream as a dynamical system and write a run.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    stage_help = "; ".join(f"{s.name}: {s.description}" for s in all_stages())
-    run = sub.add_parser(
-        "run", help="compute (or resume) a run",
-        description="Compute every stage of a run, skipping stages already done. Stages: " + stage_help,
-        formatter_class=_HelpFormatter,
-    )
+    listing = "\n".join(
+        f"{section}:\n" + "\n".join(f"  {name:<8}{summary}" for sec, name, summary in COMMANDS if sec == section)
+        for section in dict.fromkeys(sec for sec, _, _ in COMMANDS))
+    parser = _Parser(
+        prog="resdyn", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Measure a transformer's residual stream as a dynamical system: compute runs, query "
+                    "them, show them.\n\n" + listing, epilog=EXAMPLES)
+    parser.add_argument("--version", action="version", version=f"resdyn {__version__}")
+    # The grouped listing above replaces argparse's flat one.
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help=argparse.SUPPRESS)
+
+    def command(name: str, description: str, epilog: str | None = None):
+        return sub.add_parser(name, description=_wrap(description, indent=0), epilog=epilog,
+                              formatter_class=_HelpFormatter)
+
+    stage_help = "\n".join(f"  {s.name:<18}{s.description}" for s in all_stages())
+    run = command(
+        "run", "Compute every stage of a run, skipping stages already done; a killed run resumes where it "
+               "stopped. On an existing --run-id, settings not given are taken from its manifest.",
+        epilog="stages, in computation order:\n" + _wrap(stage_help) + "\n\nexamples:\n"
+               "  resdyn run --model smollm2-135m --samples 128 --run-id my-run\n"
+               "  resdyn run --model smollm2-135m --init random --samples 128     # the random-init twin\n"
+               "  resdyn run --run-id my-run --stages activations,jacobians,spectra\n"
+               "  resdyn run --run-id my-run --redo jacobians          # after verify names a damaged file")
     _add_config_flags(run)
-    run.add_argument("--redo", default="", help="comma-separated stages to recompute even if done "
-                     "(e.g. after a corrupt file is reported)")
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
-    sweep = sub.add_parser(
-        "sweep", help="compute several runs: every model × revision × init",
-        description="Compute one run per combination of --model, --revision and --init (each takes "
-                    "several values), with the other settings shared. Run ids are derived from model, "
-                    "revision and init. With --executor ray the runs are computed at once, one Ray task "
-                    "(one GPU when the cluster has any) per run; on several nodes the --runs-dir must be "
-                    "on storage every node mounts. A failing run does not stop the others.",
-        formatter_class=_HelpFormatter,
-    )
+    own = run.add_argument_group("this command")
+    own.add_argument("--redo", default="", help="comma-separated stages to recompute even if done "
+                     "(e.g. after a corrupt file is reported); the stages that read them follow")
+    own.add_argument("--quiet", action="store_true", help="no progress bars")
+    sweep = command(
+        "sweep", "Compute one run per combination of --model, --revision and --init (each takes several "
+                 "values), with the other settings shared. Run ids are derived from model (a hub id keeps its "
+                 "organisation: org--name), revision and init. With --executor ray the runs are computed at "
+                 "once, one Ray task (one GPU when the cluster has any) per run; on several nodes the --runs-dir "
+                 "must be on storage every node mounts. A failing run does not stop the others; the exit status "
+                 "is 1 when any failed.",
+        epilog="example:\n  resdyn sweep --model allenai/OLMo-2-1124-7B --revision main stage1-step140000-tokens588B "
+               "--init pretrained random")
     _add_config_flags(sweep, multi=SWEEP_AXES, skip=("run_id",))
     sweep.add_argument("--quiet", action="store_true", help="no progress bars")
-    lst = sub.add_parser("list", help="list the runs and their status (complete, partial or corrupt)")
-    lst.add_argument("--runs-dir", type=str, default=None, help="default $RESDYN_RUNS_DIR or data/runs")
-    ver = sub.add_parser(
-        "verify", help="check every file of runs; exit 1 when any is damaged",
-        description="Check each file of the given runs (default: every run) cheaply: Parquet footers and "
-                    "schemas, .npy headers against the file size and the manifest's shapes, and the "
-                    "manifest's finished stages against the files present. Prints one line per problem, "
-                    "naming the file and the command that repairs it; exits 1 when there is any, else 0.",
-    )
+    demo_cmd = command(
+        "demo", "Compute the two demo runs (SmolLM2-135M trained and random-init) if missing, the first "
+                "views' stages in the foreground, then serve the dashboard while the rest computes in the "
+                "background. A second call serves at once.")
+    from resdyn import demo
+
+    demo.add_arguments(demo_cmd)
+    lst = command("list", "List the runs of a runs directory: status (complete, partial, or corrupt when a "
+                          "file is damaged), model, sizes, stages and compute time.",
+                  epilog="example:\n  resdyn list --json | python -c 'import json,sys; print(len(json.load(sys.stdin)))'")
+    lst.add_argument("--runs-dir", type=str, default=None, help=RUNS_DIR_HELP)
+    lst.add_argument("--json", action="store_true",
+                     help="print a JSON array, one object per run, with the columns of resdyn.runs() "
+                          "(stages_done and missing_stages as arrays)")
+    ver = command(
+        "verify", "Check each file of the given runs (default: every run) cheaply: Parquet footers and "
+                  "schemas, .npy headers against the file size and the manifest's shapes, and the manifest's "
+                  "finished stages against the files present. Prints one line per problem, naming the file "
+                  "and the command that repairs it; exits 1 when there is any, else 0.")
     ver.add_argument("run_ids", nargs="*", metavar="RUN", help="run ids (default: every run)")
-    ver.add_argument("--runs-dir", type=str, default=None, help="default $RESDYN_RUNS_DIR or data/runs")
-    upg = sub.add_parser(
-        "upgrade", help="rewrite runs from an older resdyn in the current table schema",
-        description="Bring runs written by an older resdyn (a lower schema_version in manifest.json) up to "
-                    "the current schema in place: each table is cast to its declared dtypes and stamped "
-                    "with the resdyn and schema versions, atomically, values unchanged; then the manifest's "
-                    "schema_version goes up. Runs already current are left as they are. Exits 1 when a run "
-                    "has a table that needs recomputing instead (named with its --redo).",
-    )
+    ver.add_argument("--runs-dir", type=str, default=None, help=RUNS_DIR_HELP)
+    upg = command(
+        "upgrade", "Bring runs written by an older resdyn (a lower schema_version in manifest.json) up to "
+                   "the current schema in place: each table is cast to its declared dtypes and stamped with "
+                   "the resdyn and schema versions, atomically, values unchanged; then the manifest's "
+                   "schema_version goes up. Runs already current are left as they are. Exits 1 when a run "
+                   "has a table that needs recomputing instead (named with its --redo).")
     upg.add_argument("run_ids", nargs="*", metavar="RUN", help="run ids (default: every run)")
-    upg.add_argument("--runs-dir", type=str, default=None, help="default $RESDYN_RUNS_DIR or data/runs")
+    upg.add_argument("--runs-dir", type=str, default=None, help=RUNS_DIR_HELP)
+    sql = command(
+        "sql", "Run a DuckDB SQL query over the runs and print the result. Every table name (layers, "
+               "eigenvalues, samples, ...; the README's data contract) is a view over all runs that have it, "
+               "with a first column run_id; `runs` is the view of the runs' manifests (resdyn list). With "
+               "--run, the views are that run's tables as written.",
+        epilog="examples:\n"
+               "  resdyn sql \"select run_id, layer, henrici from layers where operator = 'J'\"\n"
+               "  resdyn sql \"select r.init, avg(l.frac_complex) from layers l join runs r using (run_id) "
+               "group by r.init\"\n"
+               "  resdyn sql --run my-run \"select * from summary\" --format csv")
+    sql.add_argument("query", help="the SQL (DuckDB dialect); quote it for the shell")
+    sql.add_argument("--run", default=None, metavar="RUN", help="query one run's tables (no run_id column)")
+    sql.add_argument("--runs-dir", type=str, default=None, help=RUNS_DIR_HELP)
+    sql.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                     help="table (aligned text), csv, or json (an array of row objects)")
+    rep = command(
+        "report", "Write a self-contained HTML report of one or more runs: per run the manifest facts, "
+                  "headline numbers, regime tables and key figures; with several runs also a comparison. "
+                  "plotly.js is embedded, so the file opens offline.")
+    rep.add_argument("runs", nargs="+", metavar="RUN", help="run ids in the runs directory")
+    rep.add_argument("--out", default="report.html", help="HTML file to write")
+    rep.add_argument("--runs-dir", default=None, help=RUNS_DIR_HELP)
+    rep.add_argument("--images", default=None, metavar="DIR",
+                     help="also write every figure as SVG and PNG into DIR (needs Chromium)")
+    rep.add_argument("--title", default=None, help="title of the report (default: the run ids)")
+    srv = command(
+        "serve", "Serve the dashboard (Streamlit) on a runs directory, from any working directory. It "
+                 "listens on 127.0.0.1 unless --address says otherwise; see the README before exposing it.")
+    srv.add_argument("--runs-dir", default=None, help=RUNS_DIR_HELP)
+    srv.add_argument("--address", default="127.0.0.1", help="address to listen on (0.0.0.0 exposes it)")
+    srv.add_argument("--port", type=int, default=8501, help="port")
     return parser
+
+
+def _wrap(text: str, width: int = 100, indent: int = 20) -> str:
+    """Each line of ``text`` filled to ``width``, continuation lines indented by ``indent``."""
+    import textwrap
+
+    return "\n".join(textwrap.fill(line, width, subsequent_indent=" " * indent) for line in text.splitlines())
 
 
 def explicit_flags(parser: argparse.ArgumentParser, argv) -> set[str]:
@@ -111,20 +215,29 @@ SWEEP_AXES = ("model", "revision", "init")
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, multi: tuple[str, ...] = (), skip: tuple[str, ...] = ()) -> None:
-    """One flag per RunConfig field; fields in ``multi`` take several values (a sweep's axes)."""
+    """One flag per RunConfig field, in the sections of ``config.FLAG_GROUPS``; fields in
+    ``multi`` take several values (a sweep's axes)."""
+    from resdyn.config import FLAG_GROUPS
+
+    groups = {name: group for title, names in FLAG_GROUPS.items()
+              for group in [parser.add_argument_group(title)] for name in names}
+    other = None
     for f in dataclasses.fields(RunConfig):
         if f.name in skip:
             continue
+        if f.name not in groups:  # a field not yet given a section still gets its flag
+            other = other or parser.add_argument_group("other settings")
+        group = groups.get(f.name, other)
         flag = "--" + f.name.replace("_", "-")
         if f.type in (bool, "bool"):
-            parser.add_argument(flag, action="store_true", help=f.metadata["help"])
+            group.add_argument(flag, action="store_true", help=f.metadata["help"])
             continue
         if f.name in multi:
-            parser.add_argument(flag, type=_flag_type(f), nargs="+", default=[f.default],
-                                choices=f.metadata.get("choices"), help=f.metadata["help"] + " (several allowed)")
+            group.add_argument(flag, type=_flag_type(f), nargs="+", default=[f.default],
+                               choices=f.metadata.get("choices"), help=f.metadata["help"] + " (several allowed)")
             continue
-        parser.add_argument(flag, type=_flag_type(f), default=f.default, choices=f.metadata.get("choices"),
-                            help=f.metadata["help"])
+        group.add_argument(flag, type=_flag_type(f), default=f.default, choices=f.metadata.get("choices"),
+                           help=f.metadata["help"])
 
 
 def cmd_sweep(ns) -> int:
@@ -138,7 +251,7 @@ def cmd_sweep(ns) -> int:
         results = executors.run_sweep(cfgs, ex, quiet=ns.quiet)
     for run_id, outcome in results:
         print(f"run {run_id}: {outcome}")
-    return 2 if any(o.startswith("error") for _, o in results) else 0
+    return 1 if any(o.startswith("error") for _, o in results) else 0
 
 
 def settings_from_manifest(kwargs: dict, explicit: set[str]) -> dict:
@@ -178,33 +291,79 @@ def cmd_run(ns) -> int:
     return 0
 
 
+LIST_COLUMNS = ("run_id", "status", "model", "init", "architecture", "n_layers", "d_model", "n_samples",
+                "stages", "missing", "seconds")
+
+
 def cmd_list(ns) -> int:
-    from resdyn.core.queries import runs
+    import json
 
-    from resdyn.core.store import RunStore
-    from resdyn.core.verify import check_run
+    from resdyn.core.queries import require_runs_dir, run_rows
 
-    root = Path(ns.runs_dir or default_runs_dir())
-    df = runs(root)
-    if df.empty:
+    root = require_runs_dir(ns.runs_dir or default_runs_dir())
+    rows = run_rows(root, check=True)
+    if ns.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    if not rows:
         print(f"no runs in {root}")
         return 0
-    damaged = {rid for rid in df["run_id"] if check_run(RunStore(root / rid))}
-    df.loc[df["run_id"].isin(damaged), "status"] = "corrupt"
-    from rich.console import Console
-    from rich.table import Table
+    import pandas as pd
 
-    table = Table(title=f"runs in {root}")
-    cols = ["run_id", "status", "model", "init", "architecture", "n_layers", "d_model", "n_samples", "stages_done", "seconds"]
-    for c in cols:
-        table.add_column(c)
-    for _, row in df.iterrows():
-        table.add_row(*[str(row[c]) for c in cols])
-    Console(width=200).print(table)
+    table = pd.DataFrame([{**r, "stages": f"{len(r['stages_done'] or [])}/{len(r['stages_done'] or []) + len(r['missing_stages'] or [])}",
+                           "missing": ",".join(r["missing_stages"] or []) or "-"} for r in rows])
+    print(f"runs in {root}:")
+    print(table[list(LIST_COLUMNS)].fillna("?").to_string(index=False))
+    damaged = [r["run_id"] for r in rows if r["status"] == "corrupt"]
     if damaged:
-        print(f"{len(damaged)} run(s) have damaged files: `python -m resdyn.compute verify --runs-dir {root}` "
+        print(f"{len(damaged)} run(s) have damaged files: `resdyn verify --runs-dir {root}` "
               "names each with the command that repairs it")
     return 0
+
+
+def cmd_sql(ns) -> int:
+    import warnings
+
+    from resdyn import api
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if ns.run:
+            df = api.open_run(ns.run, ns.runs_dir).sql(ns.query)
+        else:
+            df = api.sql(ns.query, ns.runs_dir)
+    for w in caught:
+        print(f"resdyn: warning: {w.message}", file=sys.stderr)
+    if ns.format == "csv":
+        sys.stdout.write(df.to_csv(index=False))
+    elif ns.format == "json":
+        print(df.to_json(orient="records", indent=2))
+    else:
+        print(df.to_string(index=False) if len(df.columns) else "(no columns)")
+    return 0
+
+
+def cmd_report(ns) -> int:
+    import time
+
+    from resdyn import report
+
+    t0 = time.perf_counter()
+    out = report.write_report(ns.runs, ns.out, ns.runs_dir, ns.images, ns.title)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def cmd_serve(ns) -> int:
+    from resdyn import dashboard
+
+    return dashboard.serve(ns.runs_dir or default_runs_dir(), ns.address, ns.port, replace_process=True)
+
+
+def cmd_demo(ns) -> int:
+    from resdyn import demo
+
+    return demo.run(ns)
 
 
 def cmd_verify(ns) -> int:
@@ -240,19 +399,32 @@ def cmd_upgrade(ns) -> int:
         print("\n".join(r.lines()))
     return 1 if any(r.blocked for r in reports) else 0
 
+COMMAND_FUNCTIONS = {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "verify": cmd_verify,
+                     "upgrade": cmd_upgrade, "sql": cmd_sql, "report": cmd_report, "serve": cmd_serve,
+                     "demo": cmd_demo}
+
 
 def main(argv=None) -> int:
+    """The `resdyn` command (also `python -m resdyn.compute`, `python -m resdyn`); its exit status:
+    0, 1 for a runtime error, 2 for a usage error, 130 when interrupted. Errors print one line,
+    ``resdyn: error: ...``, never a traceback."""
     logging.basicConfig(level=logging.WARNING, format="resdyn: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
-    ns = parser.parse_args(argv)
-    ns.explicit = explicit_flags(parser, argv)
     try:
-        return {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "verify": cmd_verify,
-                "upgrade": cmd_upgrade}[ns.command](ns)
-    except ResdynError as exc:
+        ns = parser.parse_args(argv)
+        if ns.command in ("run", "sweep"):
+            ns.explicit = explicit_flags(parser, argv)
+    except SystemExit as exc:  # --help and --version (0), usage errors (2): argparse printed them
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        return COMMAND_FUNCTIONS[ns.command](ns)
+    except UsageError as exc:
         print(f"resdyn: error: {exc}", file=sys.stderr)
         return 2
+    except ResdynError as exc:
+        print(f"resdyn: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("resdyn: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -24,6 +24,7 @@ class RunContext:
     """Called as report(desc, done, total, unit) whenever a progress bar moves (None: nobody listens)."""
     _bundle: Any = field(default=None, repr=False)
     _texts: list | None = field(default=None, repr=False)
+    origin: dict | None = None  # where an injected model came from (resdyn.analyze), for the manifest
 
     @property
     def manifest(self) -> dict:
@@ -51,7 +52,7 @@ class RunContext:
     def progress(self, iterable: Iterable | None = None, desc: str = "", total: int | None = None, unit: str = "it"):
         """A tqdm bar over ``iterable`` (or a manual one, ``.update(n)``), hidden when quiet."""
         if self.report is None:
-            return tqdm(iterable, desc=desc, total=total, unit=unit, disable=self.quiet, dynamic_ncols=True, leave=False)
+            return tqdm(iterable, desc=desc, total=total, unit=unit, disable=self.quiet, dynamic_ncols=True, leave=True)
         return _ReportingBar(iterable, desc, total, unit, self.quiet, self.report)
 
 
@@ -67,7 +68,7 @@ class _ReportingBar:
             total = len(iterable)
         self.iterable, self.desc, self.total, self.unit, self.n = iterable, desc, total, unit, 0
         self._report = report
-        self._bar = tqdm(total=total, desc=desc, unit=unit, disable=quiet, dynamic_ncols=True, leave=False)
+        self._bar = tqdm(total=total, desc=desc, unit=unit, disable=quiet, dynamic_ncols=True, leave=True)
         report(desc, 0, total, unit)
 
     def __iter__(self):

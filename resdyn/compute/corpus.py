@@ -26,7 +26,7 @@ import re
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from resdyn.errors import ResdynError
+from resdyn.errors import ResdynError, UsageError
 
 WIKI_SAMPLE = "wiki-sample"
 WIKITEXT_2 = "wikitext-2"
@@ -73,7 +73,7 @@ def load_corpus(spec: str, n: int) -> list[str]:
     or a corpus holding fewer than ``n`` passages.
     """
     if n < 1:
-        raise ResdynError(f"--samples must be at least 1, got {n}")
+        raise UsageError(f"--samples must be at least 1, got {n}")
     texts = passages(spec)
     if len(texts) < n:
         raise ResdynError(f"corpus {spec} has only {len(texts)} passages, asked for {n}; lower --samples")
@@ -91,10 +91,13 @@ def passages(spec: str) -> list[str]:
         return _wiki_sample()
     if spec == WIKITEXT_2:
         return _wikitext_2()
+    if spec.startswith("texts:"):  # resdyn.analyze's passages (RunConfig.corpus records their hash)
+        raise UsageError(f"this run's passages ({spec}) were given to resdyn.analyze; compute its stages "
+                         "with resdyn.analyze(model, tokenizer, texts, run_id=..., stages=...)")
     path = Path(spec).expanduser()
     suffix = path.suffix.lower()
     if suffix not in (".txt", ".jsonl"):
-        raise ResdynError(
+        raise UsageError(
             f"unknown corpus {spec!r}: use {WIKI_SAMPLE}, {WIKITEXT_2}, or a path to a .txt or .jsonl file"
         )
     if not path.is_file():

@@ -333,11 +333,13 @@ class RayExecutor:
 
 # -- sweeps ---------------------------------------------------------------------------------
 def sweep_run_id(model: str, revision: str | None, init: str, mode: str) -> str:
-    """A run id for one cell of a sweep: model name, revision, '-random', mode ([A-Za-z0-9_.-])."""
+    """A run id for one cell of a sweep: model (``config.model_slug``: a hub id keeps its
+    organisation as ``org--name``), revision, '-random', mode ([A-Za-z0-9_.-])."""
     import re
 
-    base = model.rstrip("/").rsplit("/", 1)[-1] if "/" in model else model
-    parts = [base] + ([revision] if revision else [])
+    from resdyn.config import model_slug
+
+    parts = [model_slug(model.rstrip("/"))] + ([revision] if revision else [])
     rid = "-".join(re.sub(r"[^A-Za-z0-9_.-]", "_", p) for p in parts)
     if init == "random":
         rid += "-random"

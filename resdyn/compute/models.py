@@ -20,7 +20,7 @@ import torch
 
 from resdyn.compute.adapters import Adapter, adapter_for
 from resdyn.config import RunConfig
-from resdyn.errors import ResdynError
+from resdyn.errors import ResdynError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def resolve_device(name: str) -> torch.device:
     try:
         dev = torch.device(name)
     except RuntimeError as exc:
-        raise ResdynError(f"unknown --device {name!r}; use auto, cpu or cuda[:N]") from exc
+        raise UsageError(f"unknown --device {name!r}; use auto, cpu or cuda[:N]") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ResdynError("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu")
     return dev
@@ -185,19 +185,21 @@ def load_bundle(cfg: RunConfig) -> ModelBundle:
     return prepare(model, tokenizer, adapter, device, dtype)
 
 
-def prepare(model, tokenizer, adapter: Adapter, device: torch.device, dtype: torch.dtype) -> ModelBundle:
-    """Eval mode, no grads on weights, device/dtype, exact norms in float64, then the adapter's
-    own ``prepare_model`` (e.g. the mixture-of-experts kernel choice)."""
+def prepare(model, tokenizer, adapter: Adapter, device: torch.device, dtype: torch.dtype,
+            handles: list | None = None) -> ModelBundle:
+    """Eval mode, no grads on weights, device/dtype, exact norms in float64 (the hooks' handles
+    are appended to ``handles`` when given, so that a borrowed model can be given back), then the
+    adapter's own ``prepare_model`` (e.g. the mixture-of-experts kernel choice)."""
     model = model.to(device=device, dtype=dtype).eval()
     model.requires_grad_(False)
     if dtype == torch.float64:
-        exact_rmsnorm_hooks(model)
+        exact_rmsnorm_hooks(model, handles)
     if adapter.prepare_model is not None:
         adapter.prepare_model(model, dtype)
     return ModelBundle(model, tokenizer, adapter, device, dtype)
 
 
-def exact_rmsnorm_hooks(model: torch.nn.Module) -> int:
+def exact_rmsnorm_hooks(model: torch.nn.Module, handles: list | None = None) -> int:
     """Recompute RMSNorm outputs in the input's dtype.
 
     transformers' RMSNorm modules cast to float32 internally, which would cap a float64 run at
@@ -217,7 +219,9 @@ def exact_rmsnorm_hooks(model: torch.nn.Module) -> int:
             y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
             return y * ((1.0 + m.weight) if gemma else m.weight)
 
-        mod.register_forward_hook(hook)
+        handle = mod.register_forward_hook(hook)
+        if handles is not None:
+            handles.append(handle)
         n += 1
     return n
 

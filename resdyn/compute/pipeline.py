@@ -22,7 +22,7 @@ from resdyn.compute.stages import Stage, all_stages
 from resdyn.config import LEGACY_DEFAULTS, RunConfig, resolve_cumulative_rank
 from resdyn.core import progress
 from resdyn.core.store import MANIFEST, SCHEMA_VERSION, CorruptFileError, RunStore
-from resdyn.errors import ResdynError
+from resdyn.errors import ResdynError, UsageError
 
 
 def select_stages(spec: str | None, stages: list[Stage]) -> list[Stage]:
@@ -32,7 +32,7 @@ def select_stages(spec: str | None, stages: list[Stage]) -> list[Stage]:
     known = {s.name for s in stages}
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise ResdynError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(s.name for s in stages)}")
+        raise UsageError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(s.name for s in stages)}")
     return [s for s in stages if s.name in names]
 
 
@@ -50,7 +50,7 @@ def _check_same_settings(old: dict, cfg: RunConfig) -> None:
     old = {**LEGACY_DEFAULTS, **old}
     for key, value in cfg.manifest_fields().items():
         if value is not None and key in old and old[key] is not None and old[key] != value:
-            raise ResdynError(
+            raise UsageError(
                 f"run {cfg.run_id} exists with {key}={old[key]!r}, not {value!r}; use another --run-id"
             )
 
@@ -70,7 +70,7 @@ def init_manifest(ctx: RunContext, stage_list: list[Stage]) -> dict:
             resolve_cumulative_rank(cfg.cumulative_rank, int(m["d_model"]))
         _check_same_settings(m, cfg)
         if m.get("n_samples") not in (None, cfg.samples):
-            raise ResdynError(f"run {cfg.run_id} has n_samples={m['n_samples']}, not {cfg.samples}; use another --run-id")
+            raise UsageError(f"run {cfg.run_id} has n_samples={m['n_samples']}, not {cfg.samples}; use another --run-id")
         if _stored_schema(store) != SCHEMA_VERSION or "stages_all" not in m or not LEGACY_DEFAULTS.keys() <= m.keys():
             # Persist the migration (migrate_manifest ran on read) before any stage runs, and
             # record what an older run's missing settings meant (its stages were computed so).
@@ -88,27 +88,34 @@ def init_manifest(ctx: RunContext, stage_list: list[Stage]) -> dict:
     bundle = ctx.model()
     m = cfg.new_manifest(architecture=bundle.adapter.name, model_type=bundle.config.model_type,
                          snapshots=bundle.adapter.boundaries, n_layers=bundle.n_layers, d_model=bundle.d_model,
-                         versions=_versions())
+                         versions=_versions(), **({"origin": ctx.origin} if ctx.origin else {}))
     store.write_manifest(m)
     return m
 
 
-def run(cfg: RunConfig, quiet: bool = False, redo: tuple[str, ...] = ()) -> RunStore:
-    """Compute the stages of ``cfg`` that are not done yet; return the run's store."""
+def run(cfg: RunConfig, quiet: bool = False, redo: tuple[str, ...] = (), *, bundle=None,
+        texts: list[str] | None = None, origin: dict | None = None) -> RunStore:
+    """Compute the stages of ``cfg`` that are not done yet; return the run's store.
+
+    ``bundle`` (a prepared ``ModelBundle``) and ``texts`` (``cfg.samples`` passages) replace the
+    model and corpus that ``cfg`` names, for ``resdyn.analyze``; ``origin`` (where that model came
+    from) is then written to a new run's manifest. They need the local executor.
+    """
     stages = all_stages()
     todo = select_stages(cfg.stages, stages)
     store = RunStore(cfg.run_dir)
     with store.lock(), executors.make_executor(cfg) as executor, executors.use_executor(executor):
-        ctx = RunContext(cfg, store, quiet=quiet)
+        ctx = RunContext(cfg, store, quiet=quiet, _bundle=bundle, _texts=texts, origin=origin)
         m = init_manifest(ctx, todo)
         names = [s.name for s in stages]
         unknown = set(redo) - set(names)
         if unknown:
-            raise ResdynError(f"unknown stage(s) in --redo: {', '.join(sorted(unknown))}; stages: {', '.join(names)}")
+            raise UsageError(f"unknown stage(s) in --redo: {', '.join(sorted(unknown))}; stages: {', '.join(names)}")
         # A redone stage makes its dependents stale; those never computed (nor asked for) stay so.
         wanted = set(m.get("stages_done", [])) | {s.name for s in todo}
         stale = set(registry.dependents(set(redo))) & (wanted | set(redo)) if redo else set()
         todo = [s for s in stages if s in todo or s.name in stale]
+        _check_borrowed_model(ctx, m, [s for s in todo if s.name in stale or s.name not in m.get("stages_done", [])])
         _check_damaged(store, stale | {s.name for s in todo if s.name not in m.get("stages_done", [])})
         if stale:
             for name in stale:
@@ -122,7 +129,7 @@ def run(cfg: RunConfig, quiet: bool = False, redo: tuple[str, ...] = ()) -> RunS
             for stage in todo:
                 missing = [r for r in stage.requires if r not in done]
                 if missing:
-                    raise ResdynError(f"stage {stage.name} needs {', '.join(missing)} first; run without --stages")
+                    raise UsageError(f"stage {stage.name} needs {', '.join(missing)} first; run without --stages")
                 tracker.start_stage(stage.name)
                 t0 = time.perf_counter()
                 run_stage(ctx, stage, executor, stages)
@@ -134,6 +141,18 @@ def run(cfg: RunConfig, quiet: bool = False, redo: tuple[str, ...] = ()) -> RunS
         finally:
             tracker.close()
     return store
+
+
+def _check_borrowed_model(ctx: RunContext, m: dict, pending: list[Stage]) -> None:
+    """A run that ``resdyn.analyze`` computed from a model object can only get its model stages
+    from analyze again: refuse before anything is invalidated, naming the call."""
+    if ctx._bundle is not None or (m.get("origin") or {}).get("via") != "resdyn.analyze":
+        return
+    need = [s.name for s in pending if s.needs_model]
+    if need:
+        raise UsageError(f"run {ctx.cfg.run_id} was computed by resdyn.analyze from a loaded model; compute "
+                         f"{', '.join(need)} with resdyn.analyze(model, tokenizer, texts, run_id={ctx.cfg.run_id!r}, "
+                         f"stages=...) (the other stages work here with --stages)")
 
 
 def _check_damaged(store: RunStore, recomputed: set[str]) -> None:

@@ -19,7 +19,7 @@ import pandas as pd
 from resdyn.config import default_runs_dir
 from resdyn.core import nulls
 from resdyn.core.store import RunStore, list_runs, open_run
-from resdyn.errors import ResdynError
+from resdyn.errors import ResdynError, UsageError
 
 _LOCK = threading.Lock()
 
@@ -34,29 +34,146 @@ def runs_dir() -> Path:
     return default_runs_dir()
 
 
-def runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
-    """One row per run: run_id, status, model, init, architecture, n_layers, d_model, n_samples, ..."""
+RUN_COLUMNS = ("run_id", "status", "model", "revision", "init", "architecture", "mode", "n_layers", "d_model",
+               "n_samples", "stages_done", "missing_stages", "seconds", "created")
+"""The columns of ``runs``, one row per run (also ``resdyn.runs()`` and ``resdyn list --json``)."""
+
+
+def require_runs_dir(root: str | os.PathLike) -> Path:
+    """``root`` as a Path if it is a directory, else a one-line ResdynError naming it."""
+    path = Path(root)
+    if not path.is_dir():
+        raise ResdynError(f"runs directory {path} does not exist; pass --runs-dir (runs_dir=) or set "
+                          "RESDYN_RUNS_DIR")
+    return path
+
+
+def run_rows(root: str | os.PathLike, check: bool = False) -> list[dict]:
+    """One dict per run under ``root`` (keys ``RUN_COLUMNS``; the stage lists are lists).
+
+    A run whose manifest cannot be read has status "corrupt" and no other facts; with ``check``,
+    so does a run with a damaged or missing file (``verify.check_run``, a few ms per run).
+    """
+    from resdyn import stages as registry
+    from resdyn.core.verify import check_run
+
     rows = []
-    for store in list_runs(root or runs_dir()):
+    for store in list_runs(root):
         try:
             m = store.manifest()
         except ResdynError:  # listed, so that a damaged run is named rather than vanishing
-            rows.append({"run_id": store.run_id, "status": "corrupt"})
+            rows.append({**dict.fromkeys(RUN_COLUMNS), "run_id": store.run_id, "status": "corrupt"})
             continue
         rows.append({
             "run_id": store.run_id,
-            "status": m.get("status"),
+            "status": "corrupt" if check and check_run(store) else m.get("status"),
             "model": m.get("model"),
+            "revision": m.get("revision"),
             "init": m.get("init"),
             "architecture": m.get("architecture"),
+            "mode": m.get("mode"),
             "n_layers": m.get("n_layers"),
             "d_model": m.get("d_model"),
             "n_samples": m.get("n_samples"),
-            "mode": m.get("mode"),
-            "stages_done": ",".join(m.get("stages_done", [])),
-            "seconds": round(sum(m.get("timings", {}).values()), 1),
+            "stages_done": list(m.get("stages_done", [])),
+            "missing_stages": registry.missing(m),
+            "seconds": round(float(sum((m.get("timings") or {}).values())), 1),
+            "created": m.get("created"),
         })
-    return pd.DataFrame(rows)
+    return rows
+
+
+def runs(root: str | os.PathLike | None = None, check: bool = False) -> pd.DataFrame:
+    """One row per run (columns ``RUN_COLUMNS``; stages_done and missing_stages as "a,b" strings).
+
+    ``root`` None reads the default runs directory (``$RESDYN_RUNS_DIR`` or ``data/runs``), which
+    may not exist yet (nothing computed: no rows); a directory named explicitly must exist, so that
+    a typo is an error rather than an empty list. ``check``: see ``run_rows``.
+    """
+    if root is not None:
+        require_runs_dir(root)
+    rows = run_rows(root or runs_dir(), check=check)
+    for row in rows:
+        for key in ("stages_done", "missing_stages"):
+            row[key] = ",".join(row[key] or [])
+    return pd.DataFrame(rows, columns=list(RUN_COLUMNS))
+
+
+# -- SQL over whole tables: resdyn.sql, Run.sql and `resdyn sql` ----------------------------------
+
+def run_tables(store: RunStore) -> dict[str, Path]:
+    """The run's tables: name -> ``NAME.parquet`` path, sorted by name (temporary files excluded)."""
+    return {p.stem: p for p in sorted(store.path.glob("*.parquet")) if not p.name.startswith(".")}
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def sql_over_runs(sql: str, stores: list[RunStore], run_id_column: bool = True,
+                  extra: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
+    """Run ``sql`` on a fresh DuckDB connection where every table name is a view.
+
+    With ``run_id_column`` each view is the union (by column name, so runs from older resdyn
+    versions that lack a column contribute NULLs) of that table over ``stores``, with a first
+    column ``run_id``; without it, the table of the single store as written. ``extra`` adds
+    DataFrames as further views (e.g. ``runs``). A damaged file (``verify``) is left out: across
+    runs with a warning naming it and its repair, for a single run as a one-line ResdynError
+    when the query reads it. A failing query raises ResdynError with DuckDB's first line.
+    """
+    import warnings
+
+    from resdyn import stages as registry
+    from resdyn.core.verify import Problem, file_problem
+
+    parts: dict[str, list[str]] = {}
+    damaged: dict[str, list[Problem]] = {}
+    for store in stores:
+        try:
+            manifest = store.manifest()
+        except ResdynError:
+            manifest = {}
+        for name, path in run_tables(store).items():
+            why = file_problem(path, manifest)
+            if why is not None:
+                done = set(manifest.get("stages_done") or ())
+                redo = tuple(s for s in registry.writers(path.name) if s in done) or tuple(registry.writers(path.name))
+                damaged.setdefault(name, []).append(Problem(store.run_id, path.name, why, redo, store.path.parent))
+                continue
+            src = f"read_parquet({_literal(path)})"
+            parts.setdefault(name, []).append(
+                f"SELECT {_literal(store.run_id)} AS run_id, COLUMNS(lambda c: c <> 'run_id') FROM {src}"
+                if run_id_column else f"SELECT * FROM {src}")
+    con = duckdb.connect(database=":memory:")
+    try:
+        for name, selects in parts.items():
+            con.execute(f"CREATE VIEW {_ident(name)} AS " + " UNION ALL BY NAME ".join(selects))
+        for name, df in (extra or {}).items():
+            con.register(name, df)
+        try:
+            referenced = set(duckdb.get_table_names(sql))
+        except duckdb.Error:  # the parser could not tell; the query itself reports its error below
+            referenced = set(damaged)
+        hit = [p for name in sorted(set(damaged) & referenced) for p in damaged[name]]
+        if hit and not run_id_column:
+            raise ResdynError(f"{hit[0].path} is damaged ({hit[0].reason}); repair: {hit[0].repair()}")
+        for p in hit:
+            warnings.warn(f"left out {p.path} ({p.reason}); repair: {p.repair()}", stacklevel=3)
+        try:
+            return con.execute(sql).df()
+        except duckdb.Error as exc:
+            first = str(exc).splitlines()[0]
+            names = ", ".join(sorted(set(parts) | set(extra or {})))
+            # A query that does not parse or names what is not there is the caller's to fix (exit
+            # 2 on the command line); anything else (a file that fails to read) is a runtime error.
+            wrong = isinstance(exc, (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException))
+            raise (UsageError if wrong else ResdynError)(f"SQL failed: {first} (tables: {names or 'none'})") from exc
+    finally:
+        con.close()
 
 
 def table_sql(store: RunStore, name: str) -> str:

@@ -151,19 +151,24 @@ def _samples(root):
     return pd.read_parquet(root / "runs" / "e2e" / "samples.parquet").to_numpy()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--run-id", "../x"], "invalid run id"),
-    (["--samples", "0"], "--samples must be at least 1"),
-    (["--model", "/nonexistent/model/dir"], "no model directory"),
-    (["--corpus", "/nonexistent.txt"], "corpus"),
-    (["--cumulative-rank", "0"], "--cumulative-rank must be at least 1"),
-    (["--cumulative-rank", "-4"], "--cumulative-rank must be at least 1"),
+@pytest.mark.parametrize("args, message, status", [
+    (["--run-id", "../x"], "invalid run id", 2),
+    (["--samples", "0"], "--samples must be at least 1", 2),
+    (["--model", "/nonexistent/model/dir"], "no model directory", 1),
+    (["--corpus", "/nonexistent.txt"], "corpus", 1),
+    (["--corpus", "books.csv"], "unknown corpus", 2),
+    (["--cumulative-rank", "0"], "--cumulative-rank must be at least 1", 2),
+    (["--cumulative-rank", "-4"], "--cumulative-rank must be at least 1", 2),
+    (["--mode", "sideways"], "argument --mode: invalid choice", 2),
+    (["--samples", "many"], "argument --samples: invalid int value", 2),
 ])
-def test_bad_input_gives_one_line(tmp_path, capsys, args, message):
+def test_bad_input_gives_one_line(tmp_path, capsys, args, message, status):
+    """Usage errors (the command itself is wrong) exit 2; runtime errors (the model or corpus it
+    names is not there) exit 1; both print one line."""
     base = ["run", "--runs-dir", str(tmp_path), "--quiet"]
     code = main(base + args)
     err = capsys.readouterr().err.strip()
-    assert code == 2
+    assert code == status
     assert err.startswith("resdyn: error:") and message in err and "\n" not in err
 
 
@@ -172,7 +177,7 @@ def test_unknown_architecture_lists_supported(tmp_path, capsys):
     tf.T5ForConditionalGeneration(cfg).save_pretrained(tmp_path / "t5")
     code = main(["run", "--model", str(tmp_path / "t5"), "--runs-dir", str(tmp_path / "runs"), "--quiet"])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and "unsupported architecture 't5'" in err and "llama" in err and "gpt2" in err
+    assert code == 1 and "unsupported architecture 't5'" in err and "llama" in err and "gpt2" in err
 
 
 def test_list_prints_runs(tiny_run, capsys):

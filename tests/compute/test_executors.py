@@ -129,11 +129,15 @@ def test_sweep_run_ids_name_each_cell():
 
     base = RunConfig(run_id="x")
     cfgs = executors.sweep_configs(base, ["allenai/OLMo-2-1B"], ["stage1-step1000", "main"], ["pretrained", "random"])
-    assert [c.run_id for c in cfgs] == ["OLMo-2-1B-stage1-step1000", "OLMo-2-1B-stage1-step1000-random",
-                                        "OLMo-2-1B-main", "OLMo-2-1B-main-random"]
+    assert [c.run_id for c in cfgs] == ["allenai--OLMo-2-1B-stage1-step1000",
+                                        "allenai--OLMo-2-1B-stage1-step1000-random",
+                                        "allenai--OLMo-2-1B-main", "allenai--OLMo-2-1B-main-random"]
     assert [c.revision for c in cfgs] == ["stage1-step1000", "stage1-step1000", "main", "main"]
+    # Two organisations' models of one name are two runs; two local directories of one name clash.
+    assert [c.run_id for c in executors.sweep_configs(base, ["a/m", "b/m"], [None], ["pretrained"])] == [
+        "a--m", "b--m"]
     with pytest.raises(ResdynError, match="share run ids"):
-        executors.sweep_configs(base, ["a/m", "b/m"], [None], ["pretrained"])
+        executors.sweep_configs(base, ["/x/m", "/y/m"], [None], ["pretrained"])
 
 
 def test_everything_but_the_ray_executor_works_without_ray(monkeypatch):

@@ -105,7 +105,7 @@ def test_damaged_file_is_named_shown_refused_and_repaired(complete, tmp_path, mo
     capsys.readouterr()  # the page renders' log lines
     code = main(base)
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err.startswith("resdyn: error: corrupt file") and name in err and "\n" not in err, err
+    assert code == 1 and err.startswith("resdyn: error: corrupt file") and name in err and "\n" not in err, err
     assert main(base + ["--redo", ",".join(writers)]) == 0
     assert main(["verify", RUN, "--runs-dir", str(runs)]) == 0
     _assert_same_numbers(_numbers(complete / RUN), _numbers(runs / RUN))

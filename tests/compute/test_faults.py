@@ -51,9 +51,10 @@ def _copy_ref(root: Path, tmp_path: Path, run_id: str = "ref") -> Path:
     return runs
 
 
-def _one_line_error(capsys, code: int, *fragments: str) -> str:
+def _one_line_error(capsys, code: int, *fragments: str, usage: bool = False) -> str:
+    """One ``resdyn: error:`` line holding ``fragments``; exit 2 for a usage error, else 1."""
     err = capsys.readouterr().err.strip()
-    assert code == 2, err
+    assert code == (2 if usage else 1), err
     assert err.startswith("resdyn: error:") and "\n" not in err, err
     for f in fragments:
         assert f in err, err
@@ -333,7 +334,7 @@ def test_empty_or_short_corpus_gives_one_line(env, tmp_path, capsys, lines, samp
 ])
 def test_bad_numbers_give_one_line(env, tmp_path, capsys, flag, value, message):
     argv = _argv(env, "n", runs=tmp_path / "runs") + [flag, value]  # argparse: the last value wins
-    _one_line_error(capsys, main(argv), message)
+    _one_line_error(capsys, main(argv), message, usage=True)
     assert not (tmp_path / "runs" / "n" / "manifest.json").exists()
 
 
@@ -341,7 +342,7 @@ def test_bad_numbers_give_one_line(env, tmp_path, capsys, flag, value, message):
 def test_path_like_run_id_is_refused(env, tmp_path, capsys, run_id):
     runs = tmp_path / "sub" / "runs"
     argv = _argv(env, run_id, runs=runs)
-    _one_line_error(capsys, main(argv), "invalid run id", "no path separators")
+    _one_line_error(capsys, main(argv), "invalid run id", "no path separators", usage=True)
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # nothing written anywhere
 
 

@@ -71,9 +71,9 @@ def test_cli_writes_the_report_and_rejects_unknown_runs(synthetic_runs_dir, tmp_
     out = tmp_path / "r.html"
     assert report.main([TRAINED_RUN, "--out", str(out), "--runs-dir", str(synthetic_runs_dir)]) == 0
     assert out.is_file() and "wrote" in capsys.readouterr().out
-    assert report.main(["no-such-run", "--out", str(tmp_path / "x.html"), "--runs-dir", str(synthetic_runs_dir)]) == 2
+    assert report.main(["no-such-run", "--out", str(tmp_path / "x.html"), "--runs-dir", str(synthetic_runs_dir)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1 and not (tmp_path / "x.html").exists()
+    assert err.startswith("resdyn: error: no run 'no-such-run'") and err.count("\n") == 1 and not (tmp_path / "x.html").exists()
 
 
 def test_export_rejects_unknown_formats(tmp_path):

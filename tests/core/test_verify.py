@@ -68,7 +68,7 @@ def test_a_corrupt_manifest_is_listed_verified_and_shown_in_one_line(runs, capsy
 
 
 def test_verify_refuses_an_unknown_run_in_one_line(runs, capsys):
-    assert main(["verify", "nope", "--runs-dir", str(runs)]) == 2
+    assert main(["verify", "nope", "--runs-dir", str(runs)]) == 1
     err = capsys.readouterr().err.strip()
     assert err == f"resdyn: error: no run 'nope' in {runs}"
 
