@@ -221,7 +221,7 @@ def test_register_adapter_computes_a_run_on_an_unshipped_model_type(custom_model
     root = custom_model
     argv = ["run", "--model", str(root / "tiny-llama"), "--corpus", str(root / "corpus.txt"), "--samples", "3",
             "--runs-dir", str(root / "runs"), "--quiet", "--stages", "activations,jacobians,spectra"]
-    assert main(argv + ["--run-id", "refused"]) == 2
+    assert main(argv + ["--run-id", "refused"]) == 1
     err = capsys.readouterr().err
     assert f"unsupported architecture {CUSTOM!r}" in err and "register_adapter" in err
 
