@@ -14,6 +14,7 @@ from resdyn.core.figures.common import _log_tickvals, style
     (1e-3, 1e4, [1e-3, 1e-2, 1e-1, 1, 10, 100, 1e3, 1e4]),   # ≥ 3 decades: decades only
     (1.5, 80, [2, 5, 10, 20, 50]),                            # under 3: 1, 2, 5 of each decade
     (3, 4.5, None),                                           # too short: plotly's own ticks
+    (1e-12, 1e5, [1e-12, 1e-9, 1e-6, 1e-3, 1, 1e3]),          # 17 decades: every 3rd, ≤ 8 labels
 ])
 def test_tick_values(lo, hi, expected):
     got = _log_tickvals(lo, hi)

@@ -96,12 +96,15 @@ def style(fig: go.Figure, *, title: str, presentation: bool = False, height: int
 
 def _log_tickvals(lo: float, hi: float) -> list[float] | None:
     """Tick values for a log axis over [lo, hi] (lo > 0): every decade when it spans three or
-    more, else 1, 2 and 5 of each decade; None (plotly's own ticks) below a 2-tick span."""
+    more (every 2nd, 3rd, ... above eight), else 1, 2 and 5 of each decade; None (plotly's own
+    ticks) below a 2-tick span."""
     import math
 
     a, b = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
     mults = (1,) if b - a >= 3 else (1, 2, 5)
-    vals = [m * 10.0**e for e in range(a, b + 1) for m in mults if lo * 0.999 <= m * 10.0**e <= hi * 1.001]
+    step = max(1, math.ceil((b - a) / 8))  # at most about 8 labels: every 2nd, 3rd, ... decade beyond
+    vals = [m * 10.0**e for e in range(a, b + 1) if (e - a) % step == 0 for m in mults
+            if lo * 0.999 <= m * 10.0**e <= hi * 1.001]
     return vals if len(vals) >= 2 else None
 
 
