@@ -78,7 +78,11 @@ def test_python_m_resdyn_compute_is_the_same_command():
 
 def test_interrupt_exits_130(tmp_path):
     """A real SIGINT while a command runs: one line, exit 130."""
-    code = ("import time, resdyn.compute.cli as c\n"
+    # A shell starts background jobs with SIGINT ignored, and Python then installs no handler: put
+    # back the handler a terminal's foreground process has, so the test does not depend on how it
+    # was launched (`make test &` in CI scripts).
+    code = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            "import time, resdyn.compute.cli as c\n"
             "def slow(ns):\n    print('started', flush=True)\n    time.sleep(60)\n"
             "c.COMMAND_FUNCTIONS['list'] = slow\n"
             "raise SystemExit(c.main(['list']))\n")
