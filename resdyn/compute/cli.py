@@ -120,9 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(sweep, multi=SWEEP_AXES, skip=("run_id",))
     sweep.add_argument("--quiet", action="store_true", help="no progress bars")
     demo_cmd = command(
-        "demo", "Compute the two demo runs (SmolLM2-135M trained and random-init) if missing, the first "
-                "views' stages in the foreground, then serve the dashboard while the rest computes in the "
-                "background. A second call serves at once.")
+        "demo", "Serve the dashboard at once and compute the two demo runs (SmolLM2-135M trained and "
+                "random-init) behind it in a background process: both runs' first views (activations, "
+                "jacobians, spectra) first, then every other stage. A second call serves at once.")
     from resdyn import demo
 
     demo.add_arguments(demo_cmd)
