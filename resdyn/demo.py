@@ -1,28 +1,32 @@
-"""``make demo``: compute the two demo runs and serve the dashboard, the first views first.
+"""``make demo``: serve the dashboard at once and compute the two demo runs behind it, the first views first.
 
     python -m resdyn.demo                       # what `make demo` runs
     python -m resdyn.demo --no-serve            # compute everything, then exit (no dashboard)
 
 The demo runs are the built-in SmolLM2-135M, trained and ``--init random``, on the first
-``--samples`` offline Wikipedia passages. Every stage of a run takes about 10 minutes per run on a
-2-core CPU, most of it in the Schur dose grid and the pseudospectra. So the demo computes in two
-passes:
+``--samples`` offline Wikipedia passages. The dashboard opens first (seconds after the start) and
+a background process at low priority computes what is missing, in this order (``plan``):
 
-1. in the foreground, with progress bars, the stages the first views need (``FIRST``: the
-   activations, the Jacobians and their spectra) for both runs: about 8.5 minutes on 2 cores;
-2. then it serves the dashboard and, in a background process at low priority, computes the other
-   stages of both runs (log: ``RUNS/demo-background.log``). Pages show what a run has and name
-   the stages still missing until they land; each finished stage is saved, so stopping the demo
-   loses nothing, and the next ``make demo`` resumes there.
+1. the trained run's activations, Jacobians and spectra (``FIRST``: what the Runs, Spectrum and
+   Operator-type pages draw), the one-time GGUF conversion of the model included;
+2. the same three stages of the random twin;
+3. every other stage of both runs, the two runs in parallel processes when the machine has two
+   cores or more (``--jobs``), each with its share of the BLAS/OpenMP threads: most of these
+   stages run one thread at a time, so two runs at once fill two cores.
 
-A run that is already complete is skipped, so a second ``make demo`` serves at once.
+The log is ``RUNS/demo-background.log``. Pages show what a run has and name the stages still
+missing until they land; each finished stage is saved, so stopping the demo loses nothing, and the
+next ``make demo`` resumes there. A run that is already complete is skipped, so a second
+``make demo`` serves at once with nothing computing.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -32,12 +36,22 @@ from resdyn.config import RunConfig, default_runs_dir
 from resdyn.errors import ResdynError
 
 FIRST = tuple(registry.upstream("spectra"))
-"""Stages computed before the dashboard opens: what the Runs, Spectrum and Operator-type pages
+"""Stages computed first, for each run in turn: what the Runs, Spectrum and Operator-type pages
 show (the "spectra" stage and what it reads)."""
 RUNS = (("smollm2-135m", "pretrained"), ("smollm2-135m-random", "random"))
-"""(run id, init) of the demo runs."""
+"""(run id, init) of the demo runs; the first is the one the dashboard shows first."""
 LOG = "demo-background.log"
 ROOT = Path(__file__).resolve().parents[1]
+COMPUTE_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+"""Thread settings of every computing process (unless the user set them): numpy/scipy's OpenBLAS
+on one thread, and torch's OpenMP threads sleeping rather than spinning while they wait. On the
+shared 2-core machine at load average 8 (measured), two spinning threads made one d = 576
+eigvals + SVD + product cost 3.2 CPU-seconds instead of 0.24 with one OpenBLAS thread (the
+``pseudospectra`` stage 812 CPU-seconds instead of 90), and a torch float64 Gram + eigvalsh batch
+7.7 instead of 0.35 with passive waiting; on an idle machine the single BLAS thread costs little,
+as these matrices are too small for OpenBLAS's threads to pay."""
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+"""Environment variables that set a child process's torch thread count (its share of the cores)."""
 
 
 def configs(args) -> list[RunConfig]:
@@ -58,10 +72,17 @@ def missing(cfg: RunConfig, stages: tuple[str, ...] | None = None) -> list[str]:
             if st.name not in done or not all((store.path / o).is_file() for o in st.outputs)]
 
 
-def compute(cfgs: list[RunConfig], stages: tuple[str, ...] | None, quiet: bool = False) -> None:
-    """Compute ``stages`` (None: all) of every run in ``cfgs``, skipping what is done."""
-    import dataclasses
+def plan(cfgs: list[RunConfig]) -> list[tuple[str, list[str]]]:
+    """The background's work in order: [(run id, stages)], each run's ``FIRST`` stages in ``RUNS``
+    order, then the rest of every run (what is already done is left out; the last entries run
+    in parallel when ``--jobs`` > 1)."""
+    steps = [(cfg.run_id, missing(cfg, FIRST)) for cfg in cfgs]
+    steps += [(cfg.run_id, [n for n in missing(cfg) if n not in FIRST]) for cfg in cfgs]
+    return [(run_id, names) for run_id, names in steps if names]
 
+
+def compute(cfgs: list[RunConfig], stages: tuple[str, ...] | None, quiet: bool = False) -> None:
+    """Compute ``stages`` (None: all) of every run in ``cfgs``, one after the other, skipping what is done."""
     from resdyn.compute import pipeline
 
     for cfg in cfgs:
@@ -71,28 +92,87 @@ def compute(cfgs: list[RunConfig], stages: tuple[str, ...] | None, quiet: bool =
             print(f"run {cfg.run_id}: {m['status']} ({', '.join(m['stages_done'])})", flush=True)
 
 
+def cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def jobs_default() -> int:
+    """Runs computed at once in the last step: 2 with two cores or more, else 1."""
+    return 2 if cores() >= 2 else 1
+
+
+def _child_args(args, run_id: str) -> list[str]:
+    return [sys.executable, "-m", "resdyn.demo", "--background", "--only", run_id, "--runs-dir", str(args.runs_dir),
+            "--samples", str(args.samples), "--model", args.model, "--corpus", args.corpus]
+
+
+def compute_all(args, quiet: bool = True) -> int:
+    """Everything missing in both runs, in ``plan`` order: the ``FIRST`` stages of each run in
+    this process, then the rest of each run in ``--jobs`` parallel processes (this one when 1).
+    Returns 0, or the first failing child's exit status."""
+    cfgs = configs(args)
+    if args.only:
+        cfgs = [c for c in cfgs if c.run_id == args.only]
+        compute(cfgs, None, quiet=quiet)
+        return 0
+    for cfg in cfgs:
+        compute([cfg], FIRST, quiet=quiet)
+    rest = [cfg for cfg in cfgs if missing(cfg)]
+    if len(rest) < 2 or args.jobs < 2:
+        compute(rest, None, quiet=quiet)
+        return 0
+    # One process per run, each with its share of the cores for torch and BLAS: the later stages
+    # mostly run one thread at a time, and two processes with two threads each oversubscribe.
+    share = str(max(1, cores() // len(rest)))
+    env = dict(os.environ, **{var: share for var in THREAD_VARS})  # COMPUTE_ENV is set: see main
+    print(f"resdyn: the other stages of {', '.join(c.run_id for c in rest)} in {len(rest)} processes "
+          f"({share} thread{'s' if share != '1' else ''} each)", flush=True)
+    children = [subprocess.Popen(_child_args(args, cfg.run_id), env=env) for cfg in rest]
+    codes = [child.wait() for child in children]
+    return next((c for c in codes if c), 0)
+
+
 def start_background(args) -> subprocess.Popen | None:
-    """A low-priority process computing every remaining stage of both runs, or None if none remain."""
+    """A low-priority process computing every remaining stage of both runs (``compute_all``), or
+    None if none remain. It leads its own process group, so ``stop`` reaches its children too."""
     if not any(missing(cfg) for cfg in configs(args)):
         return None
     log = Path(args.runs_dir) / LOG
     cmd = [sys.executable, "-m", "resdyn.demo", "--background", "--runs-dir", str(args.runs_dir),
-           "--samples", str(args.samples), "--model", args.model, "--corpus", args.corpus]
+           "--samples", str(args.samples), "--model", args.model, "--corpus", args.corpus, "--jobs", str(args.jobs)]
+    env = {**COMPUTE_ENV, **os.environ}
     with open(log, "ab") as out:
-        # Niced so the dashboard stays responsive; its own process group, so stopping the demo
-        # with Ctrl-C reaches it through `stop` rather than mid-write (writes are atomic anyway).
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        # Niced so the dashboard stays responsive; its own session, so Ctrl-C in the terminal
+        # reaches it through `stop` rather than mid-write (writes are atomic anyway).
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env,
                                 preexec_fn=lambda: os.nice(10))
 
 
 def stop(proc: subprocess.Popen | None) -> None:
+    """End ``proc`` and the processes it started (its process group): SIGTERM, then SIGKILL after 10 s."""
     if proc is None or proc.poll() is not None:
         return
-    proc.terminate()
+    _signal_group(proc, signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
     if proc.poll() is None:
-        proc.kill()
+        _signal_group(proc, signal.SIGKILL)
+        proc.wait()
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    """Signal ``proc``'s process group when it leads one (``start_background``), else ``proc`` alone."""
+    try:
+        if os.getpgid(proc.pid) == proc.pid:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def serve(args) -> int:
@@ -112,8 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", default="wiki-sample", help="corpus of both runs")
     p.add_argument("--address", default="127.0.0.1", help="dashboard address (0.0.0.0 exposes it)")
     p.add_argument("--port", type=int, default=8501, help="dashboard port")
+    p.add_argument("--jobs", type=int, default=jobs_default(),
+                   help="runs computed at once after both runs' first views (2 with two cores or more)")
     p.add_argument("--no-serve", action="store_true", help="compute every stage of both runs, then exit")
-    p.add_argument("--background", action="store_true", help=argparse.SUPPRESS)  # the second pass
+    p.add_argument("--background", action="store_true", help=argparse.SUPPRESS)  # the computing process
+    p.add_argument("--only", choices=[r for r, _ in RUNS], help=argparse.SUPPRESS)  # one run's rest (a child)
     return p
 
 
@@ -121,18 +204,19 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
+        if args.jobs < 1:
+            raise ResdynError(f"--jobs must be at least 1, not {args.jobs}")
         Path(args.runs_dir).mkdir(parents=True, exist_ok=True)
-        cfgs = configs(args)
         if args.background or args.no_serve:
-            compute(cfgs, None, quiet=args.background)
-            return 0
-        compute(cfgs, FIRST)
+            for var, value in COMPUTE_ENV.items():  # numpy and torch are not loaded yet
+                os.environ.setdefault(var, value)
+            return compute_all(args, quiet=args.background)
         proc = start_background(args)
+        url = f"http://{args.address}:{args.port}"
         if proc is not None:
-            rest = sorted({s for cfg in cfgs for s in missing(cfg)})
-            print(f"resdyn: the dashboard opens now; stages still computing in the background: "
-                  f"{', '.join(rest)} (log: {Path(args.runs_dir) / LOG}). Pages fill in as they finish.",
-                  flush=True)
+            todo = "; ".join(f"{run_id}: {', '.join(names)}" for run_id, names in plan(configs(args)))
+            print(f"resdyn: the dashboard opens at {url} while a background process computes, in this order: "
+                  f"{todo} (log: {Path(args.runs_dir) / LOG}). Pages fill in as stages land.", flush=True)
         try:
             return serve(args)
         finally:

@@ -1,12 +1,15 @@
 """Load a model by name: a built-in offline model, a local directory, or a hub id.
 
-Built-in offline models ship inside PyPI packages as GGUF files. transformers dequantizes a GGUF
-in about 50 s, so the first load writes a plain float32 safetensors copy to the cache
-(``$RESDYN_CACHE``, default ``~/.cache/resdyn``) and later loads take about a second.
+Built-in offline models ship inside PyPI packages as GGUF files. Converting one with transformers
+takes tens of seconds (SmolLM2-135M: 27 s wall, 17 s CPU on the shared 2-core machine, with the
+file parsed once by ``gguf_parsed_once``; 38 s and 24 s before), so the first load writes a plain
+float32 safetensors copy to the cache (``$RESDYN_CACHE``, default ``~/.cache/resdyn``) and later
+loads take about a second.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -112,8 +115,9 @@ def _builtin_dir(name: str) -> Path:
     else:
         folder, fname = pkg, inner
     log.warning("converting %s from GGUF once (about a minute); cached at %s", name, target)
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
-    quant = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, dtype=torch.float32)
+    with gguf_parsed_once():
+        tok = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
+        quant = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, dtype=torch.float32)
     # save_pretrained refuses a GGUF-loaded model: rebuild a plain one from its config.
     cfg_dict = quant.config.to_dict()
     cfg_dict.pop("quantization_config", None)
@@ -131,6 +135,37 @@ def _builtin_dir(name: str) -> Path:
         shutil.rmtree(target)
     os.replace(tmp, target)  # atomic: a killed conversion leaves no half-written cache
     return target
+
+
+@contextlib.contextmanager
+def gguf_parsed_once():
+    """Inside the block, ``gguf.GGUFReader`` parses each file once and hands out that reader again.
+
+    transformers parses a GGUF's metadata three times to convert it (for the tokenizer, for the
+    config and again with the weights), and the parse (about 50,000 vocabulary strings read one
+    by one through numpy memmaps) is most of the conversion's time. The reader is only read
+    from, so sharing it changes nothing in what is loaded.
+    """
+    try:
+        import gguf
+    except ImportError:  # transformers will say that GGUF support is missing
+        yield
+        return
+    original = gguf.GGUFReader
+    readers: dict = {}
+
+    def reader(path, mode="r"):
+        key = (os.fspath(path), mode)
+        if key not in readers:
+            readers[key] = original(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = reader
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original
+        readers.clear()
 
 
 def _source(cfg: RunConfig) -> tuple[str | Path, dict]:

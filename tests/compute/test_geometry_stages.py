@@ -207,6 +207,45 @@ def test_reorder_schur_permutes_the_diagonal_exactly_and_keeps_the_matrix():
         spectral.reorder_schur(q, t, np.zeros(24, int))
 
 
+def test_eigenvector_reorder_agrees_with_givens_swaps():
+    """The fast route of reorder_schur (QR of the permuted eigenvectors) gives the same Schur form
+    up to column phases as LAPACK's swaps: the same normal part QΛQ*, so the same dose."""
+    rng = np.random.default_rng(11)
+    d = 80
+    a = np.eye(d) + 0.5 * rng.standard_normal((d, d)) / np.sqrt(d) + np.triu(rng.standard_normal((d, d)), 1) / d
+    q, t = spectral.schur_complex(a)
+    perm = rng.permutation(d)
+    fast = spectral._reorder_by_eigenvectors(t, perm)
+    assert fast is not None
+    w, t_fast = fast
+    q_slow, t_slow = spectral._reorder_by_swaps(q, t, perm)
+    q_fast, t_fast = spectral.reorder_schur(q, t, perm, fast=True)  # the fast route (d²/4 inversions)
+    np.testing.assert_allclose(q_fast, q @ w)
+    # By default the swaps: the stored canonical factors keep ztrexc's phases.
+    q_default, _ = spectral.reorder_schur(q, t, perm)
+    np.testing.assert_array_equal(q_default, q_slow)
+    np.testing.assert_array_equal(np.diag(t_fast), np.diag(t)[perm])
+    assert not np.any(np.tril(t_fast, -1))
+    assert spectral.schur_error(q_fast, t_fast, a) < 1e-12
+    np.testing.assert_allclose(spectral.normal_part(q_fast, t_fast), spectral.normal_part(q_slow, t_slow),
+                               atol=1e-11 * np.linalg.norm(a))
+    # Off-diagonal entries agree up to the phases of the Schur vectors: |T'| is phase-invariant.
+    np.testing.assert_allclose(np.abs(t_fast), np.abs(t_slow), atol=1e-11 * np.linalg.norm(a))
+
+
+def test_reorder_of_a_defective_matrix_falls_back_to_swaps():
+    """A Jordan block has one eigenvector: the eigenvector route must refuse, and the swaps still
+    give an exact Schur form in the asked order."""
+    d = 12
+    a = np.diag(np.r_[np.full(6, 0.5), np.linspace(1, 2, 6)]) + np.eye(d, k=1)
+    q, t = spectral.schur_complex(a)
+    perm = np.arange(d)[::-1]
+    assert spectral._reorder_by_eigenvectors(np.asarray(t, np.complex128), perm) is None
+    q2, t2 = spectral.reorder_schur(q, t, perm, fast=True)
+    np.testing.assert_array_equal(np.diag(t2), np.diag(t)[perm])
+    assert spectral.schur_error(q2, t2, a) < 1e-12
+
+
 def test_schur_dose_table_covers_the_grid_controls_draws_and_skip(run):
     df = run.read_table("schur_dose")
     assert list(df.columns) == ["mode", "construction", "draw", "c", "beta", "erank", "log10_fro", "henrici"]

@@ -14,12 +14,22 @@ import pandas as pd
 import scipy.linalg as sl
 
 from resdyn.compute.stages import mean_jacobians, stages_in
+from resdyn.compute.stages.schur import single_blas_thread
 from resdyn.core import spectral
 # The stored doses and grid sizes (shared with the synthetic writer).
 from resdyn.core.spectral import NR_ANGLES, PSEUDO_DOSES, PSEUDO_GRID, PSEUDO_PAD
 
 
 def run(ctx) -> None:
+    # One BLAS thread, as in the schur stage: the per-layer SVDs here are too small to gain from
+    # OpenBLAS's threads, which under load spin instead (measured on the shared 2-core machine at
+    # load average 8: svdvals at d = 576 took 7.2 CPU-seconds with two threads, 0.06 with one,
+    # and the stage 812 CPU-seconds instead of about 80).
+    with single_blas_thread():
+        _compute(ctx)
+
+
+def _compute(ctx) -> None:
     store = ctx.store
     t_all = store.read_array("schur_T")
     n_layers = t_all.shape[0]

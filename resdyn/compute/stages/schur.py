@@ -132,7 +132,10 @@ def dose_table(q: np.ndarray, t: np.ndarray, jac: np.ndarray, seed: int,
 
     Every row is mode "J". construction: "dose" (the stored, canonical order), "control_a",
     "control_b", "order_draw" (draws 0..N_DRAWS−1) and "skip" (βI + R(c) for β in SKIP_BETAS,
-    draw 0); beta is 1.0 on every row but the skip rows'.
+    draw 0); beta is 1.0 on every row but the skip rows'. Rows equal to another by construction
+    are copied, not recomputed: control A at c = 0, every order draw at c = 1 and the skip
+    dose at β = 1 are the dose's own rows. At the paper's grid that leaves 97 chains of L − 1
+    complex64 products: 7 for the dose, 14 skip, 24 control A, 28 control B, 24 order draws.
     """
     n_fam = 1 + 3 * spectral.N_DRAWS
     rows = []
@@ -145,8 +148,10 @@ def dose_table(q: np.ndarray, t: np.ndarray, jac: np.ndarray, seed: int,
     for construction, draw, fam in progress(_one_ahead(_families(q, t, jac, seed)), desc="dose grid",
                                             total=n_fam, unit="family"):
         for c in spectral.DOSE_GRID:
-            if construction == "control_a" and c == 0.0:
-                # c = 0 adds 0·M: identical to the dose at c = 0, no need to recompute.
+            if (construction == "control_a" and c == 0.0) or (construction == "order_draw" and c == 1.0):
+                # c = 0 adds 0·M: identical to the dose at c = 0. In any eigenvalue order c = 1 is
+                # A + (J̄ − A) = J̄, the dose's own product (the band's width there is 0 by
+                # construction, not by rounding). No need to recompute either.
                 row(construction, draw, c, 1.0, stats[c])
                 continue
             s = spectral.family_stats(fam, c)
