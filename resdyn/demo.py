@@ -46,7 +46,7 @@ COMPUTE_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
 on one thread, and torch's OpenMP threads sleeping rather than spinning while they wait. On the
 shared 2-core machine at load average 8 (measured), two spinning threads made one d = 576
 eigvals + SVD + product cost 3.2 CPU-seconds instead of 0.24 with one OpenBLAS thread (the
-``pseudospectra`` stage 812 CPU-seconds instead of 90), and a torch float64 Gram + eigvalsh batch
+``pseudospectra`` stage 812 CPU-seconds instead of 86), and a torch float64 Gram + eigvalsh batch
 7.7 instead of 0.35 with passive waiting; on an idle machine the single BLAS thread costs little,
 as these matrices are too small for OpenBLAS's threads to pay."""
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")

@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import scipy.linalg as sl
+from threadpoolctl import threadpool_limits
 
 from resdyn.compute.stages import mean_jacobians, stages_in
-from resdyn.compute.stages.schur import single_blas_thread
 from resdyn.core import spectral
 # The stored doses and grid sizes (shared with the synthetic writer).
 from resdyn.core.spectral import NR_ANGLES, PSEUDO_DOSES, PSEUDO_GRID, PSEUDO_PAD
@@ -24,8 +24,8 @@ def run(ctx) -> None:
     # One BLAS thread, as in the schur stage: the per-layer SVDs here are too small to gain from
     # OpenBLAS's threads, which under load spin instead (measured on the shared 2-core machine at
     # load average 8: svdvals at d = 576 took 7.2 CPU-seconds with two threads, 0.06 with one,
-    # and the stage 812 CPU-seconds instead of about 80).
-    with single_blas_thread():
+    # and the whole stage on the demo's trained run 812 CPU-seconds instead of 86).
+    with threadpool_limits(limits=1, user_api="blas"):
         _compute(ctx)
 
 
