@@ -6,8 +6,9 @@ backward over all d output rows, so there is no Python loop over columns. Memory
 batch size. Each layer is a pure ``compute_layer`` call, so an executor may run layers anywhere
 (``SPLITS``; see ``resdyn.compute.executors``).
 
-Per sample it keeps σ_max, σ_min, κ, ‖J‖_F and PR, taken from the float64 Gram matrix JᵀJ
-(eigvalsh; σ_min refined through an LU factorisation where κ is large), and it accumulates the mean Jacobian in float64. Each finished layer is checkpointed
+Per sample it keeps σ_max, σ_min, κ, ‖J‖_F and PR (``gram_stats``: block Krylov iteration for the
+two extreme singular values, σ_min through a float64 LU of J; ``resdyn.core.singular``), and it
+accumulates the mean Jacobian in float64. Each finished layer is checkpointed
 under ``.partial/jacobians/`` so a killed run resumes at the next layer with identical numbers.
 
 Writes ``jacobians.npy`` (L, d, d) float32 and ``samples.parquet``
@@ -24,10 +25,11 @@ from torch.func import jacrev, vmap
 from resdyn.compute.blocks import in_context_fn, isolated_calls, isolated_fn, traced_forward
 from resdyn.compute.stages import stages_in
 from resdyn.compute.executors import Split
+from resdyn.core.singular import STAT_NAMES, batch_stats
 from resdyn.core.store import npy_ok, save_npy
 from resdyn.errors import ResdynError
 
-STAT_COLUMNS = ("sigma_max", "sigma_min", "kappa", "fro", "pr")
+STAT_COLUMNS = STAT_NAMES
 
 
 def default_row_chunk(d: int) -> int | None:
@@ -42,50 +44,26 @@ def batched_jacobian(fn, states: torch.Tensor, row_chunk: int | None = None) -> 
 
 
 def gram_stats(jac: torch.Tensor) -> torch.Tensor:
-    """(B, d, d) Jacobians -> (B, 5) float64: σ_max, σ_min, κ, ‖J‖_F, PR.
+    """(B, d, d) Jacobians -> (B, 5) float64: σ_max, σ_min, κ, ‖J‖_F, PR (METHODS §2).
 
-    σ² are the eigenvalues of G = JᵀJ formed in float64, PR = tr(G)² / ‖G‖_F² and ‖J‖_F = √tr(G)
-    (METHODS §2): cheaper than an SVD per sample (benchmarked). The smallest eigenvalue of G
-    carries an error of about ε·σ_max², i.e. a relative error of κ²ε in σ_min (1e-4 at κ = 1e6),
-    so on the CPU a sample with κ > ``KAPPA_REFINE`` gets σ_min again from one LU factorisation
-    of J and Lanczos on G⁻¹ = J⁻¹J⁻ᵀ (``refined_sigma_min``), accurate to about κε.
+    On the CPU: ``resdyn.core.singular.batch_stats``, one sample per thread (as many threads as
+    torch's), with ‖J‖_F² and Σσ⁴ = ‖JᵀJ‖_F² from norms, σ_max by block Krylov iteration on the
+    Gram matrix and σ_min by the same iteration on its inverse through one float64 LU of J:
+    σ_min to about κε relative, like a float64 SVD, at about a third of the cost of the Gram
+    matrix's eigenvalues (README, Benchmarks). On other devices: the batched float64 Gram matrix
+    G = JᵀJ and its eigenvalues σ² (eigvalsh), PR = tr(G)²/‖G‖_F², ‖J‖_F = √tr(G); there σ_min
+    carries a relative error of about κ²ε (1e-4 at κ = 1e6).
     """
+    if jac.device.type == "cpu":
+        return torch.from_numpy(batch_stats(jac.detach().numpy(), workers=torch.get_num_threads()))
     j = jac.to(torch.float64)
     g = j.transpose(1, 2) @ j
     ev = torch.linalg.eigvalsh(g).clamp_min(0.0)
     smax, smin = ev[:, -1].sqrt(), ev[:, 0].sqrt()
-    if j.device.type == "cpu" and j.shape[-1] > 2:
-        for i in torch.nonzero(smax > KAPPA_REFINE * smin).flatten().tolist():
-            smin[i] = refined_sigma_min(j[i].numpy(), float(smin[i]))
     tr = torch.diagonal(g, dim1=1, dim2=2).sum(-1)
     kappa = torch.where(smin > 0, smax / smin, torch.full_like(smax, float("inf")))
     pr = tr**2 / (g * g).sum((1, 2))
     return torch.stack([smax, smin, kappa, tr.sqrt(), pr], dim=1)
-
-
-KAPPA_REFINE = 1e5
-"""Above this κ the Gram eigenvalue's σ_min (relative error ~κ²ε, 1e-6 at κ = 1e5) is refined."""
-LANCZOS_TOL = 1e-13
-"""Relative tolerance of the Lanczos eigenvalue in ``refined_sigma_min``."""
-
-
-def refined_sigma_min(j: np.ndarray, fallback: float) -> float:
-    """σ_min of one float64 matrix j (d, d) as λ_max(G⁻¹)^(−1/2), G⁻¹x = j⁻¹(j⁻ᵀx) through one LU
-    factorisation of j; 0 for a singular j, ``fallback`` when Lanczos does not converge."""
-    import scipy.linalg as sl
-    from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, eigsh
-
-    d = len(j)
-    try:
-        lu = sl.lu_factor(j, check_finite=False)
-        if not np.all(np.isfinite(lu[0])) or np.min(np.abs(np.diag(lu[0]))) == 0.0:
-            return 0.0
-        inv = LinearOperator((d, d), dtype=np.float64, matvec=lambda x: sl.lu_solve(
-            lu, sl.lu_solve(lu, x, trans=1, check_finite=False), check_finite=False))
-        top = float(eigsh(inv, k=1, which="LA", tol=LANCZOS_TOL, v0=np.ones(d), return_eigenvectors=False)[0])
-    except (ArpackNoConvergence, ArpackError, np.linalg.LinAlgError, ValueError):
-        return fallback
-    return 1.0 / np.sqrt(top) if np.isfinite(top) and top > 0 else fallback
 
 
 def layer_jacobians_isolated(bundle, call, states: np.ndarray, batch: int, row_chunk=None):
@@ -192,17 +170,27 @@ def compute_layer(state, cfg, layer: int, inputs: dict, bar=None) -> tuple[np.nd
         seqs = tokenize(bundle, inputs["texts"])
         n = len(seqs)
         batches = layer_jacobians_in_context(bundle, layer, seqs, auto_row_chunk(bundle, 1), inputs.get("positions"))
-    total = torch.zeros((d, d), dtype=torch.float64, device=bundle.device)
+    total = np.zeros((d, d), dtype=np.float64)
     stats = np.zeros((n, len(STAT_COLUMNS)), dtype=np.float64)
     for start, jac in batches:
-        if not torch.isfinite(jac).all():
+        part = batch_sum(jac)
+        if not np.isfinite(part).all():  # a NaN or inf anywhere in the batch reaches its sum
             raise ResdynError(f"non-finite Jacobian at layer {layer}, samples {start}..; recompute under a new "
                               "--run-id with --dtype float64")
-        total += jac.to(torch.float64).sum(0)
+        total += part
         stats[start:start + len(jac)] = gram_stats(jac).cpu().numpy()
         if bar is not None:
             bar.update(len(jac))
-    return (total / n).cpu().numpy(), stats
+    return total / n, stats
+
+
+def batch_sum(jac: torch.Tensor) -> np.ndarray:
+    """Σ_i J_i (d, d) float64 of a batch (B, d, d), summed in float64. On the CPU through numpy:
+    torch's threaded reduction stalls when the two cores are shared (8 ms against 0.3 ms per
+    Jacobian at d = 576, measured)."""
+    if jac.device.type == "cpu":
+        return jac.detach().numpy().sum(0, dtype=np.float64)
+    return jac.sum(0, dtype=torch.float64).cpu().numpy()
 
 
 def save_layer(store, layer: int, result: tuple[np.ndarray, np.ndarray]) -> None:
