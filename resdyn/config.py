@@ -204,17 +204,3 @@ def resolve_cumulative_rank(rank: int | None, d: int) -> int:
         raise UsageError(f"--cumulative-rank {rank} must be between 1 and d_model = {d} "
                           f"(leave it out for the exact product)")
     return int(rank)
-
-
-def coupling_settings(cfg) -> tuple[int, int, int]:
-    """(--coupling-samples, --coupling-window, --coupling-tokens) of ``cfg`` (METHODS §9), checked
-    again here for a config built without ``__post_init__``'s checks (``dataclasses.replace`` runs
-    them; a hand-made namespace does not)."""
-    s, w, p = int(cfg.coupling_samples), int(cfg.coupling_window), int(cfg.coupling_tokens)
-    if s < 1:
-        raise UsageError(f"--coupling-samples must be at least 1, got {s}")
-    if w < 0:
-        raise UsageError(f"--coupling-window must be 0 (last token only) or more, got {w}")
-    if p < 0:
-        raise UsageError(f"--coupling-tokens must be 0 (whole passage) or more, got {p}")
-    return s, w, p

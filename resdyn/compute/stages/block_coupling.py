@@ -44,7 +44,6 @@ from torch.func import jacrev
 from resdyn.compute.blocks import BlockCall, traced_forward
 from resdyn.compute.models import tokenize
 from resdyn.compute.stages import stages_in
-from resdyn.config import coupling_settings
 from resdyn.core import block_coupling as bc
 from resdyn.core import trajectory as tj
 from resdyn.core.store import RunStore
@@ -255,7 +254,8 @@ def sample_coupling(bundle, ids: torch.Tensor, window: int, ks: list[int], sampl
 
 
 def run(ctx) -> None:
-    n_samples, window, n_tokens = coupling_settings(ctx.cfg)
+    cfg = ctx.cfg  # RunConfig checked the three settings
+    n_samples, window, n_tokens = int(cfg.coupling_samples), int(cfg.coupling_window), int(cfg.coupling_tokens)
     bundle = ctx.model()
     store = ctx.store
     ks = tj.valid_ks(bundle.d_model)

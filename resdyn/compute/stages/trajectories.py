@@ -21,13 +21,12 @@ import torch
 from resdyn.compute.blocks import traced_forward
 from resdyn.compute.models import BATCH, pad_batch, tokenize
 from resdyn.compute.stages import stages_in
-from resdyn.config import coupling_settings
 from resdyn.core import trajectory as tj
 from resdyn.errors import ResdynError
 
 
 def run(ctx) -> None:
-    n_pca = coupling_settings(ctx.cfg)[0]
+    n_pca = int(ctx.cfg.coupling_samples)  # RunConfig checked it (≥ 1)
     bundle = ctx.model()
     seqs = tokenize(bundle, ctx.texts())
     width = min(tj.WINDOW, bundle.n_layers + 1)
