@@ -6,10 +6,11 @@ are norms: Σσ² = ‖J‖_F² and Σσ⁴ = ‖JᵀJ‖_F². So rather than ei
 matrix G = JᵀJ (a tridiagonal reduction, half of it memory-bound level-2 BLAS), one sample costs
 
 - ‖J‖_F² as a float64 sum of squares and ‖G‖_F² from one product G = JᵀJ;
-- σ_max² = λ_max(G) by block Krylov iteration on G with Rayleigh–Ritz (``top_eigenvalue``: a
-  few dozen products of G with a d×b block). For a float32 J the iteration runs on a float32 G
-  and the value is then taken in float64 as λ_max((JY)ᵀ(JY)) over the orthonormalised top Ritz
-  block Y, which leaves an error of about residual²/gap (≲1e-10 relative);
+- σ_max² = λ_max(G) by block Krylov iteration on G with Rayleigh–Ritz (``top_eigenvalue``:
+  about 7 products of G with a d×8 block on SmolLM2's Jacobians). For a float32 J the iteration
+  runs on a float32 G and the value is then taken in float64 as λ_max((JY)ᵀ(JY)) over the
+  orthonormalised top Ritz block Y, which leaves an error of about residual²/gap (≲1e-10
+  relative);
 - σ_min² = 1/λ_max((MᵀM)⁻¹) for M = Jᵀ (same singular values) by the same iteration, where
   (MᵀM)⁻¹X = M⁻¹(M⁻ᵀX) costs two LU solves with one float64 factorisation of M. This is accurate
   to about κε relative, like a float64 SVD; the smallest eigenvalue of G itself carries an error of
@@ -21,6 +22,11 @@ call on small matrices, which cost the most when the cores are shared with other
 
 Matrices with d ≤ ``EXACT_MAX_D`` and samples whose iteration has not converged within
 ``MAX_KRYLOV_DIM`` vectors get float64 singular values from an SVD instead.
+
+Measured on SmolLM2-135M's float32 Jacobians (d = 576, κ up to 1.5e7) against a float64 SVD of
+the same matrices: σ_max to 1e-11, σ_min and κ to 2e-10, ‖J‖_F to 1e-14, PR to 3e-8 (float32 G);
+2.1–2.9× faster than the float64 Gram eigenvalues with an LU refinement of σ_min (README,
+Benchmarks).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy.linalg import eigh, lapack
+from threadpoolctl import ThreadpoolController
 
 EXACT_MAX_D = 32
 """At or below this size the statistics come from a float64 SVD (cheaper than iterating)."""
@@ -130,7 +137,8 @@ def sigma_max_squared(g: np.ndarray, j64: np.ndarray) -> tuple[float, bool]:
     """
     q0 = start_block(len(g), BLOCK["top"], np.dtype(g.dtype))
     tol = TOL[g.dtype]
-    theta, ritz, ok = top_eigenvalue(lambda v: g @ v, q0, lambda t: tol, CHECKS["top"], ritz=g.dtype != np.float64)
+    theta, ritz, ok = top_eigenvalue(lambda v: g @ v, q0, lambda t: tol, CHECKS["top"],
+                                     ritz=g.dtype != np.float64)
     if g.dtype == np.float64:
         return theta, ok
     y = np.linalg.qr(ritz.astype(np.float64))[0]
@@ -163,7 +171,8 @@ def sigma_min_squared(j64: np.ndarray, smax2: float) -> tuple[float, bool]:
     def tol(theta):
         return max(TOL[np.dtype(np.float64)], 64 * eps * np.sqrt(abs(smax2 * theta)))
 
-    theta, _, ok = top_eigenvalue(apply, start_block(len(lu), BLOCK["inverse"], np.dtype(np.float64)), tol, CHECKS["inverse"])
+    q0 = start_block(len(lu), BLOCK["inverse"], np.dtype(np.float64))
+    theta, _, ok = top_eigenvalue(apply, q0, tol, CHECKS["inverse"])
     if not np.isfinite(theta) or theta <= 0:
         return 0.0, True
     return 1.0 / theta, ok
@@ -255,10 +264,10 @@ _CONTROLLER = None
 
 
 def _one_blas_thread():
-    """Context: BLAS/LAPACK (numpy's and scipy's OpenBLAS) on one thread, restored afterwards."""
+    """Context: BLAS/LAPACK (numpy's and scipy's OpenBLAS) on one thread, restored afterwards.
+    The controller, which finds the libraries, is made once (``threadpool_limits`` would search
+    for them on every call, about 2 ms)."""
     global _CONTROLLER
-    from threadpoolctl import ThreadpoolController
-
     with _LOCK:
         if _CONTROLLER is None:
             _CONTROLLER = ThreadpoolController()

@@ -49,10 +49,10 @@ def gram_stats(jac: torch.Tensor) -> torch.Tensor:
     On the CPU: ``resdyn.core.singular.batch_stats``, one sample per thread (as many threads as
     torch's), with ‖J‖_F² and Σσ⁴ = ‖JᵀJ‖_F² from norms, σ_max by block Krylov iteration on the
     Gram matrix and σ_min by the same iteration on its inverse through one float64 LU of J:
-    σ_min to about κε relative, like a float64 SVD, at about a third of the cost of the Gram
-    matrix's eigenvalues (README, Benchmarks). On other devices: the batched float64 Gram matrix
-    G = JᵀJ and its eigenvalues σ² (eigvalsh), PR = tr(G)²/‖G‖_F², ‖J‖_F = √tr(G); there σ_min
-    carries a relative error of about κ²ε (1e-4 at κ = 1e6).
+    σ_min to about κε relative, like a float64 SVD, 2.1–2.9× faster than the Gram matrix's
+    eigenvalues with an LU refinement (README, Benchmarks). On other devices: the batched float64
+    Gram matrix G = JᵀJ and its eigenvalues σ² (eigvalsh), PR = tr(G)²/‖G‖_F², ‖J‖_F = √tr(G);
+    there σ_min carries a relative error of about κ²ε (1e-4 at κ = 1e6).
     """
     if jac.device.type == "cpu":
         return torch.from_numpy(batch_stats(jac.detach().numpy(), workers=torch.get_num_threads()))
@@ -159,7 +159,6 @@ def compute_layer(state, cfg, layer: int, inputs: dict, bar=None) -> tuple[np.nd
     it in the driver, the Ray executor on a worker that holds its own copy of the model.
     """
     bundle, calls = state
-    d = bundle.d_model
     if cfg.mode == "isolated":
         n = len(inputs["states"])
         row_chunk = auto_row_chunk(bundle, cfg.batch_size)
@@ -170,27 +169,36 @@ def compute_layer(state, cfg, layer: int, inputs: dict, bar=None) -> tuple[np.nd
         seqs = tokenize(bundle, inputs["texts"])
         n = len(seqs)
         batches = layer_jacobians_in_context(bundle, layer, seqs, auto_row_chunk(bundle, 1), inputs.get("positions"))
-    total = np.zeros((d, d), dtype=np.float64)
+    total = None
     stats = np.zeros((n, len(STAT_COLUMNS)), dtype=np.float64)
     for start, jac in batches:
         part = batch_sum(jac)
-        if not np.isfinite(part).all():  # a NaN or inf anywhere in the batch reaches its sum
+        if not all_finite(part):  # a NaN or inf anywhere in the batch reaches its sum
             raise ResdynError(f"non-finite Jacobian at layer {layer}, samples {start}..; recompute under a new "
                               "--run-id with --dtype float64")
-        total += part
+        if total is None:
+            total = part
+        else:
+            total += part
         stats[start:start + len(jac)] = gram_stats(jac).cpu().numpy()
         if bar is not None:
             bar.update(len(jac))
-    return total / n, stats
+    mean = total / n
+    return (mean if isinstance(mean, np.ndarray) else mean.cpu().numpy()), stats
 
 
-def batch_sum(jac: torch.Tensor) -> np.ndarray:
-    """Σ_i J_i (d, d) float64 of a batch (B, d, d), summed in float64. On the CPU through numpy:
-    torch's threaded reduction stalls when the two cores are shared (8 ms against 0.3 ms per
-    Jacobian at d = 576, measured)."""
+def batch_sum(jac: torch.Tensor) -> np.ndarray | torch.Tensor:
+    """Σ_i J_i (d, d) float64 of a batch (B, d, d), summed in float64 where the batch lives. On the
+    CPU through numpy (an ndarray): torch's threaded reduction stalls when the two cores are
+    shared (8 ms against 0.3 ms per Jacobian at d = 576, measured). Elsewhere a tensor on the
+    device, so the running sum crosses to the host once per layer."""
     if jac.device.type == "cpu":
         return jac.detach().numpy().sum(0, dtype=np.float64)
-    return jac.sum(0, dtype=torch.float64).cpu().numpy()
+    return jac.sum(0, dtype=torch.float64)
+
+
+def all_finite(a: np.ndarray | torch.Tensor) -> bool:
+    return bool(np.isfinite(a).all()) if isinstance(a, np.ndarray) else bool(torch.isfinite(a).all())
 
 
 def save_layer(store, layer: int, result: tuple[np.ndarray, np.ndarray]) -> None:
