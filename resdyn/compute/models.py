@@ -265,6 +265,18 @@ def exact_rmsnorm_hooks(model: torch.nn.Module, handles: list | None = None) -> 
 BATCH = 16  # passages per forward batch
 
 
+def length_batches(seqs: list[torch.Tensor], batch: int = BATCH) -> list[list[int]]:
+    """Passage indices in forward batches of at most ``batch``, grouped by token count.
+
+    Padding a batch to its longest passage costs compute for nothing: on the demo's 128 passages
+    (53–157 tokens) batches in corpus order carried about 35 % padding. Sorting by length (stable,
+    so ties keep corpus order) leaves almost none. Right padding is exact, so which passages share
+    a batch changes the results only through float rounding of the batched products.
+    """
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    return [order[s:s + batch] for s in range(0, len(order), batch)]
+
+
 def tokenize(bundle, texts: list[str]) -> list[torch.Tensor]:
     """Token ids per passage with the tokenizer's own defaults, truncated only at the model's limit."""
     limit = getattr(bundle.config, "max_position_embeddings", None) or 2048

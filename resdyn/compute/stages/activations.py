@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from resdyn.compute.blocks import traced_forward
-from resdyn.compute.models import BATCH, pad_batch, tokenize
+from resdyn.compute.models import length_batches, pad_batch, tokenize
 from resdyn.compute.stages import stages_in
 from resdyn.core import samples
 from resdyn.errors import ResdynError
@@ -26,27 +26,26 @@ from resdyn.errors import ResdynError
 def extract(bundle, seqs: list[torch.Tensor], progress=None,
             positions: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Snapshots (N, 2L, d) and final states (N, d), float32, at token ``positions[i]`` of passage i
-    (default: its last token)."""
+    (default: its last token). Passages run in batches of similar length (``length_batches``)."""
     L, d = bundle.n_layers, bundle.d_model
     acts = np.zeros((len(seqs), 2 * L, d), dtype=np.float32)
     final = np.zeros((len(seqs), d), dtype=np.float32)
     tok = bundle.tokenizer
     pad = next((t for t in (tok.pad_token_id, tok.eos_token_id) if t is not None), 0)
-    starts = range(0, len(seqs), BATCH)
-    for start in (progress(starts, desc="activations", unit="batch") if progress else starts):
-        chunk = seqs[start:start + BATCH]
+    groups = length_batches(seqs)
+    for idx in (progress(groups, desc="activations", unit="batch") if progress else groups):
+        chunk = [seqs[i] for i in idx]
         ids, mask = pad_batch(chunk, pad)
         trace = traced_forward(bundle, ids, mask.to(bundle.device))
         if positions is None:
             last = (mask.sum(1) - 1).to(bundle.device)
         else:
-            last = torch.as_tensor(np.asarray(positions[start:start + len(chunk)]), dtype=torch.long,
-                                   device=bundle.device)
+            last = torch.as_tensor(np.asarray(positions)[idx], dtype=torch.long, device=bundle.device)
         rows = torch.arange(len(chunk), device=bundle.device)
         for l in range(L):
-            acts[start:start + len(chunk), 2 * l] = trace.inputs[l][rows, last].float().cpu().numpy()
-            acts[start:start + len(chunk), 2 * l + 1] = trace.mids[l][rows, last].float().cpu().numpy()
-        final[start:start + len(chunk)] = trace.final[rows, last].float().cpu().numpy()
+            acts[idx, 2 * l] = trace.inputs[l][rows, last].float().cpu().numpy()
+            acts[idx, 2 * l + 1] = trace.mids[l][rows, last].float().cpu().numpy()
+        final[idx] = trace.final[rows, last].float().cpu().numpy()
     return acts, final
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from resdyn.compute.blocks import traced_forward
-from resdyn.compute.models import BATCH, pad_batch, tokenize
+from resdyn.compute.models import length_batches, pad_batch, tokenize
 from resdyn.compute.stages import stages_in
 from resdyn.core import trajectory as tj
 from resdyn.errors import ResdynError
@@ -32,19 +32,20 @@ def run(ctx) -> None:
     width = min(tj.WINDOW, bundle.n_layers + 1)
     tok = bundle.tokenizer
     pad = next((t for t in (tok.pad_token_id, tok.eos_token_id) if t is not None), 0)
-    rows, pcas = [], []
-    starts = range(0, len(seqs), BATCH)
-    for start in ctx.progress(starts, desc="trajectories", unit="batch"):
-        chunk = seqs[start:start + BATCH]
+    rows, pcas = {}, {}
+    for idx in ctx.progress(length_batches(seqs), desc="trajectories", unit="batch"):
+        chunk = [seqs[i] for i in idx]
         ids, mask = pad_batch(chunk, pad)
         trace = traced_forward(bundle, ids, mask.to(bundle.device))
         # (B, T, L + 1, d): block inputs x⁰..x^{L−1} and the last block's output x^L.
         states = torch.stack(list(trace.inputs) + [trace.final], dim=2).double().cpu().numpy()
-        for b, s in enumerate(chunk):
+        for b, (i, s) in enumerate(zip(idx, chunk)):
             traj = states[b, :len(s)]  # right padding: the real tokens are the first len(s)
-            rows.append(tj.trajectory_rows(traj, start + b, width))
-            if start + b < n_pca:
-                pcas.append(tj.pca_rows(traj, start + b))
+            rows[i] = tj.trajectory_rows(traj, i, width)
+            if i < n_pca:
+                pcas[i] = tj.pca_rows(traj, i)
+    rows = [rows[i] for i in sorted(rows)]  # tables in passage order, whatever the batches were
+    pcas = [pcas[i] for i in sorted(pcas)]
     table = pd.concat(rows, ignore_index=True)
     if not np.isfinite(table["norm"]).all():
         raise ResdynError("hidden states contain NaN or Inf; rerun with --dtype float64")
