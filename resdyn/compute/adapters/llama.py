@@ -24,10 +24,16 @@ def _rms(norm, x: torch.Tensor):
 
 
 def _rms_jacobian_times(m: torch.Tensor, gain: torch.Tensor, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    """M·J_rms(x) for M (B, d, d): M·diag(g)·(I − x xᵀ/(d r²))/r without forming J_rms."""
+    """M·J_rms(x) for M (B, d, d): M·diag(g)·(I − x xᵀ/(d r²))/r without forming J_rms.
+
+    As M·diag(g/r) minus the rank-one term (M (g∘x)) xᵀ/(d r³): one scaled copy of M and one
+    in-place batched outer-product update (fewer passes over the B·d² entries than forming
+    M·diag(g) first). ``m`` is not modified.
+    """
     d = x.shape[-1]
-    mg = m * gain
-    return mg / r[:, :, None] - (mg @ x[:, :, None]) * (x[:, None, :] / (d * r[:, :, None] ** 3))
+    out = m * (gain / r)[:, None, :]
+    mgx = m @ (gain * x)[:, :, None]  # (B, d, 1)
+    return out.baddbmm_(mgx, x[:, None, :] / (d * r[:, :, None] ** 3), alpha=-1.0)
 
 
 def is_silu(act) -> bool:
@@ -67,20 +73,20 @@ def gated_prenorm_jacobian(block, h: torch.Tensor, wv: torch.Tensor, bv: torch.T
     wv_heads = wv.view(kv, hd, -1).repeat_interleave(n_rep, 0).reshape(kv * n_rep * hd, -1)
     c = attn.o_proj.weight @ wv_heads  # (d, d): the one-token attention map
     B, d = h.shape
-    eye = torch.eye(d, dtype=h.dtype, device=h.device)
     x1, r1 = _rms(block.input_layernorm, h)
     v = F.linear(x1, wv, bv).view(B, kv, hd).repeat_interleave(n_rep, 1).reshape(B, -1)
     a = h + attn.o_proj(v)
-    j_attn = eye + _rms_jacobian_times(c.expand(B, d, d), block.input_layernorm.weight, h, r1)
+    j_attn = _rms_jacobian_times(c.expand(B, d, d), block.input_layernorm.weight, h, r1)
+    j_attn.diagonal(dim1=1, dim2=2).add_(1.0)  # + I, in place
     x2, r2 = _rms(block.post_attention_layernorm, a)
     zg, zu = F.linear(x2, *gate), F.linear(x2, *up)
     sig = torch.sigmoid(zg)
     alpha = sig * (1 + zg * (1 - sig)) * zu  # silu'(z_g) ⊙ z_u
     beta = zg * sig  # silu(z_g)
-    inner = alpha[:, :, None] * gate[0] + beta[:, :, None] * up[0]  # (B, ff, d)
+    inner = torch.addcmul(alpha[:, :, None] * gate[0], beta[:, :, None], up[0])  # (B, ff, d)
     m = mlp.down_proj.weight @ inner  # (B, d, d)
     m_n = _rms_jacobian_times(m, block.post_attention_layernorm.weight, a, r2)
-    return j_attn + m_n @ j_attn
+    return torch.baddbmm(j_attn, m_n, j_attn)  # J_attn + M_n·J_attn
 
 
 ADAPTER = Adapter(
