@@ -24,6 +24,7 @@ schema does not declare is left as it is and blocks the version bump.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 
@@ -151,9 +152,10 @@ def _move_sample_stats(store: RunStore, m: dict, report: Upgrade) -> dict:
             profiles = sample_stats.layer_profiles(store.read_table("samples"))
         except ResdynError:  # missing or damaged: the layers table's copy of the same numbers
             if in_layers:
-                lay = store.read_table("layers", columns=["layer", *in_layers])
-                profiles, source = lay.drop_duplicates("layer").sort_values("layer", ignore_index=True), \
-                    "layers.parquet"
+                with contextlib.suppress(ResdynError):  # damaged too: nothing to move, verify names both
+                    lay = store.read_table("layers", columns=["layer", *in_layers])
+                    profiles = lay.drop_duplicates("layer").sort_values("layer", ignore_index=True)
+                    source = "layers.parquet"
         if profiles is not None and set(sample_stats.PROFILE_COLUMNS) <= set(profiles.columns):
             store.write_table(sample_stats.TABLE, profiles)
             report.rewritten.append(f"{sample_stats.TABLE}.parquet")
@@ -164,7 +166,9 @@ def _move_sample_stats(store: RunStore, m: dict, report: Upgrade) -> dict:
             store.write_arrow("layers", schema.to_arrow("layers", layers, partial=True))
             report.rewritten.append("layers.parquet")
             moved.append(f"{', '.join(in_layers)} dropped from layers.parquet")
-        except ResdynError as exc:  # a damaged file, or one with columns this resdyn does not know
+        except CorruptFileError:  # the loop over the tables below names it
+            pass
+        except ResdynError as exc:  # columns this resdyn does not know
             report.skipped["layers.parquet"] = f"{exc}; recompute it with `--redo spectra`"
             report.blocked = True
     changes: dict = {}

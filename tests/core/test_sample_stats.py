@@ -159,3 +159,18 @@ def test_a_current_run_that_has_not_reached_sample_stats_is_left_alone(synthetic
     assert "sample_stats" not in store.manifest()["stages_done"]
     assert not sample_stats.has_profiles(queries.layers(TRAINED_RUN, root=root))
     assert schema.TABLES["layers"].names == tuple(pq.read_schema(store.table_path("layers")).names)
+
+
+def test_schema_2_upgrade_with_a_damaged_layers_table_still_moves_the_statistics(v2_runs, synthetic_runs_dir):
+    """layers.parquet unreadable: the profiles come from samples.parquet all the same, the stage is
+    recorded, and verify names the damaged table with the --redo that rewrites it (spectra, which
+    now writes it without the five columns)."""
+    store = RunStore(v2_runs / TRAINED_RUN)
+    store.table_path("layers").write_bytes(b"garbage" * 20)
+    report = upgrade.upgrade_run(store)
+    assert "layers.parquet" in report.skipped and not report.blocked and report.to_version == SCHEMA_VERSION
+    assert "sample_stats" in store.manifest()["stages_done"]
+    pd.testing.assert_frame_equal(store.read_table("sample_profiles"),
+                                  pd.read_parquet(synthetic_runs_dir / TRAINED_RUN / "sample_profiles.parquet"))
+    (p,) = verify.check_run(store)
+    assert p.file == "layers.parquet" and p.redo == ("spectra",)
