@@ -6,9 +6,10 @@ passages are the offline wiki-sample corpus with a word-level tokenizer. Each st
 the pipeline's own code (``resdyn.compute.pipeline``) into a throw-away run directory.
 
 Reported: seconds per stage, the extrapolation to the paper's scale (1,000 samples × 32 layers),
-and for the Jacobian stage the achieved TFLOP/s of the Jacobian products and the fraction of the
-device's FP32 peak (IEEE float32: TF32 stays off, since it would change the numbers). The
-per-sample statistics (float64 Gram matrix and eigvalsh, METHODS §2) are timed apart.
+and for the Jacobian products (taken by the jacobians stage and again by sample_stats) the
+achieved TFLOP/s and the fraction of the device's FP32 peak (IEEE float32: TF32 stays off, since it
+would change the numbers). The per-sample statistics (on a GPU a float64 Gram matrix and eigvalsh,
+METHODS §2) are timed apart.
 
 Without a CUDA device the script runs a scaled-down config (d = 256, 4 layers) on the CPU. That
 exercises every code path the GPU run takes but says nothing about GPU speed: the GPU figures stay
@@ -83,16 +84,18 @@ def build_bundle(arch: dict, texts: list[str], device: torch.device, seed: int =
 
 
 class StageTimer:
-    """Wall time of the Jacobian products and of the per-sample statistics inside the Jacobian stage."""
+    """Wall time of the Jacobian products (both the jacobians and the sample_stats stage take them)
+    and of the per-sample statistics (sample_stats), through the names both stages look up in
+    ``resdyn.compute.block_jacobians``."""
 
     def __init__(self, device: torch.device):
         self.device, self.t_jac, self.t_stats, self.n_jac = device, 0.0, 0.0, 0
 
     @contextlib.contextmanager
     def patched(self):
-        from resdyn.compute.stages import jacobians
+        from resdyn.compute import block_jacobians
 
-        real_iso, real_stats = jacobians.isolated_jacobians, jacobians.gram_stats
+        real_iso, real_stats = block_jacobians.isolated_jacobians, block_jacobians.gram_stats
 
         def iso(*args, **kwargs):
             sync(self.device)
@@ -111,11 +114,11 @@ class StageTimer:
             self.t_stats += time.perf_counter() - t0
             return out
 
-        jacobians.isolated_jacobians, jacobians.gram_stats = iso, stats
+        block_jacobians.isolated_jacobians, block_jacobians.gram_stats = iso, stats
         try:
             yield self
         finally:
-            jacobians.isolated_jacobians, jacobians.gram_stats = real_iso, real_stats
+            block_jacobians.isolated_jacobians, block_jacobians.gram_stats = real_iso, real_stats
 
 
 def jacobian_flops(d: int, ff: int, d_kv: int, n_jac: int, batch: int) -> float:
@@ -134,7 +137,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=None, help="N (default 64 on CUDA, 8 on CPU)")
     ap.add_argument("--layers", type=int, default=None, help="override the number of layers (default: the config's)")
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--stages", default="activations,jacobians,spectra",
+    ap.add_argument("--stages", default="activations,jacobians,spectra,sample_stats",
                     help="comma-separated stages, or 'all' (default: the GPU-bound ones and spectra)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--peak-tflops", type=float, default=None, help="device FP32 peak, if not in the table")
@@ -192,7 +195,8 @@ def main() -> None:
     print(f"model build (random init on {device.type}): {t_build:.1f} s")
     # Activations and Jacobians scale with N and L; the per-layer numpy stages with L (at fixed d).
     paper = d == LLAMA31_8B["hidden_size"]
-    scale = {"activations": PAPER_N / n, "jacobians": PAPER_N / n * PAPER_L / n_layers}
+    per_jacobian = PAPER_N / n * PAPER_L / n_layers
+    scale = {"activations": PAPER_N / n, "jacobians": per_jacobian, "sample_stats": per_jacobian}
     total_paper = 0.0
     print(f"{'stage':<20}{'seconds':>10}" + (f"{'at N=1000, L=32':>20}" if paper else ""))
     for stage, sec in seconds.items():
@@ -208,7 +212,7 @@ def main() -> None:
         flops = jacobian_flops(d, ff, d_kv, timer.n_jac, args.batch_size)
         tflops = flops / timer.t_jac / 1e12
         peak = peak_tflops(device, args.peak_tflops)
-        print(f"jacobians: {timer.n_jac} Jacobians, products {timer.t_jac:.2f} s = {tflops:.2f} TFLOP/s"
+        print(f"jacobians + sample_stats: {timer.n_jac} Jacobians, products {timer.t_jac:.2f} s = {tflops:.2f} TFLOP/s"
               + (f" = {100 * tflops / peak:.0f} % of FP32 peak {peak} TFLOP/s" if peak else "")
               + f"; per-sample statistics (float64 Gram + eigvalsh) {timer.t_stats:.2f} s")
         figures.update(jacobian_tflops=tflops, peak_tflops=peak, stats_seconds=timer.t_stats,

@@ -5,8 +5,8 @@
     python benchmarks/latency.py --pages runs,spectrum    # some pages only
 
 It builds (once; reused from ``--cache``) a synthetic run with the real table sizes
-(``resdyn.testing.synthetic``: activations (N, 2L, d), jacobians (L, d, d), samples L·N rows,
-eigenvalues 2·L·d rows), plus a random-init twin for the multi-run views, and adds the later
+(``resdyn.testing.synthetic``: activations (N, 2L, d), jacobians (L, d, d), samples L·N rows and
+their per-layer profiles, eigenvalues 2·L·d rows), plus a random-init twin for the multi-run views, and adds the later
 stages named by ``--stages`` (default ``all``) to the main run:
 
 - cumulative, communities, topology_coupling: the real stages (numpy only; ~25 min at d = 4096, estimated:

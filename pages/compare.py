@@ -3,7 +3,7 @@
 import streamlit as st
 
 from resdyn import ui
-from resdyn.core import nulls, queries, regimes
+from resdyn.core import nulls, queries, regimes, sample_stats
 from resdyn.core.figures import compare
 from resdyn.core.store import open_run
 
@@ -61,8 +61,11 @@ for r in chosen:
         continue
     profiles[r] = compare.profile_frame(t, column, op)
 if lacking:
-    stage = "spectra" if source == "layers" else "cumulative"
-    st.warning(f"Not drawn, no `{source}.parquet` with this profile: {', '.join(f'`{r}`' for r in lacking)} "
+    if column in sample_stats.PROFILE_COLUMNS:
+        file, stage = f"{sample_stats.TABLE}.parquet", "sample_stats"
+    else:
+        file, stage = f"{source}.parquet", "spectra" if source == "layers" else "cumulative"
+    st.warning(f"Not drawn, no `{file}` with this profile: {', '.join(f'`{r}`' for r in lacking)} "
                f"(computed by the `{stage}` stage).")
 
 normalise = {"auto": None, "layer": False, "relative": True}[depth_mode]
@@ -78,7 +81,8 @@ st.caption(
     "the alignments and the real-Ginibre value at its width d for the complex-pair fraction. Pick "
     "the quantity in the sidebar; the link keeps the choice."
 )
-fig_key = (tuple((r, str(stores[r].path), ui.stamps(stores[r], source)) for r in profiles), key, op, normalise,
+read = sample_stats.LAYER_TABLES if source == "layers" else (source,)
+fig_key = (tuple((r, str(stores[r].path), ui.stamps(stores[r], *read)) for r in profiles), key, op, normalise,
            log_y, present)
 ui.plot(ui.cached_figure("compare-overlay", fig_key, lambda: compare.profile_overlay(
     profiles, n_layers, label=label, normalise=normalise, log_y=log_y, baselines=baselines,

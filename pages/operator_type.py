@@ -3,7 +3,7 @@
 import streamlit as st
 
 from resdyn import ui
-from resdyn.core import nulls, samples
+from resdyn.core import nulls, sample_stats, samples
 from resdyn.core.figures import operator
 
 store, m, layer = ui.run_page("Operator type across depth")
@@ -45,17 +45,23 @@ if {"J", "R"} <= set(sel.index):
                 delta=f"{sel.loc['J', 'self_alignment'] - k / d:+.3f} vs k/d", delta_color="off")
     c[1].metric("self-alignment R", f"{sel.loc['R', 'self_alignment']:.3f}")
     c[2].metric("Henrici δ of J̄", f"{sel.loc['J', 'henrici']:.3f}")
-    c[3].metric("median κ", f"{sel.loc['J', 'kappa_median']:.3g}" if "kappa_median" in sel else "–")
+    c[3].metric("median κ", f"{sel.loc['J', 'kappa_median']:.3g}" if "kappa_median" in sel else "–",
+                help="of the per-sample Jacobians (the sample_stats stage)")
     c[4].metric("expanding (|λ| > 1)", f"{sel.loc['J', 'frac_expanding']:.1%}")
 
 # Figures are built once per run, table version and mode (server-wide cache); the sidebar's
 # layer is a band added to a copy, so moving the slider rebuilds nothing.
-base = (str(store.path), ui.stamps(store, "layers"), present)
+base = (str(store.path), ui.stamps(store, *sample_stats.LAYER_TABLES), present)
 spec = ui.cached_figure("operator-self-alignment", base + (k, d),
                         lambda: operator.self_alignment_profile(lay, k=k, d=d, presentation=present))
 ui.plot(ui.with_highlight(spec, layer), key="operator-self-alignment")
+profiles = operator.PROFILES
+if not sample_stats.has_profiles(lay):  # the sample_stats stage comes after the spectra
+    profiles = [(name, b) for name, b in profiles if name not in operator.SAMPLE_PROFILES]
+    st.info("κ of the per-sample Jacobians is not in this run yet (`sample_profiles.parquet`, the "
+            f"`sample_stats` stage). {ui.compute_hint(store, 'sample_stats')}", icon=":material/info:")
 specs = [(name, ui.cached_figure(f"operator-{name}", base, lambda b=b: b(lay, presentation=present)))
-         for name, b in operator.PROFILES]
+         for name, b in profiles]
 if present:  # one figure per row on a projector
     for name, spec in specs:
         ui.plot(ui.with_highlight(spec, layer), key=f"operator-{name}")

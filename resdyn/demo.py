@@ -7,12 +7,14 @@ The demo runs are the built-in SmolLM2-135M, trained and ``--init random``, on t
 ``--samples`` offline Wikipedia passages. The dashboard opens first (seconds after the start) and
 a background process at low priority computes what is missing, in this order (``plan``):
 
-1. the trained run's activations, Jacobians and spectra (``FIRST``: what the Runs, Spectrum and
-   Operator-type pages draw), the one-time GGUF conversion of the model included;
+1. the trained run's activations, mean Jacobians and spectra (``FIRST``: what the Runs, Spectrum
+   and Operator-type pages draw), the one-time GGUF conversion of the model included;
 2. the same three stages of the random twin;
-3. every other stage of both runs, the two runs in parallel processes when the machine has two
-   cores or more (``--jobs``), each with its share of the BLAS/OpenMP threads: most of these
-   stages run one thread at a time, so two runs at once fill two cores.
+3. every other stage of both runs, in the registry's order, so the per-sample statistics
+   (``sample_stats``: κ and PR on the Operator-type page) come first; the two runs in parallel
+   processes when the machine has two cores or more (``--jobs``), each with its share of the
+   BLAS/OpenMP threads: most of these stages run one thread at a time, so two runs at once fill
+   two cores.
 
 The log is ``RUNS/demo-background.log``. Pages show what a run has and name the stages still
 missing until they land; each finished stage is saved, so stopping the demo loses nothing, and the
@@ -37,7 +39,8 @@ from resdyn.errors import UsageError
 
 FIRST = tuple(registry.upstream("spectra"))
 """Stages computed first, for each run in turn: what the Runs, Spectrum and Operator-type pages
-show (the "spectra" stage and what it reads)."""
+show (the "spectra" stage and what it reads; not the per-sample statistics, which the spectra no
+longer read: the Operator-type page says that κ is on its way until ``sample_stats`` lands)."""
 RUNS = (("smollm2-135m", "pretrained"), ("smollm2-135m-random", "random"))
 """(run id, init) of the demo runs; the first is the one the dashboard shows first."""
 LOG = "demo-background.log"

@@ -32,7 +32,7 @@ import plotly.graph_objects as go
 
 from resdyn import __version__, stages
 from resdyn.config import default_runs_dir
-from resdyn.core import claims, headlines, nulls, regimes
+from resdyn.core import claims, headlines, nulls, regimes, sample_stats
 from resdyn.core.figures import compare
 from resdyn.core.store import RunStore, open_run
 from resdyn.errors import ResdynError
@@ -213,7 +213,11 @@ def run_section(store: RunStore) -> Section:
                                                             baseline=k / d))
     sec.figure(f"{slug}-self-alignment", operator.self_alignment_profile(lay, k=k, d=d))
     sec.figure(f"{slug}-henrici", operator.henrici_profile(lay))
-    sec.figure(f"{slug}-kappa", operator.kappa_profile(lay))
+    if sample_stats.has_profiles(lay):
+        sec.figure(f"{slug}-kappa", operator.kappa_profile(lay))
+    else:
+        sec.html("<p class='note'>No sample_profiles.parquet (the <code>sample_stats</code> stage): no κ "
+                 "profile.</p>")
     if store.has_table("eigenvalues"):
         from resdyn.core import queries
 
@@ -248,7 +252,7 @@ def compare_section(stores: Sequence[RunStore]) -> Section:
     sec.html(table_html(ov[["run_id", "status", "model", "init", "d_model", "n_layers", "n_samples", "k", "seconds"]]
                         .rename(columns={"run_id": "run", "d_model": "d", "n_layers": "L", "n_samples": "N",
                                          "seconds": "compute s"})))
-    tables = {s.run_id: s.read_table("layers") for s in stores if s.has_table("layers")}
+    tables = {s.run_id: sample_stats.with_profiles(s, s.read_table("layers")) for s in stores if s.has_table("layers")}
     if not tables:
         return sec
     for method, title in (("paper", "the paper's split"), ("changepoint", "each run's change points")):

@@ -7,7 +7,10 @@ help, ``verify``, the dashboard's banners, ``demo`` and ``report``.
 
 ``outputs`` are the files a finished stage always leaves; ``optional`` the ones it writes only for
 some runs (``corr_blocks`` above 512 units); ``shared`` the files several stages add rows to
-(``summary.parquet``: named scalars). The order of ``STAGES`` is a valid computation order.
+(``summary.parquet``: named scalars). The order of ``STAGES`` is a valid computation order, and
+the order in which ``run`` computes them: every stage comes after the stages it reads, and
+``sample_stats`` (which reads only the activations) comes after ``spectra``, so that a run's
+spectra land before the slower per-sample statistics.
 """
 
 from __future__ import annotations
@@ -41,12 +44,16 @@ STAGES: tuple[StageSpec, ...] = (
               "residual states of each passage's last (or --position random) token at every sub-layer "
               "boundary, and how many distinct states, rank and participation ratio each snapshot has",
               "resdyn.compute.stages.activations:run", needs_model=True, shared=SUMMARY),
-    StageSpec("jacobians", ("activations",), ("jacobians.npy", "samples.parquet"),
-              "exact per-sample block Jacobians, their statistics and the float64 mean",
+    StageSpec("jacobians", ("activations",), ("jacobians.npy",),
+              "the mean J̄_l of every sample's exact block Jacobian, accumulated in float64 (METHODS §2)",
               "resdyn.compute.stages.jacobians:run", needs_model=True),
     StageSpec("spectra", ("jacobians",), ("layers.parquet", "eigenvalues.parquet"),
-              "eigenvalues, alignment, Henrici and κ profiles of J̄ and R",
+              "eigenvalues, alignment, Henrici and expansion profiles of J̄ and R (METHODS §3–4)",
               "resdyn.compute.stages.spectra:run"),
+    StageSpec("sample_stats", ("activations",), ("samples.parquet", "sample_profiles.parquet"),
+              "σ_max, σ_min, κ, ‖J‖_F and PR of every sample's block Jacobian (taken again), and their "
+              "per-layer medians and quartiles (METHODS §2)",
+              "resdyn.compute.stages.sample_stats:run", needs_model=True),
     StageSpec("cumulative", ("jacobians", "spectra"), ("cumulative.parquet", "cumulative_spectra.parquet"),
               "effective rank and norm of the cumulative products P_l (METHODS §5)",
               "resdyn.compute.stages.cumulative:run", shared=SUMMARY),

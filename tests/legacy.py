@@ -42,9 +42,53 @@ def _mark_v1(run: Path) -> None:
             p.write_text(json.dumps(dict(m, schema_version=1), indent=2))
 
 
+# Where schema 2 kept the per-sample profiles: five columns of layers.parquet, before this one.
+V2_PROFILES_BEFORE = "frac_complex_null"
+
+
+def downgrade_to_v2(run: Path) -> None:
+    """Rewrite the run at ``run`` in place as schema-2 resdyn wrote it, before the ``sample_stats``
+    stage existed: the per-layer profiles as columns of layers.parquet (no sample_profiles.parquet),
+    samples.parquet recorded as the jacobians stage's, ``sample_stats`` in neither ``stages_done``
+    nor ``stages_all``, and every table stamped with schema version 2."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from resdyn.core import schema, sample_stats
+
+    store = RunStore(run)
+    profiles = store.table_path(sample_stats.TABLE)
+    if profiles.is_file() and store.has_table("layers"):
+        lay = store.read_table("layers").merge(pd.read_parquet(profiles), on="layer", how="left")
+        cols = [c for c in lay.columns if c not in sample_stats.PROFILE_COLUMNS]
+        at = cols.index(V2_PROFILES_BEFORE) if V2_PROFILES_BEFORE in cols else len(cols)
+        lay = lay[cols[:at] + list(sample_stats.PROFILE_COLUMNS) + cols[at:]]
+        store.write_arrow("layers", pa.Table.from_pandas(lay, preserve_index=False).cast(
+            pa.schema([(c, pa.int32() if c == "layer" else pa.string() if c == "operator" else pa.float64())
+                       for c in lay.columns])))
+    profiles.unlink(missing_ok=True)
+    for path in sorted(run.glob("*.parquet")):  # schema 2's stamp
+        t = pq.read_table(path)
+        meta = {**(t.schema.metadata or {}), **schema.metadata(path.stem), schema.SCHEMA_KEY: b"2"}
+        pq.write_table(t.replace_schema_metadata(meta), path)
+    p = run / "manifest.json"
+    m = json.loads(p.read_text())
+    m["stages_done"] = [x for x in m.get("stages_done", []) if x != "sample_stats"]
+    if "stages_all" in m:
+        m["stages_all"] = [x for x in m["stages_all"] if x != "sample_stats"]
+    m["timings"] = {k: v for k, v in (m.get("timings") or {}).items() if k != "sample_stats"}
+    files = {f: st for f, st in (m.get("files") or {}).items() if f != f"{sample_stats.TABLE}.parquet"}
+    if "samples.parquet" in files:
+        files["samples.parquet"] = "jacobians"
+    m["files"] = files
+    p.write_text(json.dumps(dict(m, schema_version=2), indent=2))
+
+
 def downgrade_to_v1(run: Path) -> None:
-    """Rewrite the run at ``run`` in place as schema-1 resdyn wrote it: its int64 columns, pandas'
-    ``large_string``, no resdyn metadata, and ``schema_version`` 1 in the manifest."""
+    """Rewrite the run at ``run`` in place as schema-1 resdyn wrote it: the layout of schema 2
+    (``downgrade_to_v2``), its int64 columns, pandas' ``large_string``, no resdyn metadata, and
+    ``schema_version`` 1 in the manifest."""
+    downgrade_to_v2(run)
     store = RunStore(run)
     for path in sorted(run.glob("*.parquet")):
         df = pd.read_parquet(path)

@@ -150,8 +150,8 @@ def test_sql_unions_runs_by_column_name_and_skips_damaged_files(runs):
         n = resdyn.sql("select run_id, count(*) as n from samples group by run_id", runs_dir=runs)
     assert n.to_dict("list") == {"run_id": [RANDOM_RUN], "n": [L * N]}
     msg = " ".join(str(w.message) for w in caught)
-    assert f"{TRAINED_RUN}/samples.parquet" in msg and "--redo jacobians" in msg
-    with pytest.raises(ResdynError, match=r"samples.parquet is damaged .*--redo jacobians"):
+    assert f"{TRAINED_RUN}/samples.parquet" in msg and "--redo sample_stats" in msg
+    with pytest.raises(ResdynError, match=r"samples.parquet is damaged .*--redo sample_stats"):
         resdyn.open(TRAINED_RUN, runs_dir=runs).sql("select count(*) from samples")
 
 

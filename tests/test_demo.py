@@ -42,6 +42,7 @@ def test_plan_puts_both_runs_first_views_before_everything_else(model_and_corpus
     rest = [n for n in stage_names() if n not in demo.FIRST]
     trained, random_twin = (run_id for run_id, _ in demo.RUNS)
     assert demo.FIRST == ("activations", "jacobians", "spectra")
+    assert rest[0] == "sample_stats"  # the per-sample statistics open step 3: after both runs' spectra
     assert demo.plan(cfgs) == [(trained, list(demo.FIRST)), (random_twin, list(demo.FIRST)),
                                (trained, rest), (random_twin, rest)]
 

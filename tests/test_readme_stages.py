@@ -55,6 +55,10 @@ def test_no_stage_imports_another_stage():
 
 def test_upstream_is_the_transitive_inputs_in_order():
     assert stages.upstream("spectra") == ["activations", "jacobians", "spectra"]
+    # The per-sample statistics read only the activations (and the model): the spectra, and with
+    # them the demo's first views, do not wait for them, and they come after the spectra in a run.
+    assert stages.upstream("sample_stats") == ["activations", "sample_stats"]
+    assert stages.names().index("sample_stats") == stages.names().index("spectra") + 1
     assert stages.upstream("pseudospectra") == ["activations", "jacobians", "schur", "pseudospectra"]
     assert stages.upstream("topology_coupling") == ["activations", "jacobians", "spectra", "communities",
                                                     "topology_coupling"]

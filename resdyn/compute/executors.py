@@ -5,10 +5,11 @@ Stages stay pure functions; an executor only decides where they run, so a run co
 checks which are bit-identical and which agree to float rounding). Three kinds of work are spread:
 
 - **Per-layer work of a model stage** (a ``Split``, declared by the stage module in ``SPLITS``):
-  the Jacobian stage's layers. Each Ray worker is an actor holding its own copy of the model (one
-  per GPU when the cluster has GPUs, else one per CPU). The driver sends it a layer's inputs (the
-  layer's states or the passages), the worker returns the layer's result (mean Jacobian and
-  per-sample statistics), and the driver writes the layer's checkpoint atomically into the run's
+  the layers of the ``jacobians`` and ``sample_stats`` stages. Each Ray worker is an actor holding
+  its own copy of the model (one per GPU when the cluster has GPUs, else one per CPU). The driver
+  sends it a layer's inputs (the layer's states or the passages), the worker returns the layer's
+  result (the mean Jacobian, or the per-sample statistics), and the driver writes the layer's
+  checkpoint atomically into the run's
   ``.partial/`` as it arrives. Only the driver, under the run's lock, writes the run store: the
   workers need no shared filesystem, and a killed run resumes at layer granularity either way.
 - **Per-layer numpy work inside a stage**: ``parallel_map(fn, items)`` applies a pure function to

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from resdyn.core import nulls, samples
+from resdyn.core import nulls, sample_stats, samples
 from resdyn.core.store import RunStore, list_runs
 from resdyn.core.verify import check_run
 from resdyn.errors import ResdynError
@@ -42,7 +42,8 @@ class RunTables:
     run_id: str
     manifest: dict
     layers: pd.DataFrame | None = None
-    """layers.parquet, both operators, with frac_complex_null (added on read for older runs)."""
+    """layers.parquet, both operators, with frac_complex_null (added on read for older runs) and the
+    per-sample profiles once the sample_stats stage has written them (``sample_stats.with_profiles``)."""
     cumulative: pd.DataFrame | None = None
     coupling: pd.DataFrame | None = None
     mesoscale: pd.DataFrame | None = None
@@ -95,8 +96,10 @@ class RunTables:
         """Read a run's small tables (and with ``eigenvalues`` the J̄ rows of eigenvalues.parquet)."""
         m = store.manifest()
         tabs = {name: store.read_table(name) if store.has_table(name) else None for name in SMALL_TABLES}
-        if tabs["layers"] is not None and m.get("d_model"):
-            tabs["layers"] = nulls.with_frac_complex_null(tabs["layers"], int(m["d_model"]))
+        if tabs["layers"] is not None:
+            if m.get("d_model"):
+                tabs["layers"] = nulls.with_frac_complex_null(tabs["layers"], int(m["d_model"]))
+            tabs["layers"] = sample_stats.with_profiles(store, tabs["layers"])
         summary = {}
         if store.has_table("summary"):
             s = store.read_table("summary")

@@ -113,15 +113,3 @@ def operator_table(jacobians: np.ndarray, k: int) -> tuple[pd.DataFrame, pd.Data
                 "residual_norm_ratio": float(np.linalg.norm(jac[l] - eye) / np.linalg.norm(jac[l])),
             })
     return pd.DataFrame(rows), pd.concat(eig_frames, ignore_index=True)
-
-
-def sample_summary(samples: pd.DataFrame) -> pd.DataFrame:
-    """Per-layer median/IQR of the per-sample table: layer, kappa_median, kappa_q25, kappa_q75, fro_median, pr_median."""
-    g = samples.groupby("layer")
-    return pd.DataFrame({
-        "kappa_median": g["kappa"].median(),
-        "kappa_q25": g["kappa"].quantile(0.25),
-        "kappa_q75": g["kappa"].quantile(0.75),
-        "fro_median": g["fro"].median(),
-        "pr_median": g["pr"].median(),
-    }).reset_index()

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from resdyn.config import default_runs_dir
-from resdyn.core import nulls
+from resdyn.core import nulls, sample_stats
 from resdyn.core.store import RunStore, list_runs, open_run
 from resdyn.errors import ResdynError, UsageError
 
@@ -219,17 +219,21 @@ def _select(run_id: str, name: str, columns: str, where: str, params: list, orde
 
 
 def layers(run_id: str, operator: str | None = None, root: str | os.PathLike | None = None) -> pd.DataFrame:
-    """``layers.parquet``: one row per (layer, operator), sorted by operator then layer.
+    """``layers.parquet``: one row per (layer, operator), sorted by operator then layer, with the
+    per-sample profiles (kappa_median, kappa_q25, kappa_q75, fro_median, pr_median) joined on
+    ``layer`` from ``sample_profiles.parquet`` once the ``sample_stats`` stage has written it
+    (``resdyn.core.sample_stats.with_profiles``; runs from before schema 3 have them in the table).
 
     ``operator`` "J" or "R" keeps one operator; None keeps both.
     """
     where, params = ("operator = ?", [operator]) if operator else ("TRUE", [])
-    df = _select(run_id, "layers", "*", where, params, "operator, layer", root)
+    store = open_run(root or runs_dir(), run_id)
+    df = query(f"SELECT * FROM {table_sql(store, 'layers')} WHERE {where} ORDER BY operator, layer", params)
     if "frac_complex_null" not in df.columns:  # runs from before the spectra stage wrote it
-        d = open_run(root or runs_dir(), run_id).manifest().get("d_model")
+        d = store.manifest().get("d_model")
         if d:
             df = nulls.with_frac_complex_null(df, int(d))
-    return df
+    return sample_stats.with_profiles(store, df)
 
 
 def eigenvalues(run_id: str, layers: list[int] | None = None, operator: str = "J",

@@ -18,7 +18,11 @@ added or a column changes, and ``resdyn.core.upgrade`` brings older runs up to i
 - 1: tables written by pandas' defaults: ``layer`` int64 in layers.parquet, ``token`` int64 in
   passages.parquet, the integer columns of coupling, mesoscale and trajectory_windows int64,
   strings as ``large_string``, no resdyn metadata;
-- 2: every table cast to the declarations below, every file stamped with ``METADATA_KEYS``.
+- 2: every table cast to the declarations below, every file stamped with ``METADATA_KEYS``;
+- 3: the per-sample statistics are a stage of their own (``sample_stats``): it writes
+  samples.parquet (formerly the jacobians stage's) and the new sample_profiles.parquet, and
+  layers.parquet no longer holds kappa_median, kappa_q25, kappa_q75, fro_median, pr_median
+  (``resdyn.core.sample_stats.with_profiles`` joins them back for every reader).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ if TYPE_CHECKING:  # pyarrow and pandas are imported where they are used: this m
     import pandas as pd
     import pyarrow as pa
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Parquet key-value metadata every table carries (bytes keys, as pyarrow stores them).
 VERSION_KEY = b"resdyn.version"
@@ -92,14 +96,16 @@ TABLES: dict[str, Table] = {t.name: t for t in (
     _t("snapshots", "snapshot:int32 n_distinct:int32 rank:int32 participation_ratio:float64"),
     # named scalars of every stage
     _t("summary", "name:string value:float64"),
-    # jacobians, spectra (METHODS §2–§4)
-    _t("samples", "layer:int32 sample:int32 sigma_max:float64 sigma_min:float64 kappa:float64 fro:float64 "
-                  "pr:float64"),
+    # spectra (METHODS §3–§4)
     _t("layers", "layer:int32 operator:string self_alignment:float64 forward_alignment:float64 henrici:float64 "
                  "frac_expanding:float64 frac_complex:float64 mean_abs_eig:float64 spectral_radius:float64 "
-                 "residual_norm_ratio:float64 kappa_median:float64 kappa_q25:float64 kappa_q75:float64 "
-                 "fro_median:float64 pr_median:float64 frac_complex_null:float64"),
+                 "residual_norm_ratio:float64 frac_complex_null:float64"),
     _t("eigenvalues", "layer:int32 operator:string idx:int32 re:float64 im:float64"),
+    # sample_stats (METHODS §2)
+    _t("samples", "layer:int32 sample:int32 sigma_max:float64 sigma_min:float64 kappa:float64 fro:float64 "
+                  "pr:float64"),
+    _t("sample_profiles", "layer:int32 kappa_median:float64 kappa_q25:float64 kappa_q75:float64 "
+                          "fro_median:float64 pr_median:float64"),
     # cumulative, schur, pseudospectra (METHODS §5, §6, §11)
     _t("cumulative", "layer:int32 erank:float64 log10_fro:float64"),
     _t("cumulative_spectra", "layer:int32 idx:int32 sigma:float64 log10_sigma:float64"),

@@ -1,6 +1,6 @@
 """Per-sample Jacobian statistics without an eigendecomposition (METHODS §2). numpy + scipy only.
 
-For each d×d Jacobian J the Jacobian stage keeps σ_max, σ_min, κ = σ_max/σ_min, ‖J‖_F and the
+For each d×d Jacobian J the sample_stats stage keeps σ_max, σ_min, κ = σ_max/σ_min, ‖J‖_F and the
 participation ratio PR = (Σσ²)²/Σσ⁴. Two of the d singular values are needed, and the two sums
 are norms: Σσ² = ‖J‖_F² and Σσ⁴ = ‖JᵀJ‖_F². So rather than eigenvalues of the whole Gram
 matrix G = JᵀJ (a tridiagonal reduction, half of it memory-bound level-2 BLAS), one sample costs

@@ -8,6 +8,14 @@ values are unchanged (the casts are checked: an integer that does not fit int32 
 manifest's ``schema_version`` goes up last, so an interrupted upgrade is simply run again. Tables
 that already conform are not touched, so a second upgrade writes nothing.
 
+Schema 3 made the per-sample statistics a stage of their own (``sample_stats``). A run written
+before it has them as the jacobians stage wrote them (samples.parquet) and their per-layer medians
+as five columns of layers.parquet. Nothing is recomputed: the profiles table is derived from
+samples.parquet (``resdyn.core.sample_stats.layer_profiles``, what the stage writes; from the
+layers table's own columns if samples.parquet cannot be read), the columns leave layers.parquet,
+and the manifest records ``sample_stats`` as done and as the writer of both files. Each step is
+safe to repeat, so an interrupted upgrade is run again.
+
 An older table may lack columns added since (``frac_complex_null`` in layers.parquet): the pages
 compute or skip those on read, so they stay absent and the upgrade names the ``--redo`` that writes
 them. A table that cannot be read (damaged) is left for ``verify`` to name; one with a column the
@@ -16,6 +24,7 @@ schema does not declare is left as it is and blocks the version bump.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 
@@ -39,6 +48,7 @@ class Upgrade:
     lacking: dict[str, list[str]] = field(default_factory=dict)  # file -> declared columns it lacks
     skipped: dict[str, str] = field(default_factory=dict)  # file -> why it was left as it is
     blocked: bool = False  # a table that cannot be brought to the schema kept the old version
+    moved: str | None = None  # what the schema-3 move of the per-sample statistics did, if anything
 
     def lines(self) -> list[str]:
         """One line for the run, then one per table left incomplete or untouched."""
@@ -51,6 +61,8 @@ class Upgrade:
             head = (f"{self.run_id}: schema {self.from_version} -> {self.to_version}, "
                     f"{len(self.rewritten)} table(s) rewritten")
         out = [head]
+        if self.moved:
+            out.append(f"  {self.moved}")
         for f, why in self.skipped.items():
             out.append(f"  {f}: {why}")
         for f, cols in self.lacking.items():
@@ -73,6 +85,7 @@ def upgrade_run(store: RunStore) -> Upgrade:
     m = store.manifest()  # refuses a manifest from a newer resdyn
     version = _stored_version(store)
     report = Upgrade(store.run_id, version, version)
+    changes = _move_sample_stats(store, m, report) if version < SAMPLE_STATS_VERSION else {}
     for path in sorted(store.path.glob("*.parquet")):
         name = path.stem
         if name not in schema.TABLES:
@@ -103,9 +116,75 @@ def upgrade_run(store: RunStore) -> Upgrade:
         store.write_arrow(name, table)
         report.rewritten.append(path.name)
     if not report.blocked and version < schema.SCHEMA_VERSION:
-        store.write_manifest(dict(m, schema_version=schema.SCHEMA_VERSION))
+        changes["schema_version"] = schema.SCHEMA_VERSION
         report.to_version = schema.SCHEMA_VERSION
+    if changes:
+        store.write_manifest(dict(m, **changes))
     return report
+
+
+SAMPLE_STATS_VERSION = 3
+"""The schema version from which the per-sample statistics are the ``sample_stats`` stage's."""
+
+
+def _move_sample_stats(store: RunStore, m: dict, report: Upgrade) -> dict:
+    """Schema < 3 -> 3 for the per-sample statistics (see the module docstring): write
+    sample_profiles.parquet, drop its columns from layers.parquet, and return the manifest keys that
+    record ``sample_stats`` as done (empty when there is nothing to record). A damaged layers or
+    samples file is left for ``verify`` to name."""
+    import pyarrow.parquet as pq
+
+    from resdyn.core import sample_stats
+
+    stage = registry.get("sample_stats")
+    moved: list[str] = []
+    try:
+        layer_cols = pq.read_schema(store.table_path("layers")).names if store.has_table("layers") else []
+    except Exception:  # noqa: BLE001 - damaged: the loop over the tables names it
+        layer_cols = []
+    in_layers = [c for c in sample_stats.PROFILE_COLUMNS if c in layer_cols]
+    done = list(m.get("stages_done") or ())
+    # Before schema 3 the jacobians stage wrote samples.parquet.
+    old_samples = "jacobians" in done and store.has_table("samples")
+    if not store.has_table(sample_stats.TABLE) and (in_layers or old_samples):
+        profiles, source = None, "samples.parquet"
+        try:
+            profiles = sample_stats.layer_profiles(store.read_table("samples"))
+        except ResdynError:  # missing or damaged: the layers table's copy of the same numbers
+            if in_layers:
+                with contextlib.suppress(ResdynError):  # damaged too: nothing to move, verify names both
+                    lay = store.read_table("layers", columns=["layer", *in_layers])
+                    profiles = lay.drop_duplicates("layer").sort_values("layer", ignore_index=True)
+                    source = "layers.parquet"
+        if profiles is not None and set(sample_stats.PROFILE_COLUMNS) <= set(profiles.columns):
+            store.write_table(sample_stats.TABLE, profiles)
+            report.rewritten.append(f"{sample_stats.TABLE}.parquet")
+            moved.append(f"{sample_stats.TABLE}.parquet written from {source}")
+    if in_layers:
+        try:
+            layers = store.read_table("layers").drop(columns=in_layers)
+            store.write_arrow("layers", schema.to_arrow("layers", layers, partial=True))
+            report.rewritten.append("layers.parquet")
+            moved.append(f"{', '.join(in_layers)} dropped from layers.parquet")
+        except CorruptFileError:  # the loop over the tables below names it
+            pass
+        except ResdynError as exc:  # columns this resdyn does not know
+            report.skipped["layers.parquet"] = f"{exc}; recompute it with `--redo spectra`"
+            report.blocked = True
+    changes: dict = {}
+    if "sample_stats" not in done and old_samples and store.has_table(sample_stats.TABLE):
+        files = dict(m.get("files") or {}, **{f: stage.name for f in stage.outputs})
+        changes = {"stages_done": done + [stage.name], "files": files}
+        if m.get("stages_all") and stage.name not in m["stages_all"]:
+            planned = set(m["stages_all"]) | {stage.name}
+            changes["stages_all"] = [n for n in registry.names() if n in planned] + \
+                [n for n in m["stages_all"] if n not in registry.BY_NAME]
+        moved.append("sample_stats recorded as done (it wrote samples.parquet and the profiles)")
+    elif "sample_stats" not in done and "jacobians" in done and m.get("status") == "complete":
+        changes = {"status": "partial"}  # samples.parquet is gone: the stage is to be computed
+    if moved:
+        report.moved = "per-sample statistics: " + "; ".join(moved)
+    return changes
 
 
 def upgrade_runs(runs_dir, run_ids: list[str] | None = None) -> list[Upgrade]:

@@ -16,11 +16,13 @@ How the numbers are made, and why they are self-consistent:
   architectural null model of METHODS §3).
 - Per-sample Jacobians J_i = Q (T_l + Δ_i) Qᵀ with Σ_i Δ_i = 0, so their mean is exactly J̄_l.
   They are never stored (neither does the real pipeline store them); ``samples.parquet`` holds
-  their σ_max, σ_min, κ, ‖J‖_F and PR from ``linalg.sample_stats_from_gram``.
+  their σ_max, σ_min, κ, ‖J‖_F and PR from ``linalg.sample_stats_from_gram`` and
+  ``sample_profiles.parquet`` their per-layer medians (``resdyn.core.sample_stats``, what the
+  "sample_stats" stage writes).
 - ``layers.parquet`` / ``eigenvalues.parquet`` come from ``linalg.operator_table`` on the stored
-  float32 Jacobians plus ``linalg.sample_summary`` (exactly what the "spectra" stage does) when
-  d ≤ ``EXACT_MAX_D``. Above that (the d = 4096 latency benchmark) dense eigensolves and SVDs
-  would take hours on a CPU, so the same linalg functions are applied to the blocks instead: the
+  float32 Jacobians (exactly what the "spectra" stage does) when d ≤ ``EXACT_MAX_D``. Above that
+  (the d = 4096 latency benchmark) dense eigensolves and SVDs would take hours on a CPU, so the
+  same linalg functions are applied to the blocks instead: the
   spectrum of J̄ is the union of the blocks' spectra, and because the top-k singular values all
   live in A_l (checked at construction), self/forward alignment of J̄ equal those of A_l (they are
   invariant under the shared orthogonal similarity Q). ``tests/core/test_synthetic.py`` checks
@@ -51,14 +53,17 @@ from scipy.linalg import expm
 from resdyn import __version__
 from resdyn.config import RunConfig, resolve_cumulative_rank, resolve_k, validate_run_id
 from resdyn.core import linalg, nulls
-from resdyn.core import samples as sample_stats
+from resdyn.core import sample_stats
+from resdyn.core import samples as snapshot_stats
 from resdyn import stages
 from resdyn.core.store import RunStore, _atomic_write
 
-# The stages a synthetic run writes (the real ones' files, from the registry), and where a
-# status="partial" run stops (the "spectra" stage missing).
-FOUNDATION = tuple(stages.upstream("spectra"))
-PARTIAL_STAGES = FOUNDATION[:-1]
+# The stages a synthetic run writes (the real ones' files, from the registry, in their order):
+# what the Runs, Spectrum and Operator-type pages read. A status="partial" run stops after the
+# mean Jacobians (no spectra, no per-sample statistics).
+FOUNDATION = tuple(n for n in stages.names()
+                   if n in {*stages.upstream("spectra"), *stages.upstream("sample_stats")})
+PARTIAL_STAGES = tuple(stages.upstream("jacobians"))
 # Up to this width the tables come from linalg.operator_table on the dense Jacobians.
 EXACT_MAX_D = 64
 SNAPSHOTS = "2l = block input (pre-attention), 2l+1 = attention-updated residual (pre-MLP); synthetic"
@@ -343,14 +348,14 @@ def make_synthetic_run(runs_dir, run_id: str, *, n_layers: int = 4, d: int = 32,
         seed: every array is a deterministic function of (seed, sizes, init).
         init: "pretrained" (trained-like: complex, non-normal, depth-varying operator type) or
             "random" (near-identity, eigenvalues clustered near Re = 1).
-        status: "complete", or "partial" (stages activations and jacobians only: no layers or
-            eigenvalues table, for testing partial-run handling).
+        status: "complete", or "partial" (stages activations and jacobians only: no layers,
+            eigenvalues, samples or sample_profiles table, for testing partial-run handling).
         exact: tables from dense ``linalg.operator_table`` (True) or from the blocks (False);
             default True when d ≤ EXACT_MAX_D. Both give the same numbers.
 
     Files: manifest.json, activations.npy (N, 2L, d) f32, final_state.npy (N, d) f32,
-    jacobians.npy (L, d, d) f32, samples.parquet, layers.parquet, eigenvalues.parquet,
-    passages.parquet, snapshots.parquet, summary.parquet (the samples.* rows),
+    jacobians.npy (L, d, d) f32, layers.parquet, eigenvalues.parquet, samples.parquet,
+    sample_profiles.parquet, passages.parquet, snapshots.parquet, summary.parquet (the samples.* rows),
     planted_communities.npy (2L, d) int32.
     Measured on a busy 2-core CPU with OPENBLAS_NUM_THREADS=1 (faster there than the default
     threading): L=4, d=32, N=16 in 0.3 s; L=2, d=4096, N=1000 in 27 s (about 9 s per layer, so
@@ -369,8 +374,8 @@ def make_synthetic_run(runs_dir, run_id: str, *, n_layers: int = 4, d: int = 32,
                     runs_dir=Path(runs_dir), run_id=run_id)
     store = RunStore(cfg.run_dir)
     store.path.mkdir(parents=True, exist_ok=True)
-    for stale in stages.get("spectra").outputs:  # an overwritten complete run must not leave tables behind
-        (store.path / stale).unlink(missing_ok=True)
+    for stale in stages.get("spectra").outputs + stages.get("sample_stats").outputs:
+        (store.path / stale).unlink(missing_ok=True)  # an overwritten complete run must not leave tables behind
     n_comm = max(2, min(80, d // 8))
     manifest = cfg.new_manifest(
         architecture="synthetic", model_type="synthetic", snapshots=SNAPSHOTS, n_layers=n_layers, d_model=d,
@@ -404,9 +409,9 @@ def make_synthetic_run(runs_dir, run_id: str, *, n_layers: int = 4, d: int = 32,
         "text": [f"Synthetic passage {i}." for i in range(n_samples)],
     }))
     # What the activations stage measures (resdyn.core.samples), from the stored float32 states.
-    snap = sample_stats.snapshot_table(store.read_array("activations"), store.read_array("final_state"))
+    snap = snapshot_stats.snapshot_table(store.read_array("activations"), store.read_array("final_state"))
     store.write_table("snapshots", snap)
-    store.update_summary(sample_stats.summary_values(snap, n_samples, tokens))
+    store.update_summary(snapshot_stats.summary_values(snap, n_samples, tokens))
     timings["activations"] = time.perf_counter() - t0
 
     # -- stage "jacobians" ------------------------------------------------------------------
@@ -416,8 +421,10 @@ def make_synthetic_run(runs_dir, run_id: str, *, n_layers: int = 4, d: int = 32,
     eta = 0.15 if init != "random" else 0.02  # per-sample spread around the mean Jacobian
     stats = np.empty((n_layers, n_samples, 5))
     sample_rngs = rng_samples.spawn(n_layers)
+    t_stats = 0.0  # the statistics are the "sample_stats" stage's work; the loop shares the blocks
 
     def fill_jac(arr):
+        nonlocal t_stats
         eye = np.eye(d)
         for l, bl in enumerate(blocks):
             # Wide runs: a float32 product (what is stored anyway) halves the dominant d³ cost.
@@ -428,16 +435,13 @@ def make_synthetic_run(runs_dir, run_id: str, *, n_layers: int = 4, d: int = 32,
             da = _sample_deviations(r, n_samples, bl.a.shape, eta / np.sqrt(len(bl.a)))
             db = _sample_deviations(r, n_samples, bl.b.shape, eta)
             dt = _sample_deviations(r, n_samples, bl.t.shape, eta)
+            t1 = time.perf_counter()
             stats[l] = (_sample_stats_dense(q, bl, da, db, dt) if exact
                         else _sample_stats_blocks(bl, da, db, dt))
+            t_stats += time.perf_counter() - t1
 
     _write_npy_chunked(store, "jacobians", (n_layers, d, d), fill_jac)
-    samples = pd.DataFrame(stats.reshape(n_layers * n_samples, 5),
-                           columns=["sigma_max", "sigma_min", "kappa", "fro", "pr"])
-    samples.insert(0, "sample", np.tile(np.arange(n_samples, dtype=np.int32), n_layers))
-    samples.insert(0, "layer", np.repeat(np.arange(n_layers, dtype=np.int32), n_samples))
-    store.write_table("samples", samples)
-    timings["jacobians"] = time.perf_counter() - t0
+    timings["jacobians"] = time.perf_counter() - t0 - t_stats
 
     # -- stage "spectra" (what resdyn/compute/stages/spectra.py does) ------------------------------
     if status == "complete":
@@ -446,11 +450,17 @@ def make_synthetic_run(runs_dir, run_id: str, *, n_layers: int = 4, d: int = 32,
             layers_df, eig_df = linalg.operator_table(store.read_array("jacobians", mmap=False), k)
         else:
             layers_df, eig_df = _operator_table_blocks(blocks, norms, k)
-        layers_df = layers_df.merge(linalg.sample_summary(samples), on="layer", how="left")
         layers_df = nulls.with_frac_complex_null(layers_df, d)
         store.write_table("layers", layers_df)
         store.write_table("eigenvalues", eig_df)
         timings["spectra"] = time.perf_counter() - t0
+
+        # -- stage "sample_stats" (what resdyn/compute/stages/sample_stats.py writes) ---------------
+        t0 = time.perf_counter()
+        samples = sample_stats.samples_table(stats)
+        store.write_table("samples", samples)
+        store.write_table("sample_profiles", sample_stats.layer_profiles(samples))
+        timings["sample_stats"] = t_stats + time.perf_counter() - t0
 
     done = list(FOUNDATION) if status == "complete" else list(PARTIAL_STAGES)
     manifest.update(status=status, stages_done=done,

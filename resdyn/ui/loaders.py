@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from resdyn.core import queries
+from resdyn.core import queries, sample_stats
 from resdyn.core.store import RunStore
 
 
@@ -31,8 +31,10 @@ def load_query(store: RunStore, fn: str, *args, tables: tuple[str, ...]):
 
 
 def load_layers(store: RunStore, operator: str | None = None) -> pd.DataFrame:
-    """``queries.layers`` through st.cache_data (recomputed when the file changes)."""
-    return _cached("layers", str(store.path.parent), store.run_id, _stamp(store, "layers"), (operator,))
+    """``queries.layers`` through st.cache_data: layers.parquet with the per-sample profiles joined
+    (recomputed when either file changes, so the κ columns appear when ``sample_stats`` lands)."""
+    return _cached("layers", str(store.path.parent), store.run_id, stamps(store, *sample_stats.LAYER_TABLES),
+                   (operator,))
 
 
 def load_eigenvalues(store: RunStore, layers: list[int] | None = None, operator: str = "J") -> pd.DataFrame:

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from resdyn.core import nulls, regimes
+from resdyn.core import nulls, queries, regimes
 from resdyn.core.store import RunStore
 from resdyn.testing.synthetic import make_synthetic_run
 from tests.app.apptools import open_page
@@ -47,7 +47,7 @@ def _traces(at: AppTest) -> list[dict]:
 
 
 def _layers(root: Path, run: str, op: str) -> pd.DataFrame:
-    lay = RunStore(root / run).read_table("layers")
+    lay = queries.layers(run, root=root)
     return lay[lay["operator"] == op].sort_values("layer")
 
 
@@ -121,7 +121,7 @@ def test_runs_page_cards_and_regime_tables(runs_root, monkeypatch):
     assert f"init twin — · null ≤ {d}" in captions  # the twin has no cumulative table
     assert f"Init twin: `{RANDOM_RUN}` (same model and shape, random weights)." in captions
     # Regime tables of the chosen run: the paper's split and the change-point split.
-    lay = RunStore(runs_root / DEEP).read_table("layers")
+    lay = queries.layers(DEEP, root=runs_root)  # with the per-sample profiles, as the page reads it
     split = regimes.paper_split(6)
     paper = at.dataframe[1].value.set_index("quantity")
     assert list(paper.columns) == list(split.labels().values())

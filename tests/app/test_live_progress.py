@@ -131,3 +131,27 @@ def test_a_stage_outside_the_live_computation_is_offered_for_afterwards(runs):
     text = _texts(at)
     assert "does not compute `cumulative`; once it ends" in text and "--stages cumulative" in text
     assert FINISH not in text
+
+
+def test_a_missing_kappa_is_on_its_way_while_sample_stats_is_being_computed(synthetic_runs_dir, tmp_path,
+                                                                           monkeypatch, auto_reruns):
+    """The demo's order: spectra first, the per-sample statistics later. While the computation that
+    writes them holds the lock, the Operator-type page's κ line says they are on their way."""
+    from tests.app.test_pages import without_sample_stats
+
+    root = tmp_path / "runs"
+    shutil.copytree(synthetic_runs_dir, root)
+    run = "synthetic-trained"
+    without_sample_stats(root, run)
+    monkeypatch.setenv("RESDYN_RUNS_DIR", str(root))
+    store = RunStore(root / run)
+    (store.path / LOCK).write_text(str(os.getpid()))
+    w = progress.ProgressWriter(store, ["sample_stats"], min_interval=0)
+    w.start_stage("sample_stats")
+    w.step("sample_stats (isolated)", 8, 64, "J")
+    at = open_page("pages/operator_type.py", run=run)
+    assert not at.exception, [e.value for e in at.exception]
+    (note,) = [i.value for i in at.info if "κ" in i.value and "sample_stats" in i.value]
+    assert "`sample_stats` is on its way" in note and "python -m resdyn.compute run" not in note
+    assert "**sample_stats**" in at.get("progress")[0].text
+    assert auto_reruns == [REFRESH_S]

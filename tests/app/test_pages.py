@@ -6,12 +6,14 @@ warning and a fallback, never an exception.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from resdyn import stages
 from resdyn.testing.synthetic import make_synthetic_run
 from tests.app.apptools import charts, open_page
 from tests.app.pagelist import app_pages
@@ -127,6 +129,37 @@ def test_partial_run_shows_banner_and_what_it_has(synthetic_runs_dir, tmp_path, 
         assert "partial" in banner and "missing stages: spectra" in banner
         assert not at.get("plotly_chart")  # no table to draw from, and no crash
     assert "layers.parquet" in " ".join(i.value for i in _app("pages/operator_type.py", run="half-done").info)
+
+
+def without_sample_stats(root: Path, run: str) -> None:
+    """Make ``run`` (under ``root``) a run whose spectra landed before its per-sample statistics, as
+    ``make demo`` computes them: no samples or sample_profiles table, ``sample_stats`` not done."""
+    from resdyn.core.store import RunStore
+
+    store = RunStore(root / run)
+    for f in stages.get("sample_stats").outputs:
+        (store.path / f).unlink()
+    store.invalidate({"sample_stats"})
+
+
+def test_pages_draw_a_run_whose_spectra_came_before_its_per_sample_statistics(synthetic_runs_dir, tmp_path,
+                                                                           monkeypatch):
+    root = tmp_path / "runs"
+    shutil.copytree(synthetic_runs_dir, root)
+    without_sample_stats(root, TRAINED_RUN)
+    monkeypatch.setenv("RESDYN_RUNS_DIR", str(root))
+    for page in app_pages():
+        at = _app(page, run=TRAINED_RUN) if page != "pages/compare.py" else _app(page, runs=TRAINED_RUN)
+        _no_exception(at)
+        assert not at.error, [e.value for e in at.error]
+    at = _app("pages/operator_type.py", run=TRAINED_RUN)
+    (note,) = [i.value for i in at.info if "sample_stats" in i.value]  # one line where κ would be
+    assert "κ" in note and f"--run-id {TRAINED_RUN}" in note and "--stages sample_stats" in note
+    assert len(at.get("plotly_chart")) == PAGES["pages/operator_type.py"] - 1  # every other profile
+    assert "no κ statistics" not in json.dumps(_charts(at))
+    at = _app("pages/compare.py", runs=TRAINED_RUN)
+    options = at.sidebar.selectbox[0].options  # the profiles' labels
+    assert "Henrici δ" in options and not [o for o in options if "κ" in o or "median over samples" in o]
 
 
 def test_empty_runs_dir_says_how_to_make_a_run(tmp_path, monkeypatch):

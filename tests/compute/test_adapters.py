@@ -17,7 +17,7 @@ from resdyn.compute import adapters
 from resdyn.compute.adapters import Adapter, adapter_for, moe, register_adapter, supported_model_types
 from resdyn.compute.blocks import isolated_calls, isolated_fn
 from resdyn.compute.cli import main
-from resdyn.compute.stages.jacobians import batched_jacobian
+from resdyn.compute.block_jacobians import batched_jacobian
 from resdyn.errors import ResdynError
 
 from .test_cli import save_tiny_model_and_corpus

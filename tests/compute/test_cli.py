@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import transformers as tf
@@ -60,7 +61,7 @@ def tiny_run(tmp_path_factory):
     corpus.write_text("\n".join(TEXTS) + "\n")
     argv = ["run", "--model", str(model_dir), "--corpus", str(corpus), "--samples", "4",
             "--runs-dir", str(root / "runs"), "--run-id", "e2e", "--quiet", "--batch-size", "3",
-            "--stages", "activations,jacobians,spectra"]
+            "--stages", "activations,jacobians,spectra,sample_stats"]
     assert main(argv) == 0
     return root, argv
 
@@ -70,14 +71,22 @@ def test_run_is_complete_and_readable_through_duckdb(tiny_run):
     runs_dir = root / "runs"
     manifest = json.loads((runs_dir / "e2e" / "manifest.json").read_text())
     assert manifest["architecture"] == "llama" and manifest["n_layers"] == 3 and manifest["d_model"] == 32
-    assert {"activations", "jacobians", "spectra"} <= set(manifest["stages_done"])
+    assert {"activations", "jacobians", "spectra", "sample_stats"} <= set(manifest["stages_done"])
     assert manifest["k"] == 8  # min(64, d // 4)
+    assert manifest["files"]["samples.parquet"] == manifest["files"]["sample_profiles.parquet"] == "sample_stats"
     layers = queries.table("e2e", "layers", root=runs_dir)
     assert len(layers) == 2 * 3 and set(layers["operator"]) == {"J", "R"}
     for col in ("self_alignment", "forward_alignment", "henrici", "frac_expanding", "frac_complex", "mean_abs_eig",
-                "spectral_radius", "residual_norm_ratio", "kappa_median", "kappa_q25", "kappa_q75", "fro_median",
-                "pr_median"):
+                "spectral_radius", "residual_norm_ratio"):
         assert col in layers.columns
+    # The per-sample profiles are the sample_stats stage's table, joined on layer by queries.layers.
+    profile_cols = ["kappa_median", "kappa_q25", "kappa_q75", "fro_median", "pr_median"]
+    assert not set(profile_cols) & set(layers.columns)
+    joined = queries.layers("e2e", root=runs_dir)
+    profiles = queries.table("e2e", "sample_profiles", root=runs_dir).set_index("layer")
+    for op in ("J", "R"):
+        rows = joined[joined["operator"] == op].set_index("layer")
+        np.testing.assert_array_equal(rows[profile_cols].to_numpy(), profiles.loc[rows.index, profile_cols].to_numpy())
     # METHODS §3's null: the real-Ginibre complex fraction at d = 32, on both operators' rows.
     np.testing.assert_allclose(layers["frac_complex_null"], nulls.ginibre_complex_fraction(32), rtol=1e-15)
     eig = queries.table("e2e", "eigenvalues", where="operator = ? AND layer = ?", params=["J", 1], root=runs_dir)
@@ -95,7 +104,7 @@ def test_run_is_complete_and_readable_through_duckdb(tiny_run):
 def test_mean_jacobian_equals_mean_of_independent_jacobians(tiny_run):
     """The stored J̄_l is the mean over samples of autodiff Jacobians at the stored activations."""
     from resdyn.compute.blocks import isolated_calls, isolated_fn
-    from resdyn.compute.stages.jacobians import batched_jacobian
+    from resdyn.compute.block_jacobians import batched_jacobian
     from resdyn.compute.models import load_bundle
     from resdyn.config import RunConfig
 
@@ -109,19 +118,82 @@ def test_mean_jacobian_equals_mean_of_independent_jacobians(tiny_run):
         np.testing.assert_allclose(jac[l], ref, rtol=1e-4, atol=1e-5)
 
 
-def test_rerun_skips_and_resume_gives_identical_numbers(tiny_run, monkeypatch):
+def test_sample_stats_equal_a_float64_svd_of_the_autodiff_jacobians(tiny_run):
+    """samples.parquet holds σ_max, σ_min, κ, ‖J‖_F and PR of each sample's own Jacobian: those of a
+    dense float64 SVD of the autodiff Jacobian at the stored activations (float32 model, so to
+    float32 rounding of J), and sample_profiles.parquet their per-layer medians and quartiles."""
+    from resdyn.compute.blocks import isolated_calls, isolated_fn
+    from resdyn.compute.block_jacobians import batched_jacobian
+    from resdyn.compute.models import load_bundle
+    from resdyn.config import RunConfig
+
+    root, _ = tiny_run
+    run = root / "runs" / "e2e"
+    bundle = load_bundle(RunConfig(model=str(root / "tiny-llama"), run_id="x"))
+    acts = torch.from_numpy(np.load(run / "activations.npy"))
+    samples = pd.read_parquet(run / "samples.parquet")
+    assert list(samples.columns) == ["layer", "sample", "sigma_max", "sigma_min", "kappa", "fro", "pr"]
+    for l, call in enumerate(isolated_calls(bundle)):
+        jac = batched_jacobian(isolated_fn(call), acts[:, 2 * l]).double().numpy()
+        s = np.linalg.svd(jac, compute_uv=False)
+        ref = np.column_stack([s[:, 0], s[:, -1], s[:, 0] / s[:, -1], np.sqrt((s**2).sum(1)),
+                               (s**2).sum(1) ** 2 / (s**4).sum(1)])
+        got = samples[samples["layer"] == l].sort_values("sample")[["sigma_max", "sigma_min", "kappa", "fro", "pr"]]
+        np.testing.assert_allclose(got.to_numpy(), ref, rtol=1e-4)
+    prof = pd.read_parquet(run / "sample_profiles.parquet")
+    g = samples.groupby("layer")
+    np.testing.assert_array_equal(prof["kappa_median"], g["kappa"].median().to_numpy())
+    np.testing.assert_array_equal(prof["kappa_q75"], g["kappa"].quantile(0.75).to_numpy())
+    np.testing.assert_array_equal(prof["pr_median"], g["pr"].median().to_numpy())
+
+
+def test_sample_stats_equal_the_combined_stage(tiny_run):
+    """The split changed no number: the statistics equal those of the former combined stage, which
+    took each batch's Jacobians once and reduced them to the float64 sum and gram_stats in one loop
+    (written out here), bit for bit, for the same batches."""
+    from resdyn.compute import block_jacobians as bj
+    from resdyn.compute.models import load_bundle
+    from resdyn.config import RunConfig
+
+    root, argv = tiny_run
+    run = root / "runs" / "e2e"
+    cfg = RunConfig(model=str(root / "tiny-llama"), run_id="x", batch_size=3)
+    state = bj.prepare_worker(load_bundle(cfg), cfg)
+    acts = np.load(run / "activations.npy")
+    means, stats = [], []
+    for l in range(acts.shape[1] // 2):
+        n, batches = bj.layer_jacobian_batches(state, cfg, l, {"states": np.array(acts[:, 2 * l])})
+        total, rows = None, []
+        for _, jac in batches:  # the combined stage's loop
+            part = bj.batch_sum(jac)
+            total = part if total is None else total + part
+            rows.append(bj.gram_stats(jac).numpy())
+        means.append(total / n)
+        stats.append(np.concatenate(rows))
+    samples = pd.read_parquet(run / "samples.parquet")
+    np.testing.assert_array_equal(samples[list(bj.STAT_COLUMNS)].to_numpy(), np.concatenate(stats))
+    np.testing.assert_array_equal(np.load(run / "jacobians.npy"), np.stack(means).astype(np.float32))
+
+
+@pytest.mark.parametrize("stage, checkpoint, patched", [("jacobians", "mean", "batch_sum"),
+                                                        ("sample_stats", "stats", "gram_stats")])
+def test_rerun_skips_and_resume_gives_identical_numbers(tiny_run, monkeypatch, stage, checkpoint, patched):
+    """A crash inside a per-layer stage at layer 2 keeps layers 0 and 1 as checkpoints under
+    .partial/STAGE/; the rerun resumes at layer 2 and writes the numbers of an uninterrupted run."""
     root, argv = tiny_run
     run = root / "runs" / "e2e"
     before = np.load(run / "jacobians.npy").copy()
     samples_before = (run / "samples.parquet").read_bytes()
     samples_table_before = _samples(root)
+    profiles_before = pd.read_parquet(run / "sample_profiles.parquet")
     assert main(argv) == 0  # everything done: nothing recomputed
     assert (run / "samples.parquet").read_bytes() == samples_before
 
-    # Crash inside the Jacobian stage at layer 2, after layers 0 and 1 were checkpointed.
-    from resdyn.compute.stages import jacobians
+    # Crash inside the stage at layer 2, after layers 0 and 1 were checkpointed. The engine's helpers
+    # are looked up in resdyn.compute.block_jacobians by both stages, so that is where to replace one.
+    from resdyn.compute import block_jacobians
 
-    real, calls = jacobians.gram_stats, {"n": 0}
+    real, calls = getattr(block_jacobians, patched), {"n": 0}
 
     def failing(jac):
         calls["n"] += 1
@@ -129,25 +201,24 @@ def test_rerun_skips_and_resume_gives_identical_numbers(tiny_run, monkeypatch):
             raise RuntimeError("simulated crash")
         return real(jac)
 
-    monkeypatch.setattr(jacobians, "gram_stats", failing)
+    monkeypatch.setattr(block_jacobians, patched, failing)
     with pytest.raises(RuntimeError):
-        main(argv + ["--redo", "jacobians"])
+        main(argv + ["--redo", stage])
     manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["status"] == "partial" and "jacobians" not in manifest["stages_done"]
-    assert sorted(p.name for p in (run / ".partial" / "jacobians").iterdir()) == [
-        "mean_000.npy", "mean_001.npy", "stats_000.npy", "stats_001.npy"]
-    monkeypatch.setattr(jacobians, "gram_stats", real)
+    assert manifest["status"] == "partial" and stage not in manifest["stages_done"]
+    assert sorted(p.name for p in (run / ".partial" / stage).iterdir()) == [
+        f"{checkpoint}_000.npy", f"{checkpoint}_001.npy"]
+    monkeypatch.setattr(block_jacobians, patched, real)
     calls["n"] = 0
     assert main(argv) == 0  # resumes at layer 2
     np.testing.assert_array_equal(np.load(run / "jacobians.npy"), before)
     # The resumed table holds the same numbers (the file's bytes may differ in Parquet metadata).
     np.testing.assert_array_equal(_samples(root), samples_table_before)
+    pd.testing.assert_frame_equal(pd.read_parquet(run / "sample_profiles.parquet"), profiles_before, check_exact=True)
     assert not (run / ".partial").exists()
 
 
 def _samples(root):
-    import pandas as pd
-
     return pd.read_parquet(root / "runs" / "e2e" / "samples.parquet").to_numpy()
 
 

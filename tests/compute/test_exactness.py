@@ -18,7 +18,7 @@ from resdyn.compute.blocks import (
     isolated_mid_fn,
     traced_forward,
 )
-from resdyn.compute.stages.jacobians import batched_jacobian, gram_stats
+from resdyn.compute.block_jacobians import batched_jacobian, gram_stats
 
 from resdyn.compute.adapters import ADAPTERS, adapter_for
 

@@ -20,7 +20,7 @@ from tests.compute.test_cli import save_tiny_model_and_corpus
 
 ray = pytest.importorskip("ray")
 
-STAGES = "activations,jacobians,spectra"
+STAGES = "activations,jacobians,spectra,sample_stats"
 
 
 @pytest.fixture(scope="module")
@@ -63,18 +63,22 @@ def local_run(model_and_corpus):
 
 
 def test_ray_run_equals_local_run_and_resumes_from_checkpoints(ray_local, model_and_corpus, local_run):
-    """Two workers compute layers 0 and 2; layer 1's checkpoint, already on disk, is not recomputed."""
+    """Two workers compute layers 0 and 2 of both per-layer model stages (jacobians, sample_stats);
+    layer 1's checkpoints, already on disk, are not recomputed."""
     from resdyn.core.store import save_npy
 
     root = model_and_corpus
     run = _compute(root, "ray", "--stages", "activations")
-    part = run / ".partial" / "jacobians"
-    part.mkdir(parents=True)
-    save_npy(part / "mean_001.npy", np.full((32, 32), 7.0))  # a sentinel no worker would produce
-    save_npy(part / "stats_001.npy", np.ones((5, 5)))
+    for stage, name, sentinel in (("jacobians", "mean_001.npy", np.full((32, 32), 7.0)),
+                                  ("sample_stats", "stats_001.npy", np.full((5, 5), 7.0))):
+        part = run / ".partial" / stage
+        part.mkdir(parents=True)
+        save_npy(part / name, sentinel)  # a sentinel no worker would produce
     _compute(root, "ray", "--executor", "ray", "--workers", "2")
     jac = np.load(run / "jacobians.npy")
     assert (jac[1] == 7.0).all()
+    samples = pd.read_parquet(run / "samples.parquet")
+    assert (samples[samples.layer == 1].iloc[:, 2:] == 7.0).all().all()
     _assert_same_run(local_run, run, layers=[0, 2])
     assert not (run / ".partial").exists()  # the driver assembled every layer and cleaned up
     for name in ("layers", "eigenvalues"):  # the spectra of layers 0 and 2 follow bit for bit
@@ -142,7 +146,8 @@ def test_sweep_run_ids_name_each_cell():
 
 def test_everything_but_the_ray_executor_works_without_ray(monkeypatch):
     code = ("import sys; sys.modules['ray'] = None\n"
-            "from resdyn.compute import executors, pipeline\nfrom resdyn.compute.stages import jacobians\n"
+            "from resdyn.compute import executors, pipeline\n"
+            "from resdyn.compute.stages import jacobians, sample_stats\n"
             "print(executors.parallel_map(abs, [-1, 2]))\n"
             "try:\n    executors.RayExecutor()\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

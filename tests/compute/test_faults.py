@@ -26,9 +26,9 @@ from resdyn.core.schema import SCHEMA_VERSION
 from resdyn.core.store import RunStore
 from tests.compute.test_cli import TEXTS, save_tiny_model_and_corpus
 
-STAGES = "activations,jacobians,spectra"
-OUTPUTS = ("activations.npy", "final_state.npy", "jacobians.npy", "samples.parquet", "layers.parquet",
-           "eigenvalues.parquet")
+STAGES = "activations,jacobians,spectra,sample_stats"
+OUTPUTS = ("activations.npy", "final_state.npy", "jacobians.npy", "layers.parquet", "eigenvalues.parquet",
+           "samples.parquet", "sample_profiles.parquet")
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def _snapshot(run: Path) -> dict[str, bytes]:
 def _assert_same_numbers(a: Path, b: Path) -> None:
     for name in ("activations.npy", "final_state.npy", "jacobians.npy"):
         np.testing.assert_array_equal(np.load(a / name), np.load(b / name), err_msg=name)
-    for name in ("samples", "layers", "eigenvalues"):
+    for name in ("layers", "eigenvalues", "samples", "sample_profiles"):
         pd.testing.assert_frame_equal(pd.read_parquet(a / f"{name}.parquet"), pd.read_parquet(b / f"{name}.parquet"),
                                       check_exact=True, obj=name)
 
@@ -95,12 +95,15 @@ def _kill_when(argv: list[str], trigger: Path, timeout: float = 240) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
-def test_sigkill_mid_stage_then_rerun_completes_with_identical_numbers(env, tmp_path):
-    """Killed inside the Jacobian stage after its first layer, a rerun completes with the numbers of
-    an uninterrupted run, keeping the activations and the finished layer.
+@pytest.mark.parametrize("stage, checkpoint", [("jacobians", "mean"), ("sample_stats", "stats")])
+def test_sigkill_mid_stage_then_rerun_completes_with_identical_numbers(env, tmp_path, stage, checkpoint):
+    """SIGKILL right after a per-layer stage checkpointed its first layer; the rerun resumes at the
+    next layer and the run's numbers equal an uninterrupted run's, keeping what was finished.
 
     In-context mode is used because its layers take about a second each here, which leaves a
     wide window between the first layer's checkpoint and the next."""
+    import importlib
+
     root = env
     ref = root / "runs" / "ref-ic"
     if not ref.exists():
@@ -108,31 +111,31 @@ def test_sigkill_mid_stage_then_rerun_completes_with_identical_numbers(env, tmp_
     runs = tmp_path / "runs"
     argv = _argv(root, "ic", "--mode", "in-context", runs=runs)
     run = runs / "ic"
-    _kill_when(argv, run / ".partial" / "jacobians" / "stats_000.npy")  # layer 0's second file
+    _kill_when(argv, run / ".partial" / stage / f"{checkpoint}_000.npy")
     m = _manifest(run)
-    assert m["status"] == "partial" and m["stages_done"] == ["activations"]
-    kept = sorted(p.name for p in (run / ".partial" / "jacobians").iterdir() if not p.name.startswith("."))
-    assert {"mean_000.npy", "stats_000.npy"} <= set(kept) and "stats_002.npy" not in kept  # died mid-stage
+    before = STAGES.split(",")[:STAGES.split(",").index(stage)]
+    assert m["status"] == "partial" and m["stages_done"] == before
+    kept = sorted(p.name for p in (run / ".partial" / stage).iterdir() if not p.name.startswith("."))
+    assert f"{checkpoint}_000.npy" in kept and f"{checkpoint}_002.npy" not in kept  # died mid-stage
     acts = (run / "activations.npy").read_bytes()
 
-    from resdyn.compute.stages import jacobians
-
+    module = importlib.import_module(f"resdyn.compute.stages.{stage}")
     pending = []
-    real = jacobians.compute_layer
-    jacobians.compute_layer = lambda state, cfg, layer, *a, **k: pending.append(layer) or real(state, cfg, layer, *a, **k)
+    real = module.compute_layer
+    module.compute_layer = lambda state, cfg, layer, *a, **k: pending.append(layer) or real(state, cfg, layer, *a, **k)
     try:
         assert main(argv) == 0
     finally:
-        jacobians.compute_layer = real
+        module.compute_layer = real
     assert 0 not in pending and pending  # the finished layer was kept, not recomputed
     assert (run / "activations.npy").read_bytes() == acts
-    assert _manifest(run)["stages_done"] == ["activations", "jacobians", "spectra"]
+    assert _manifest(run)["stages_done"] == STAGES.split(",")
     _assert_same_numbers(ref, run)
     assert not list(run.glob(".*.tmp"))  # no temporary file outlives a kill and a rerun
 
 
 # -- disk full, read-only ---------------------------------------------------------------------
-@pytest.mark.parametrize("victim", ["stats_001.npy", "layers.parquet"])
+@pytest.mark.parametrize("victim", ["mean_001.npy", "stats_001.npy", "layers.parquet"])
 def test_disk_full_gives_one_line_and_keeps_finished_work(env, tmp_path, monkeypatch, capsys, victim):
     root = env
     runs = tmp_path / "runs"
@@ -151,8 +154,11 @@ def test_disk_full_gives_one_line_and_keeps_finished_work(env, tmp_path, monkeyp
     _one_line_error(capsys, code, "disk full while writing", victim, "free space and rerun")
     assert (run / "activations.npy").read_bytes() == acts
     assert not [p for p in run.rglob("*.tmp")]  # the half-written temporary file is gone
-    if victim == "stats_001.npy":  # layer 0 was checkpointed before the disk filled up
+    if victim == "mean_001.npy":  # layer 0 was checkpointed before the disk filled up
         assert (run / ".partial" / "jacobians" / "mean_000.npy").is_file()
+    elif victim == "stats_001.npy":  # the same in the per-sample statistics, after the spectra
+        assert (run / ".partial" / "sample_stats" / "stats_000.npy").is_file()
+        assert {"jacobians", "spectra"} <= set(_manifest(run)["stages_done"])
     else:
         assert "jacobians" in _manifest(run)["stages_done"]
     monkeypatch.setattr(os, "fsync", real_fsync)
@@ -194,9 +200,9 @@ def test_read_only_runs_dir_gives_one_line(env, tmp_path, monkeypatch, capsys, e
 
 # -- corrupt files ----------------------------------------------------------------------------
 @pytest.mark.parametrize("name, reader, writer", [
-    ("samples.parquet", "spectra", "jacobians"),
     ("jacobians.npy", "spectra", "jacobians"),
     ("activations.npy", "jacobians", "activations"),
+    ("activations.npy", "sample_stats", "activations"),
 ])
 def test_corrupt_file_is_named_with_the_stage_to_redo(env, tmp_path, capsys, name, reader, writer):
     runs = _copy_ref(env, tmp_path)
@@ -213,14 +219,14 @@ def test_damaged_layer_checkpoint_is_recomputed(env, tmp_path):
     runs = tmp_path / "runs"
     argv = _argv(env, "ck", runs=runs)
     assert main(argv[:-2] + ["--stages", "activations"]) == 0
-    part = runs / "ck" / ".partial" / "jacobians"
-    part.mkdir(parents=True)
-    ref = np.load(env / "runs" / "ref" / "jacobians.npy")
+    means, stats = runs / "ck" / ".partial" / "jacobians", runs / "ck" / ".partial" / "sample_stats"
+    means.mkdir(parents=True)
+    stats.mkdir(parents=True)
     from resdyn.core.store import save_npy
 
-    save_npy(part / "mean_000.npy", ref[0].astype(np.float64))
-    save_npy(part / "stats_000.npy", np.zeros((4, 5)))
-    (part / "stats_000.npy").write_bytes((part / "stats_000.npy").read_bytes()[:-8])
+    for part, name, arr in ((means, "mean_001.npy", np.zeros((32, 32))), (stats, "stats_000.npy", np.zeros((4, 5)))):
+        save_npy(part / name, arr)
+        (part / name).write_bytes((part / name).read_bytes()[:-8])
     assert main(argv) == 0
     _assert_same_numbers(env / "runs" / "ref", runs / "ck")
 
@@ -273,23 +279,32 @@ def test_nan_or_inf_activations_give_one_line(env, tmp_path, capsys):
     assert _manifest(runs / "nan")["stages_done"] == []
 
 
-def test_nan_in_jacobians_gives_one_line_and_keeps_earlier_layers(env, tmp_path, monkeypatch, capsys):
-    from resdyn.compute.stages import jacobians
+@pytest.mark.parametrize("stage, checkpoint, poisoned_call, done", [
+    ("jacobians", "mean", 3, ["activations"]),
+    ("sample_stats", "stats", 9, ["activations", "jacobians", "spectra"]),
+])
+def test_nan_in_jacobians_gives_one_line_and_keeps_earlier_layers(env, tmp_path, monkeypatch, capsys, stage,
+                                                                  checkpoint, poisoned_call, done):
+    """Both stages that take the Jacobians refuse a non-finite one. 4 samples in batches of 3 make
+    two engine calls per layer: call 3 is layer 1's first batch in the jacobians stage, call 9 (3
+    layers later) the same batch in sample_stats. The engine is replaced where both stages look it
+    up (``resdyn.compute.block_jacobians``)."""
+    from resdyn.compute import block_jacobians
 
-    real, calls = jacobians.isolated_jacobians, {"n": 0}
+    real, calls = block_jacobians.isolated_jacobians, {"n": 0}
 
-    def poisoned(*args, **kwargs):  # 4 samples in batches of 3: call 3 is layer 1's first batch
+    def poisoned(*args, **kwargs):
         calls["n"] += 1
         jac = real(*args, **kwargs)
-        return jac * float("nan") if calls["n"] == 3 else jac
+        return jac * float("nan") if calls["n"] == poisoned_call else jac
 
-    monkeypatch.setattr(jacobians, "isolated_jacobians", poisoned)
+    monkeypatch.setattr(block_jacobians, "isolated_jacobians", poisoned)
     runs = tmp_path / "runs"
     code = main(_argv(env, "nanj", runs=runs))
     _one_line_error(capsys, code, "non-finite Jacobian at layer 1", "--dtype float64", "new --run-id")
     run = runs / "nanj"
-    assert _manifest(run)["stages_done"] == ["activations"]
-    assert sorted(p.name for p in (run / ".partial" / "jacobians").glob("*.npy")) == ["mean_000.npy", "stats_000.npy"]
+    assert _manifest(run)["stages_done"] == done
+    assert sorted(p.name for p in (run / ".partial" / stage).glob("*.npy")) == [f"{checkpoint}_000.npy"]
 
 
 # -- bad input ----------------------------------------------------------------------------------

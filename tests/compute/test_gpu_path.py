@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from resdyn.compute.stages import jacobians
+from resdyn.compute import block_jacobians
 from resdyn.compute.blocks import isolated_calls, isolated_fn
 from tests.compute.tiny import tiny_bundle
 
@@ -26,7 +26,7 @@ def _fake_cuda_bundle(d=4096, ff=14336):
 def test_row_chunk_on_cuda_fits_half_the_free_memory(monkeypatch, free_gib, expected):
     free = int(free_gib * 2**30)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, 80 * 2**30))
-    chunk = jacobians.auto_row_chunk(_fake_cuda_bundle(), batch=8)
+    chunk = block_jacobians.auto_row_chunk(_fake_cuda_bundle(), batch=8)
     assert chunk == expected
     per_row = 8 * (8 * 4096 + 4 * 14336) * 4
     if chunk is not None and chunk > 1:
@@ -35,7 +35,7 @@ def test_row_chunk_on_cuda_fits_half_the_free_memory(monkeypatch, free_gib, expe
 
 def test_row_chunk_on_cpu_is_the_default():
     bundle = SimpleNamespace(d_model=4096, device=torch.device("cpu"), dtype=torch.float32, config=None)
-    assert jacobians.auto_row_chunk(bundle, batch=8) == jacobians.default_row_chunk(4096) == 512
+    assert block_jacobians.auto_row_chunk(bundle, batch=8) == block_jacobians.default_row_chunk(4096) == 512
 
 
 def test_chunked_jacobians_equal_unchunked_to_float32_rounding():
@@ -44,9 +44,9 @@ def test_chunked_jacobians_equal_unchunked_to_float32_rounding():
     bundle = tiny_bundle("gpt2", dtype=torch.float32)  # the autodiff path (no closed form)
     fn = isolated_fn(isolated_calls(bundle)[1])
     h = torch.randn(3, 32, generator=torch.Generator().manual_seed(0))
-    whole = jacobians.batched_jacobian(fn, h, None)
+    whole = block_jacobians.batched_jacobian(fn, h, None)
     for chunk in (1, 4, 7):
-        torch.testing.assert_close(jacobians.batched_jacobian(fn, h, chunk), whole, rtol=0,
+        torch.testing.assert_close(block_jacobians.batched_jacobian(fn, h, chunk), whole, rtol=0,
                                    atol=8 * torch.finfo(torch.float32).eps * whole.abs().max().item())
 
 

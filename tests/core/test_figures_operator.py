@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from resdyn.core import sample_stats
 from resdyn.core.figures import operator
 from resdyn.core.store import RunStore
 from tests.conftest import SYNTHETIC_SIZES, TRAINED_RUN
@@ -16,7 +17,9 @@ L, D = SYNTHETIC_SIZES["n_layers"], SYNTHETIC_SIZES["d"]
 
 @pytest.fixture(scope="module")
 def layers(synthetic_runs_dir) -> pd.DataFrame:
-    return RunStore(synthetic_runs_dir / TRAINED_RUN).read_table("layers")
+    """layers.parquet with the per-sample profiles joined, as the pages read it."""
+    store = RunStore(synthetic_runs_dir / TRAINED_RUN)
+    return sample_stats.with_profiles(store, store.read_table("layers"))
 
 
 def _by_name(fig: dict) -> dict[str, dict]:

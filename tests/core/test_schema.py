@@ -177,8 +177,14 @@ def test_upgrade_rewrites_an_old_run_exactly_and_once(old_runs, synthetic_runs_d
     assert main(["upgrade", TRAINED_RUN, "--runs-dir", str(old_runs)]) == 0
     out = capsys.readouterr().out.splitlines()
     n_tables = len(list(ref.glob("*.parquet")))
-    assert out == [f"{TRAINED_RUN}: schema 1 -> {SCHEMA_VERSION}, {n_tables} table(s) rewritten"]
-    assert json.loads((run / "manifest.json").read_text())["schema_version"] == SCHEMA_VERSION
+    assert out == [f"{TRAINED_RUN}: schema 1 -> {SCHEMA_VERSION}, {n_tables} table(s) rewritten",
+                   "  per-sample statistics: sample_profiles.parquet written from samples.parquet; kappa_median, "
+                   "kappa_q25, kappa_q75, fro_median, pr_median dropped from layers.parquet; sample_stats recorded "
+                   "as done (it wrote samples.parquet and the profiles)"]
+    m, m_ref = (json.loads((r / "manifest.json").read_text()) for r in (run, ref))
+    assert m["schema_version"] == SCHEMA_VERSION
+    assert m["stages_done"] == m_ref["stages_done"] and m["stages_all"] == m_ref["stages_all"]
+    assert m["files"]["samples.parquet"] == m["files"]["sample_profiles.parquet"] == "sample_stats"
     for p in sorted(ref.glob("*.parquet")):
         assert_conforms(run / p.name)
         # The same values and dtypes as the run this resdyn wrote.
@@ -209,7 +215,7 @@ def test_upgrade_leaves_a_table_with_an_undeclared_column_and_keeps_the_old_vers
     write_old_table(store, "samples", store.read_table("samples").assign(legacy=1.0))
     assert main(["upgrade", TRAINED_RUN, "--runs-dir", str(old_runs)]) == 1
     out = capsys.readouterr().out
-    assert "stays at schema 1" in out and "samples.parquet" in out and "legacy" in out and "--redo jacobians" in out
+    assert "stays at schema 1" in out and "samples.parquet" in out and "legacy" in out and "--redo sample_stats" in out
     assert store.manifest()["schema_version"] == 1
     assert_conforms(store.table_path("layers"))  # the others were rewritten all the same
 

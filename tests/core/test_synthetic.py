@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from resdyn.config import resolve_k
-from resdyn.core import linalg, nulls
+from resdyn.core import linalg, nulls, sample_stats
 from resdyn.core.store import RunStore
 from resdyn.testing.synthetic import make_synthetic_run
 from tests.conftest import RANDOM_RUN, SYNTHETIC_SIZES, TRAINED_RUN
@@ -16,8 +16,7 @@ from tests.conftest import RANDOM_RUN, SYNTHETIC_SIZES, TRAINED_RUN
 MANIFEST_KEYS = {"run_id", "model", "revision", "init", "architecture", "n_layers", "d_model", "n_samples",
                  "corpus", "mode", "dtype", "seed", "k", "status", "stages_done", "timings", "versions"}
 LAYER_COLUMNS = ["layer", "operator", "self_alignment", "forward_alignment", "henrici", "frac_expanding",
-                 "frac_complex", "mean_abs_eig", "spectral_radius", "residual_norm_ratio", "kappa_median",
-                 "kappa_q25", "kappa_q75", "fro_median", "pr_median", "frac_complex_null"]
+                 "frac_complex", "mean_abs_eig", "spectral_radius", "residual_norm_ratio", "frac_complex_null"]
 L, D, N = SYNTHETIC_SIZES["n_layers"], SYNTHETIC_SIZES["d"], SYNTHETIC_SIZES["n_samples"]
 
 
@@ -27,7 +26,7 @@ def test_contract_files_shapes_and_manifest(synthetic_runs_dir):
     assert MANIFEST_KEYS <= set(m)
     assert (m["n_layers"], m["d_model"], m["n_samples"], m["k"]) == (L, D, N, resolve_k(None, D))
     assert m["cumulative_rank"] == D  # exact products, as init_manifest records by default
-    assert m["status"] == "complete" and m["stages_done"] == ["activations", "jacobians", "spectra"]
+    assert m["status"] == "complete" and m["stages_done"] == ["activations", "jacobians", "spectra", "sample_stats"]
     assert set(m["timings"]) == set(m["stages_done"])
     assert {"python", "torch", "transformers", "resdyn"} <= set(m["versions"])
     acts, final, jac = (store.read_array(n) for n in ("activations", "final_state", "jacobians"))
@@ -38,6 +37,7 @@ def test_contract_files_shapes_and_manifest(synthetic_runs_dir):
     samples = store.read_table("samples")
     assert list(samples.columns) == ["layer", "sample", "sigma_max", "sigma_min", "kappa", "fro", "pr"]
     assert len(samples) == L * N
+    assert list(store.read_table("sample_profiles").columns) == ["layer", *sample_stats.PROFILE_COLUMNS]
     layers = store.read_table("layers")
     assert list(layers.columns) == LAYER_COLUMNS
     assert sorted(zip(layers["layer"], layers["operator"])) == [(l, o) for l in range(L) for o in "JR"]
@@ -47,12 +47,14 @@ def test_contract_files_shapes_and_manifest(synthetic_runs_dir):
 
 
 def test_tables_are_linalg_of_the_stored_arrays(synthetic_runs_dir):
-    """layers/eigenvalues are operator_table + sample_summary of the stored jacobians and samples."""
+    """layers/eigenvalues are operator_table of the stored jacobians (the spectra stage), and
+    sample_profiles the layer_profiles of the stored samples (the sample_stats stage)."""
     store = RunStore(synthetic_runs_dir / TRAINED_RUN)
     ref_layers, ref_eig = linalg.operator_table(store.read_array("jacobians", mmap=False), store.manifest()["k"])
-    ref_layers = ref_layers.merge(linalg.sample_summary(store.read_table("samples")), on="layer")
     ref_layers = nulls.with_frac_complex_null(ref_layers, store.manifest()["d_model"])  # as the spectra stage
     pd.testing.assert_frame_equal(store.read_table("layers"), ref_layers, check_dtype=False, atol=1e-12)
+    pd.testing.assert_frame_equal(store.read_table("sample_profiles"),
+                                  sample_stats.layer_profiles(store.read_table("samples")), check_exact=True)
     pd.testing.assert_frame_equal(store.read_table("eigenvalues"), ref_eig, check_dtype=False, atol=1e-12)
     # The spectrum of J̄ is the spectrum of the stored matrix, and R's is J's shifted by one.
     eig = store.read_table("eigenvalues")
@@ -84,6 +86,7 @@ def test_block_path_equals_dense_path(tmp_path, init):
         np.testing.assert_allclose(np.sort_complex(h["re"].to_numpy() + 1j * h["im"].to_numpy()),
                                    np.sort_complex(g["re"].to_numpy() + 1j * g["im"].to_numpy()), atol=2e-5)
     pd.testing.assert_frame_equal(fast.read_table("samples"), dense.read_table("samples"), rtol=1e-9)
+    pd.testing.assert_frame_equal(fast.read_table("sample_profiles"), dense.read_table("sample_profiles"), rtol=1e-9)
     # The fast path forms Q T Qᵀ in float32 (what is stored anyway), the dense one in float64.
     np.testing.assert_allclose(fast.read_array("jacobians"), dense.read_array("jacobians"), atol=2e-6)
 
@@ -127,9 +130,10 @@ def test_partial_run_has_no_spectra_and_overwrite_removes_them(tmp_path):
     store = make_synthetic_run(tmp_path, "run", n_layers=2, d=16, n_samples=4, status="partial")
     m = store.manifest()
     assert m["status"] == "partial" and m["stages_done"] == ["activations", "jacobians"]
-    assert "spectra" not in m["timings"]
+    assert "spectra" not in m["timings"] and "sample_stats" not in m["timings"]
     assert not store.has_table("layers") and not store.has_table("eigenvalues")
-    assert store.has_table("samples") and store.has_array("jacobians")
+    assert not store.has_table("samples") and not store.has_table("sample_profiles")
+    assert store.has_array("jacobians")
 
 
 def test_planted_communities_show_in_correlations(tmp_path):

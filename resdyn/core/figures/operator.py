@@ -1,8 +1,10 @@
 """Operator-type profiles across depth (METHODS §3–4).
 
-Input is the ``layers`` table: one row per (layer, operator ∈ {"J", "R"}) with self_alignment,
-forward_alignment, henrici, frac_expanding, residual_norm_ratio, kappa_median, kappa_q25,
-kappa_q75, ... Pure functions: a DataFrame in, a ``go.Figure`` out.
+Input is the ``layers`` table as ``queries.layers`` returns it: one row per (layer, operator ∈
+{"J", "R"}) with self_alignment, forward_alignment, henrici, frac_expanding, residual_norm_ratio,
+..., and, once the sample_stats stage has run, the per-sample profiles kappa_median, kappa_q25,
+kappa_q75 joined on layer (``resdyn.core.sample_stats.with_profiles``). Pure functions: a
+DataFrame in, a ``go.Figure`` out.
 """
 
 from __future__ import annotations
@@ -187,6 +189,8 @@ def frac_complex_profile(layers: pd.DataFrame, *, highlight: int | None = None,
 
 
 # Every operator-type figure, in page order: (key, builder). Builders take layers + keyword args.
+# SAMPLE_PROFILES: those drawn from the per-sample profiles (the sample_stats stage), not the spectra.
+SAMPLE_PROFILES = ("kappa",)
 PROFILES = (
     ("henrici", henrici_profile),
     ("residual_norm_ratio", residual_norm_ratio_profile),
