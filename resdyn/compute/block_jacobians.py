@@ -88,6 +88,28 @@ def isolated_jacobians(adapter, call, h: torch.Tensor, row_chunk: int | None = N
     return batched_jacobian(isolated_fn(call), h, row_chunk)
 
 
+SUM_CHUNK = 4096
+"""Samples per call of an adapter's ``isolated_jacobian_sum`` (its work arrays are N × ff float64)."""
+
+
+def isolated_jacobian_sum(adapter, call, states: np.ndarray, device, dtype) -> np.ndarray | None:
+    """Σ_i J(h_i) (d, d) float64 over the one-token states (N, d) of block ``call``, from the
+    adapter's ``isolated_jacobian_sum`` (no per-sample Jacobian formed), or None when the adapter
+    has none for this block. The states are cast to the run's dtype first, as the per-sample path
+    casts them, so both see the same inputs."""
+    if adapter.isolated_jacobian_sum is None:
+        return None
+    total = None
+    with torch.no_grad():
+        for start in range(0, len(states), SUM_CHUNK):
+            h = torch.tensor(np.array(states[start:start + SUM_CHUNK]), device=device, dtype=dtype)
+            part = adapter.isolated_jacobian_sum(call.block, h)
+            if part is None:
+                return None
+            total = part if total is None else total + part
+    return total.cpu().numpy()
+
+
 def layer_jacobians_in_context(bundle, layer: int, seqs: list[torch.Tensor], row_chunk=None,
                                positions: list[int] | None = None):
     """Yield (i, J (1, d, d)): J_{t,t} at token t = ``positions[i]`` (default: the last token) with

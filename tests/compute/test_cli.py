@@ -139,7 +139,13 @@ def test_sample_stats_equal_a_float64_svd_of_the_autodiff_jacobians(tiny_run):
         ref = np.column_stack([s[:, 0], s[:, -1], s[:, 0] / s[:, -1], np.sqrt((s**2).sum(1)),
                                (s**2).sum(1) ** 2 / (s**4).sum(1)])
         got = samples[samples["layer"] == l].sort_values("sample")[["sigma_max", "sigma_min", "kappa", "fro", "pr"]]
-        np.testing.assert_allclose(got.to_numpy(), ref, rtol=1e-4)
+        got = got.to_numpy()
+        np.testing.assert_allclose(got[:, [0, 3, 4]], ref[:, [0, 3, 4]], rtol=1e-4)
+        # σ_min of a float32 Jacobian is good to about κ·ε₃₂ relative (README, Benchmarks): the two
+        # Jacobians are float32 computations in different orders (closed form, autodiff).
+        tol = 1e-4 + 4 * ref[:, 2] * np.finfo(np.float32).eps
+        for col in (1, 2):
+            assert (np.abs(got[:, col] - ref[:, col]) <= tol * np.abs(ref[:, col])).all(), (l, col)
     prof = pd.read_parquet(run / "sample_profiles.parquet")
     g = samples.groupby("layer")
     np.testing.assert_array_equal(prof["kappa_median"], g["kappa"].median().to_numpy())
@@ -148,9 +154,11 @@ def test_sample_stats_equal_a_float64_svd_of_the_autodiff_jacobians(tiny_run):
 
 
 def test_sample_stats_equal_the_combined_stage(tiny_run):
-    """The split changed no number: the statistics equal those of the former combined stage, which
-    took each batch's Jacobians once and reduced them to the float64 sum and gram_stats in one loop
-    (written out here), bit for bit, for the same batches."""
+    """The split changed no statistic: they equal those of the former combined stage, which took
+    each batch's Jacobians once and reduced them to the float64 sum and gram_stats in one loop
+    (written out here), bit for bit, for the same batches. The mean now comes from the closed-form
+    sum over samples in float64 (no per-sample Jacobian), so it equals the loop's float64 sum of
+    float32 Jacobians to float32 rounding."""
     from resdyn.compute import block_jacobians as bj
     from resdyn.compute.models import load_bundle
     from resdyn.config import RunConfig
@@ -172,12 +180,14 @@ def test_sample_stats_equal_the_combined_stage(tiny_run):
         stats.append(np.concatenate(rows))
     samples = pd.read_parquet(run / "samples.parquet")
     np.testing.assert_array_equal(samples[list(bj.STAT_COLUMNS)].to_numpy(), np.concatenate(stats))
-    np.testing.assert_array_equal(np.load(run / "jacobians.npy"), np.stack(means).astype(np.float32))
+    stored, loop = np.load(run / "jacobians.npy"), np.stack(means)
+    np.testing.assert_allclose(stored, loop, rtol=0, atol=1e-6 * np.abs(loop).max())
 
 
-@pytest.mark.parametrize("stage, checkpoint, patched", [("jacobians", "mean", "batch_sum"),
-                                                        ("sample_stats", "stats", "gram_stats")])
-def test_rerun_skips_and_resume_gives_identical_numbers(tiny_run, monkeypatch, stage, checkpoint, patched):
+@pytest.mark.parametrize("stage, checkpoint, patched, per_layer", [
+    ("jacobians", "mean", "isolated_jacobian_sum", 1), ("sample_stats", "stats", "gram_stats", 2)])
+def test_rerun_skips_and_resume_gives_identical_numbers(tiny_run, monkeypatch, stage, checkpoint, patched,
+                                                        per_layer):
     """A crash inside a per-layer stage at layer 2 keeps layers 0 and 1 as checkpoints under
     .partial/STAGE/; the rerun resumes at layer 2 and writes the numbers of an uninterrupted run."""
     root, argv = tiny_run
@@ -195,11 +205,13 @@ def test_rerun_skips_and_resume_gives_identical_numbers(tiny_run, monkeypatch, s
 
     real, calls = getattr(block_jacobians, patched), {"n": 0}
 
-    def failing(jac):
+    def failing(*args):
         calls["n"] += 1
-        if calls["n"] > 4:  # batch size 3 and N = 4: two batches per layer
+        # jacobians: one closed-form sum per layer; sample_stats: batch size 3 and N = 4, two
+        # batches per layer. Either way the third layer's first call fails.
+        if calls["n"] > 2 * per_layer:
             raise RuntimeError("simulated crash")
-        return real(jac)
+        return real(*args)
 
     monkeypatch.setattr(block_jacobians, patched, failing)
     with pytest.raises(RuntimeError):

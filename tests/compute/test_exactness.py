@@ -194,6 +194,31 @@ def test_closed_form_equals_autodiff(arch):
         torch.testing.assert_close(closed, batched_jacobian(isolated_fn(call), h), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("arch", CLOSED_FORM)
+@pytest.mark.parametrize("config_kw", [{}, {"attention_bias": True, "mlp_bias": True, "num_key_value_heads": 1}])
+def test_closed_form_sum_equals_the_sum_of_autodiff_jacobians(arch, config_kw):
+    """The closed-form sum over samples (what the jacobians stage stores, divided by N) equals the
+    sum of autodiff Jacobians in float64, at every block: with the operating point spread over
+    several samples of different norms, biases (Llama) and grouped KV heads."""
+    if config_kw and arch != "llama":
+        pytest.skip("the bias options are Llama's")
+    base = CONFIGS[arch]
+    CONFIGS[arch] = lambda: base().__class__(**{**base().to_dict(), **config_kw})
+    try:
+        b = tiny_bundle(arch)
+    finally:
+        CONFIGS[arch] = base
+    h = _states(6) * torch.linspace(0.2, 3.0, 6, dtype=torch.float64)[:, None]
+    for call in isolated_calls(b):
+        total = b.adapter.isolated_jacobian_sum(call.block, h)
+        ref = batched_jacobian(isolated_fn(call), h).sum(0)
+        assert total.dtype == torch.float64 and total.shape == ref.shape
+        torch.testing.assert_close(total, ref, rtol=1e-10, atol=1e-11)
+        # The sum is not just one sample's Jacobian times N, nor the Jacobian at the mean state.
+        at_mean = batched_jacobian(isolated_fn(call), h.mean(0, keepdim=True))[0]
+        assert (total - 6 * at_mean).abs().max() > 1e-3
+
+
 def test_closed_form_families():
     """Llama and Phi-3 keep their closed forms (the pipeline's fast path); MoE has none."""
     assert CLOSED_FORM == ["llama", "phi3"]

@@ -279,26 +279,26 @@ def test_nan_or_inf_activations_give_one_line(env, tmp_path, capsys):
     assert _manifest(runs / "nan")["stages_done"] == []
 
 
-@pytest.mark.parametrize("stage, checkpoint, poisoned_call, done", [
-    ("jacobians", "mean", 3, ["activations"]),
-    ("sample_stats", "stats", 9, ["activations", "jacobians", "spectra"]),
+@pytest.mark.parametrize("stage, checkpoint, engine, poisoned_call, done", [
+    ("jacobians", "mean", "isolated_jacobian_sum", 2, ["activations"]),
+    ("sample_stats", "stats", "isolated_jacobians", 3, ["activations", "jacobians", "spectra"]),
 ])
 def test_nan_in_jacobians_gives_one_line_and_keeps_earlier_layers(env, tmp_path, monkeypatch, capsys, stage,
-                                                                  checkpoint, poisoned_call, done):
-    """Both stages that take the Jacobians refuse a non-finite one. 4 samples in batches of 3 make
-    two engine calls per layer: call 3 is layer 1's first batch in the jacobians stage, call 9 (3
-    layers later) the same batch in sample_stats. The engine is replaced where both stages look it
-    up (``resdyn.compute.block_jacobians``)."""
+                                                                  checkpoint, engine, poisoned_call, done):
+    """Both stages that take the Jacobians refuse a non-finite one. The jacobians stage takes each
+    layer's sum over samples in one call of the closed-form sum (call 2 is layer 1); sample_stats
+    takes 4 samples in batches of 3, two engine calls per layer (call 3 is layer 1's first batch).
+    The engine is replaced where both stages look it up (``resdyn.compute.block_jacobians``)."""
     from resdyn.compute import block_jacobians
 
-    real, calls = block_jacobians.isolated_jacobians, {"n": 0}
+    real, calls = getattr(block_jacobians, engine), {"n": 0}
 
     def poisoned(*args, **kwargs):
         calls["n"] += 1
         jac = real(*args, **kwargs)
         return jac * float("nan") if calls["n"] == poisoned_call else jac
 
-    monkeypatch.setattr(block_jacobians, "isolated_jacobians", poisoned)
+    monkeypatch.setattr(block_jacobians, engine, poisoned)
     runs = tmp_path / "runs"
     code = main(_argv(env, "nanj", runs=runs))
     _one_line_error(capsys, code, "non-finite Jacobian at layer 1", "--dtype float64", "new --run-id")

@@ -28,6 +28,10 @@ class Adapter:
         isolated_jacobian: optional closed form ``f(block, h (B, d)) -> J (B, d, d)`` of the
             isolated one-token block, or None when it cannot be used for this config; the engine
             then falls back to autodiff. Tests hold it equal to autodiff in float64.
+        isolated_jacobian_sum: optional ``f(block, h (N, d)) -> Σ_i J(h_i) (d, d) float64``
+            computed without forming the per-sample Jacobians, or None; the jacobians stage (which
+            keeps only the mean) uses it when present. Tests hold it to the sum of autodiff
+            Jacobians.
         prepare_model: optional ``f(model, dtype) -> None`` run once on a loaded model after it is
             on its device and dtype and before any forward (``resdyn.compute.models.prepare``):
             where a family needs a kernel choice or a hook for ``torch.func`` or float64 (the
@@ -43,6 +47,7 @@ class Adapter:
     mid_attn: str | None = None
     boundaries: str = "2l = block input (pre-attention), 2l+1 = attention-updated residual (pre-MLP)"
     isolated_jacobian: Callable | None = None
+    isolated_jacobian_sum: Callable | None = None
     prepare_model: Callable | None = None
 
     def layers(self, model: nn.Module) -> nn.ModuleList:

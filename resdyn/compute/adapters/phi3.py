@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from resdyn.compute.adapters.base import Adapter
-from resdyn.compute.adapters.llama import gated_prenorm_jacobian, is_silu
+from resdyn.compute.adapters.llama import gated_prenorm_jacobian, gated_prenorm_jacobian_sum, is_silu
 
 
 def _rows(lin: torch.nn.Linear, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -20,8 +20,9 @@ def _rows(lin: torch.nn.Linear, start: int, stop: int) -> tuple[torch.Tensor, to
     return lin.weight[start:stop], bias
 
 
-def isolated_jacobian(block, h: torch.Tensor) -> torch.Tensor | None:
-    """Closed-form isolated Jacobians (B, d, d) of a Phi-3 block at states h (B, d)."""
+def _weights(block) -> tuple | None:
+    """(W_v, b_v, (W_g, b_g), (W_u, b_u)) split out of the fused projections, or None when the
+    MLP's activation is not SiLU (no closed form)."""
     attn, mlp = block.self_attn, block.mlp
     if not is_silu(getattr(mlp, "activation_fn", None)):
         return None
@@ -29,8 +30,19 @@ def isolated_jacobian(block, h: torch.Tensor) -> torch.Tensor | None:
     n_kv = attn.num_key_value_heads * attn.head_dim
     wv, bv = _rows(attn.qkv_proj, n_q + n_kv, n_q + 2 * n_kv)
     ff = mlp.down_proj.weight.shape[1]
-    gate, up = _rows(mlp.gate_up_proj, 0, ff), _rows(mlp.gate_up_proj, ff, 2 * ff)
-    return gated_prenorm_jacobian(block, h, wv, bv, gate, up)
+    return wv, bv, _rows(mlp.gate_up_proj, 0, ff), _rows(mlp.gate_up_proj, ff, 2 * ff)
+
+
+def isolated_jacobian(block, h: torch.Tensor) -> torch.Tensor | None:
+    """Closed-form isolated Jacobians (B, d, d) of a Phi-3 block at states h (B, d)."""
+    ws = _weights(block)
+    return None if ws is None else gated_prenorm_jacobian(block, h, *ws)
+
+
+def isolated_jacobian_sum(block, h: torch.Tensor) -> torch.Tensor | None:
+    """Σ_i of the closed-form isolated Jacobians at states h (N, d): (d, d) float64, or None."""
+    ws = _weights(block)
+    return None if ws is None else gated_prenorm_jacobian_sum(block, h, *ws)
 
 
 ADAPTER = Adapter(
@@ -40,4 +52,5 @@ ADAPTER = Adapter(
     mid_module="post_attention_layernorm",
     norm="rmsnorm",
     isolated_jacobian=isolated_jacobian,
+    isolated_jacobian_sum=isolated_jacobian_sum,
 )
