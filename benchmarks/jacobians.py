@@ -3,9 +3,11 @@
 The paper's method, per sample: ``torch.autograd.functional.jacobian`` of the isolated block and
 ``torch.linalg.svd`` of the result, giving σ_max, σ_min, κ, ‖J‖_F and PR (METHODS §2). resdyn's
 per-sample work is what its two stages that take the Jacobians do for a layer (each stage's
-``compute_layer``): ``jacobians`` takes them in batches of ``--batch-size`` (the adapter's closed
-form where it has one, else ``vmap(jacrev)``) and sums them in float64; ``sample_stats`` takes
-them again, batch for batch, and reduces each to the statistics (``gram_stats``). Both methods run
+``compute_layer``): ``jacobians`` sums them over the samples in float64 (for Llama and Phi-3 from
+the closed-form sum, ``Adapter.isolated_jacobian_sum``, without forming any of them; else in
+batches of ``--batch-size``); ``sample_stats`` takes every sample's Jacobian (the adapter's closed
+form where it has one, else ``vmap(jacrev)``), batch by batch, and reduces each to the statistics
+(``gram_stats``). Both methods run
 on the same samples, the real states of the first ``--samples`` passages at the input of
 ``--layer``, in the same process; the script prints the rates, the ratio of the paper's time to
 both stages' and to ``sample_stats`` alone (the stage that gives the paper's output), both
@@ -172,7 +174,7 @@ def main() -> None:
           f"load average {load0:.1f} -> {load1:.1f}")
     print(f"kappa of these samples: median {np.median(exact[:, 2]):.3g}, max {exact[:, 2].max():.3g}")
     print(f"paper: autograd jacobian + svd per sample : {n / t_paper:8.2f} J/s  ({t_paper:.2f} s)")
-    print(f"resdyn jacobians stage (J + float64 mean) : {n / t_mean:8.2f} J/s  ({t_mean:.3f} s, median)")
+    print(f"resdyn jacobians stage (float64 mean)     : {n / t_mean:8.2f} J/s  ({t_mean:.3f} s, median)")
     print(f"resdyn sample_stats stage (J + statistics): {n / t_sample:8.2f} J/s  ({t_sample:.3f} s, median)")
     print(f"both stages (each Jacobian taken twice)   : {n / t_stage:8.2f} J/s  ({t_stage:.3f} s, median of "
           f"{len(runs)}: {' '.join(f'{a + b:.3f}' for a, b in runs)} s)")
