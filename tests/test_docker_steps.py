@@ -106,6 +106,17 @@ def test_dashboard_binds_localhost_outside_the_container():
     assert re.search(r"^ADDRESS \?= 127\.0\.0\.1$", (ROOT / "Makefile").read_text(), re.M)
 
 
+def test_served_dashboard_watches_no_files():
+    """Streamlit's default file watcher re-walked the app's tree (``.venv`` and ``data/runs``
+    included) on every file the demo's computation opened, a whole core while it ran; the config
+    every entry point serves with (Makefile, ``resdyn serve``, Docker) turns it off."""
+    import tomllib
+
+    cfg = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert cfg["server"]["fileWatcherType"] == "none"
+    assert cfg["server"]["runOnSave"] is False
+
+
 def _hadolint() -> str | None:
     local = Path(sys.executable).parent / "hadolint"
     return str(local) if local.is_file() else shutil.which("hadolint")
