@@ -125,7 +125,41 @@ def test_near_identity_jacobian_falls_back_when_the_iteration_is_slow(monkeypatc
     d = 96
     j = np.eye(d) + 0.01 * rng.standard_normal((d, d)) / np.sqrt(d)
     monkeypatch.setattr(singular, "MAX_KRYLOV_DIM", 16)
+    monkeypatch.setattr(singular, "GRAM_FIRST_PR", 2.0)  # no Gram route: PR ≤ d always
     check(singular.jacobian_stats(j), reference(j), rtol_max=1e-12, rtol_pr=1e-12)
+
+
+def test_flat_spectrum_takes_the_gram_route_and_matches_the_svd(monkeypatch):
+    """A randomly initialised block's Jacobian, I + noise: PR near d and κ of a few. Its statistics
+    come from the float64 Gram eigenvalues alone (the iteration is never called) and match the SVD
+    to about κ²ε."""
+    rng = np.random.default_rng(10)
+    d = 96
+    j = np.eye(d) + 0.3 * rng.standard_normal((d, d)) / np.sqrt(d)
+
+    def no_iteration(*a, **k):
+        raise AssertionError("the Krylov iteration ran")
+
+    monkeypatch.setattr(singular, "sigma_max_squared", no_iteration)
+    ref = reference(j)
+    assert ref[4] > singular.GRAM_FIRST_PR * d and ref[2] < 10
+    check(singular.jacobian_stats(j), ref, rtol_max=1e-13, rtol_pr=1e-12)
+    check(singular.jacobian_stats(j.astype(np.float32)), reference(j.astype(np.float32)), rtol_max=1e-13,
+          rtol_pr=1e-6)
+
+
+def test_flat_spectrum_with_one_tiny_singular_value_is_not_left_to_the_gram_route():
+    """PR only predicts: all σ = 1 but one at 1e-6 has PR ≈ d and κ = 1e6, where the Gram
+    eigenvalue would carry σ_min's error κ²ε ≈ 2e-4. The Gram result is refused by its own κ and
+    the iteration gives σ_min to about κε, like the SVD."""
+    d = 96
+    sigma = np.r_[np.ones(d - 1), 1e-6]
+    j = planted(sigma, seed=11)
+    ref = reference(j)
+    assert ref[4] > singular.GRAM_FIRST_PR * d
+    smax2, smin2, ok = singular.gram_extremes(np.array(j))
+    assert not ok
+    check(singular.jacobian_stats(j), ref, rtol_max=1e-12, rtol_pr=1e-12)
 
 
 def test_singular_matrices_get_zero_or_rounding_level_sigma_min():
