@@ -29,7 +29,7 @@ from torch.func import jacrev, vmap
 
 from resdyn.compute.blocks import in_context_fn, isolated_calls, isolated_fn, traced_forward
 from resdyn.core.singular import STAT_NAMES, batch_stats
-from resdyn.core.store import npy_ok
+from resdyn.core.store import npy_ok, save_npy
 from resdyn.errors import ResdynError
 
 STAT_COLUMNS = STAT_NAMES
@@ -221,6 +221,27 @@ def pending_layers(ctx, stage: str, prefix: str) -> list[int]:
     """Layers of ``stage`` without a complete checkpoint (a damaged one is recomputed)."""
     part = ctx.store.partial_dir(stage)
     return [l for l in range(n_layers(ctx.store)) if not npy_ok(checkpoint_path(part, prefix, l))]
+
+
+def save_checkpoint(store, stage: str, prefix: str, layer: int, result: np.ndarray) -> None:
+    """Checkpoint one layer of ``stage``. Atomic: a kill mid-layer leaves no checkpoint for it."""
+    save_npy(checkpoint_path(store.partial_dir(stage), prefix, layer), result)
+
+
+def compute_pending(ctx, stage: str, prefix: str, compute_layer, save_layer) -> None:
+    """Compute and checkpoint every layer of a per-layer stage that has no checkpoint yet, in this
+    process, with a progress bar in Jacobians; the model is loaded only when a layer is left
+    (after a Ray executor, none is). ``compute_layer`` and ``save_layer`` are the stage's ``Split``
+    functions."""
+    todo = pending_layers(ctx, stage, prefix)
+    if not todo:
+        return
+    state = prepare_worker(ctx.model(), ctx.cfg)
+    n = ctx.store.read_array("activations").shape[0]
+    bar = ctx.progress(total=len(todo) * n, desc=f"{stage} ({ctx.cfg.mode})", unit="J")
+    for l in todo:
+        save_layer(ctx.store, l, compute_layer(state, ctx.cfg, l, layer_inputs(ctx, l), bar))
+    bar.close()
 
 
 def load_checkpoints(store, stage: str, prefix: str) -> np.ndarray:

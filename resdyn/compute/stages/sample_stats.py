@@ -22,7 +22,6 @@ from resdyn.compute import block_jacobians as bj
 from resdyn.compute.executors import Split
 from resdyn.compute.stages import stages_in
 from resdyn.core import sample_stats
-from resdyn.core.store import save_npy
 
 CHECKPOINT = "stats"  # .partial/sample_stats/stats_LLL.npy: (N, 5) float64
 
@@ -51,19 +50,12 @@ def compute_layer(state, cfg, layer: int, inputs: dict, bar=None) -> np.ndarray:
 
 def save_layer(store, layer: int, result: np.ndarray) -> None:
     """Checkpoint one layer. Atomic: a kill mid-layer leaves no checkpoint for that layer."""
-    save_npy(bj.checkpoint_path(store.partial_dir(STAGE.name), CHECKPOINT, layer), result)
+    bj.save_checkpoint(store, STAGE.name, CHECKPOINT, layer, result)
 
 
 def run(ctx) -> None:
     store = ctx.store
-    todo = pending_layers(ctx)
-    if todo:  # the model is loaded only when a layer is left (after a Ray executor, none is)
-        state = bj.prepare_worker(ctx.model(), ctx.cfg)
-        n = store.read_array("activations").shape[0]
-        bar = ctx.progress(total=len(todo) * n, desc=f"sample_stats ({ctx.cfg.mode})", unit="J")
-        for l in todo:
-            save_layer(store, l, compute_layer(state, ctx.cfg, l, bj.layer_inputs(ctx, l), bar))
-        bar.close()
+    bj.compute_pending(ctx, STAGE.name, CHECKPOINT, compute_layer, save_layer)
     samples = sample_stats.samples_table(bj.load_checkpoints(store, STAGE.name, CHECKPOINT))
     store.write_table("samples", samples)
     store.write_table("sample_profiles", sample_stats.layer_profiles(samples))
