@@ -18,11 +18,6 @@ import torch.nn.functional as F
 from resdyn.compute.adapters.base import Adapter
 
 
-def _rms(norm, x: torch.Tensor):
-    r = torch.sqrt(x.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
-    return norm.weight * x / r, r
-
-
 def _rms_jacobian_times(m: torch.Tensor, gain: torch.Tensor, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     """M·J_rms(x) for M (B, d, d): M·diag(g)·(I − x xᵀ/(d r²))/r without forming J_rms.
 
@@ -34,6 +29,31 @@ def _rms_jacobian_times(m: torch.Tensor, gain: torch.Tensor, x: torch.Tensor, r:
     out = m * (gain / r)[:, None, :]
     mgx = m @ (gain * x)[:, :, None]  # (B, d, 1)
     return out.baddbmm_(mgx, x[:, None, :] / (d * r[:, :, None] ** 3), alpha=-1.0)
+
+
+def _one_token_forward(h: torch.Tensor, norms: tuple, wv, bv, wo, bo, gate: tuple, up: tuple,
+                       n_rep: int, hd: int) -> tuple[torch.Tensor, ...]:
+    """The forward quantities the closed form needs at one-token states h (B, d), in the dtype of
+    h and the weights: r₁ (B, 1), a = h + attention output (B, d), r₂ (B, 1), and
+    α = silu'(z_g)⊙z_u, β = silu(z_g) (B, ff). ``norms`` = ((g₁, ε₁), (g₂, ε₂)) of the two RMSNorms;
+    wv, bv / wo, bo the value and output projections (kv heads repeated n_rep times)."""
+    (g1, eps1), (g2, eps2) = norms
+    b = h.shape[0]
+    kv = wv.shape[0] // hd
+    r1 = torch.sqrt(h.pow(2).mean(-1, keepdim=True) + eps1)
+    v = F.linear(g1 * h / r1, wv, bv).view(b, kv, hd).repeat_interleave(n_rep, 1).reshape(b, -1)
+    a = h + F.linear(v, wo, bo)
+    r2 = torch.sqrt(a.pow(2).mean(-1, keepdim=True) + eps2)
+    x2 = g2 * a / r2
+    zg, zu = F.linear(x2, *gate), F.linear(x2, *up)
+    sig = torch.sigmoid(zg)
+    return r1, a, r2, sig * (1 + zg * (1 - sig)) * zu, zg * sig
+
+
+def _attention_map(wv: torch.Tensor, wo: torch.Tensor, n_rep: int, hd: int) -> torch.Tensor:
+    """C = W_o·W_v (d, d) with the kv heads of W_v repeated n_rep times: one-token attention."""
+    kv = wv.shape[0] // hd
+    return wo @ wv.view(kv, hd, -1).repeat_interleave(n_rep, 0).reshape(kv * n_rep * hd, -1)
 
 
 def gated_prenorm_jacobian_sum(block, h: torch.Tensor, wv: torch.Tensor, bv: torch.Tensor | None,
@@ -58,7 +78,6 @@ def gated_prenorm_jacobian_sum(block, h: torch.Tensor, wv: torch.Tensor, bv: tor
     f64 = torch.float64
     attn, mlp = block.self_attn, block.mlp
     n_rep, hd = attn.num_key_value_groups, attn.head_dim
-    kv = wv.shape[0] // hd
 
     def w(t):
         return None if t is None else t.detach().to(f64)
@@ -71,17 +90,11 @@ def gated_prenorm_jacobian_sum(block, h: torch.Tensor, wv: torch.Tensor, bv: tor
     n, d = h.shape
 
     # The forward quantities of every sample: r₁, a, r₂ (N,), α = silu'(z_g)⊙z_u, β = silu(z_g) (N, ff).
-    r1 = torch.sqrt(h.pow(2).mean(-1) + n1.variance_epsilon)
-    v = F.linear(g1 * h / r1[:, None], wv, bv).view(n, kv, hd).repeat_interleave(n_rep, 1).reshape(n, -1)
-    a = h + F.linear(v, wo, bo)
-    r2 = torch.sqrt(a.pow(2).mean(-1) + n2.variance_epsilon)
-    x2 = g2 * a / r2[:, None]
-    zg, zu = F.linear(x2, wg, bg), F.linear(x2, wu, bu)
-    sig = torch.sigmoid(zg)
-    alpha, beta = sig * (1 + zg * (1 - sig)) * zu, zg * sig
+    r1, a, r2, alpha, beta = _one_token_forward(h, ((g1, n1.variance_epsilon), (g2, n2.variance_epsilon)),
+                                                wv, bv, wo, bo, (wg, bg), (wu, bu), n_rep, hd)
+    r1, r2 = r1[:, 0], r2[:, 0]
 
-    wv_heads = wv.view(kv, hd, -1).repeat_interleave(n_rep, 0).reshape(kv * n_rep * hd, -1)
-    cg = (wo @ wv_heads) * g1  # C·diag(g₁) (d, d)
+    cg = _attention_map(wv, wo, n_rep, hd) * g1  # C·diag(g₁) (d, d)
     gg, gu = wg * g2, wu * g2  # (ff, d)
     p = h @ cg.T  # rows pᵢᵀ (N, d)
     w1 = 1.0 / (d * r2**3)  # (N,)
@@ -141,25 +154,17 @@ def gated_prenorm_jacobian(block, h: torch.Tensor, wv: torch.Tensor, bv: torch.T
     Returns J (B, d, d), same dtype as h.
     """
     attn, mlp = block.self_attn, block.mlp
-    n_rep = attn.num_key_value_groups
-    hd = attn.head_dim
-    kv = wv.shape[0] // hd
-    wv_heads = wv.view(kv, hd, -1).repeat_interleave(n_rep, 0).reshape(kv * n_rep * hd, -1)
-    c = attn.o_proj.weight @ wv_heads  # (d, d): the one-token attention map
+    n_rep, hd = attn.num_key_value_groups, attn.head_dim
+    n1, n2 = block.input_layernorm, block.post_attention_layernorm
+    c = _attention_map(wv, attn.o_proj.weight, n_rep, hd)  # (d, d): the one-token attention map
     B, d = h.shape
-    x1, r1 = _rms(block.input_layernorm, h)
-    v = F.linear(x1, wv, bv).view(B, kv, hd).repeat_interleave(n_rep, 1).reshape(B, -1)
-    a = h + attn.o_proj(v)
-    j_attn = _rms_jacobian_times(c.expand(B, d, d), block.input_layernorm.weight, h, r1)
+    r1, a, r2, alpha, beta = _one_token_forward(h, ((n1.weight, n1.variance_epsilon), (n2.weight, n2.variance_epsilon)),
+                                                wv, bv, attn.o_proj.weight, attn.o_proj.bias, gate, up, n_rep, hd)
+    j_attn = _rms_jacobian_times(c.expand(B, d, d), n1.weight, h, r1)
     j_attn.diagonal(dim1=1, dim2=2).add_(1.0)  # + I, in place
-    x2, r2 = _rms(block.post_attention_layernorm, a)
-    zg, zu = F.linear(x2, *gate), F.linear(x2, *up)
-    sig = torch.sigmoid(zg)
-    alpha = sig * (1 + zg * (1 - sig)) * zu  # silu'(z_g) ⊙ z_u
-    beta = zg * sig  # silu(z_g)
     inner = torch.addcmul(alpha[:, :, None] * gate[0], beta[:, :, None], up[0])  # (B, ff, d)
     m = mlp.down_proj.weight @ inner  # (B, d, d)
-    m_n = _rms_jacobian_times(m, block.post_attention_layernorm.weight, a, r2)
+    m_n = _rms_jacobian_times(m, n2.weight, a, r2)
     return torch.baddbmm(j_attn, m_n, j_attn)  # J_attn + M_n·J_attn
 
 
