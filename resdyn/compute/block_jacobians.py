@@ -1,9 +1,10 @@
 """The block-Jacobian engine: exact J_l = ∂h_{l+1}/∂h_l of every sample, batch by batch (METHODS §2).
 
 Two stages take these Jacobians and neither stores them (N·L·d² floats): ``jacobians`` averages
-them into J̄_l, ``sample_stats`` keeps σ_max, σ_min, κ, ‖J‖_F and PR of each. Both iterate the same
-``layer_jacobian_batches``, so for the same run settings they see the same matrices, batch for
-batch. This module is not a stage; it holds what both need (no stage imports another):
+them into J̄_l (for adapters with ``isolated_jacobian_sum``, Llama and Phi-3, without forming any:
+``isolated_jacobian_sum`` here), ``sample_stats`` keeps σ_max, σ_min, κ, ‖J‖_F and PR of each,
+batch by batch from ``layer_jacobian_batches``. This module is not a stage; it holds what both
+need (no stage imports another):
 
 - the engine: ``torch.func.vmap(jacrev(block))``, one forward per sample batch and one batched
   backward over the d output rows, or the adapter's closed form where it has one
@@ -54,7 +55,8 @@ def gram_stats(jac: torch.Tensor) -> torch.Tensor:
     torch's), with ‖J‖_F² and Σσ⁴ = ‖JᵀJ‖_F² from norms, σ_max by block Krylov iteration on the
     Gram matrix and σ_min by the same iteration on its inverse through one float64 LU of J:
     σ_min to about κε relative, like a float64 SVD, 2.1–2.9× faster than the Gram matrix's
-    eigenvalues with an LU refinement (README, Benchmarks). On other devices: the batched float64
+    eigenvalues with an LU refinement (README, Benchmarks); flat spectra (small κ) take the float64
+    Gram eigenvalues when their κ makes them exact to 1e-10 (``singular.GRAM_FIRST_PR``). On other devices: the batched float64
     Gram matrix G = JᵀJ and its eigenvalues σ² (eigvalsh), PR = tr(G)²/‖G‖_F², ‖J‖_F = √tr(G);
     there σ_min carries a relative error of about κ²ε (1e-4 at κ = 1e6).
     """

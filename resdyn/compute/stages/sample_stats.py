@@ -1,10 +1,11 @@
 """Stage "sample_stats": σ_max, σ_min, κ, ‖J‖_F and PR of every sample's block Jacobian (METHODS §2).
 
-The per-sample Jacobians are not stored (N·L·d² floats), so this stage takes them again with the
-engine the ``jacobians`` stage uses (``resdyn.compute.block_jacobians.layer_jacobian_batches``:
-same batches, same closed form or ``vmap(jacrev)``, hence the same matrices) and reduces each to
-five numbers (``block_jacobians.gram_stats``: block Krylov iteration for the extreme singular
-values, σ_min through a float64 LU of J; ``resdyn.core.singular``). Retaking a Jacobian costs less
+The per-sample Jacobians are not stored (N·L·d² floats), and for Llama and Phi-3 the ``jacobians``
+stage never forms them, so this stage forms every one with the shared engine
+(``resdyn.compute.block_jacobians.layer_jacobian_batches``: the adapter's closed form or
+``vmap(jacrev)``, in batches of ``--batch-size``) and reduces each to five numbers
+(``block_jacobians.gram_stats``: block Krylov iteration for the extreme singular values, σ_min
+through a float64 LU of J; ``resdyn.core.singular``). Forming a Jacobian costs less
 than its statistics (README, *Benchmarks*), and keeping this stage apart lets the mean Jacobians
 and their spectra land first. It reads only the activations and the model, so it may run before or
 after ``jacobians``. Each finished layer is checkpointed under ``.partial/sample_stats/`` so a
