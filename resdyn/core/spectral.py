@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg as sl
 from scipy import stats
-from scipy.linalg import lapack
+from scipy.linalg import blas, lapack
 from scipy.sparse.linalg import svds
 from threadpoolctl import threadpool_limits
 
@@ -849,9 +849,18 @@ def _top_hermitian_part_vectors(a: np.ndarray, rot: np.ndarray, steps: int, seed
     matrix-vector product per angle against a contiguous block, without conjugating the basis:
     B*w = conj(B conj(w)). (Held in step-major order with ``einsum``, the reorthogonalisation
     and the conjugated copies took two thirds of the function's time at d = 576.)
+
+    An upper-triangular A (a Schur factor, as the pseudospectra stage passes) is applied with
+    triangular products (BLAS ztrmm): half the flops of a dense product, the same complex128
+    arithmetic (1.4 against 2.2 ms per product at d = 576 and 72 angles, one core, measured).
     """
     d, m = a.shape[0], rot.size
-    ah = a.conj().T
+    apply_both = _triangular_pair(a) if not np.any(np.tril(a, -1)) else None
+    if apply_both is None:
+        ah = a.conj().T
+
+        def apply_both(v):
+            return a @ v, ah @ v
     rng = np.random.default_rng(seed)
 
     def project_out(basis: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -873,7 +882,8 @@ def _top_hermitian_part_vectors(a: np.ndarray, rot: np.ndarray, steps: int, seed
     n = steps
     for j in range(steps):
         basis[:, j] = v.T
-        w = 0.5 * ((a @ v) * rot + (ah @ v) * rot.conj())
+        av, ahv = apply_both(v)
+        w = 0.5 * (av * rot + ahv * rot.conj())
         alphas[:, j] = np.real(np.einsum("dm,dm->m", v.conj(), w))
         if j + 1 == steps:
             break
@@ -899,6 +909,17 @@ def _top_hermitian_part_vectors(a: np.ndarray, rot: np.ndarray, steps: int, seed
     tri[:, idx[:-1], idx[1:]] = betas[:, :n - 1]
     y = np.linalg.eigh(tri)[1][:, :, -1]  # (m, n) top eigenvector of each tridiagonal
     return np.matmul(y[:, None, :], basis[:, :n])[:, 0, :].T
+
+
+def _triangular_pair(a: np.ndarray):
+    """For upper-triangular a (d, d) complex128: v (d, m) -> (a v, a* v) by two ztrmm calls."""
+    af = np.asfortranarray(a, np.complex128)
+
+    def apply_both(v):
+        vf = np.asfortranarray(v, np.complex128)
+        return (blas.ztrmm(1.0, af, vf, side=0, lower=0),
+                blas.ztrmm(1.0, af, vf, side=0, lower=0, trans_a=2))
+    return apply_both
 
 
 def _top_singular(g: np.ndarray) -> float:

@@ -415,3 +415,22 @@ def test_schur_complex_rejects_non_finite_input():
     a[0, 1] = np.inf
     with pytest.raises(ResdynError):
         spectral.schur_complex(a)
+
+
+def test_triangular_products_of_the_numerical_range_equal_dense_products():
+    """The Lanczos of an upper-triangular A (a Schur factor) applies A and A* by ztrmm; a wrong
+    side, triangle or transpose flag would change every point."""
+    r = _rng(16)
+    d = 80
+    t = np.triu(r.standard_normal((d, d)) + 1j * r.standard_normal((d, d)))
+    v = r.standard_normal((d, 7)) + 1j * r.standard_normal((d, 7))
+    tv, thv = spectral._triangular_pair(t)(v)
+    np.testing.assert_allclose(tv, t @ v, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(thv, t.conj().T @ v, rtol=0, atol=1e-12)
+    # And the points of a triangular A touch their supporting lines, as for a dense A.
+    w = spectral.numerical_range(t, n_angles=24, method="lanczos")
+    rot = np.exp(1j * np.linspace(0, 2 * np.pi, 24, endpoint=False))
+    support = np.array([np.linalg.eigvalsh(0.5 * (r_ * t + np.conj(r_) * t.conj().T))[-1] for r_ in rot])
+    gap = support - (rot * w).real
+    assert gap.min() > -1e-9
+    assert gap.max() < 1e-3 * np.linalg.norm(t, 2)
