@@ -118,6 +118,7 @@ def compute_all(args, quiet: bool = True) -> int:
     Returns 0, or the first failing child's exit status."""
     cfgs = configs(args)
     if args.only:
+        signal.signal(signal.SIGUSR1, _take_the_cores)  # the parent's word that the sibling is done
         cfgs = [c for c in cfgs if c.run_id == args.only]
         compute(cfgs, None, quiet=quiet)
         return 0
@@ -133,9 +134,46 @@ def compute_all(args, quiet: bool = True) -> int:
     env = dict(os.environ, **{var: share for var in THREAD_VARS})  # COMPUTE_ENV is set: see main
     print(f"resdyn: the other stages of {', '.join(c.run_id for c in rest)} in {len(rest)} processes "
           f"({share} thread{'s' if share != '1' else ''} each)", flush=True)
-    children = [subprocess.Popen(_child_args(args, cfg.run_id), env=env) for cfg in rest]
-    codes = [child.wait() for child in children]
-    return next((c for c in codes if c), 0)
+    # Children start with SIGUSR1 ignored (inherited through exec) until they install their handler,
+    # so the word that a sibling is done can never end a child that is still starting.
+    old = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    try:
+        children = [subprocess.Popen(_child_args(args, cfg.run_id), env=env) for cfg in rest]
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    return wait_and_hand_over(children)
+
+
+def wait_and_hand_over(children: list[subprocess.Popen], poll: float = 1.0) -> int:
+    """Wait for every child; when one finishes well while others still compute, send those SIGUSR1
+    so they take its cores (``_take_the_cores``). The runs rarely take equally long (the random
+    twin's per-sample statistics take about a quarter longer), and the later stages of the last run
+    use torch's threads. Returns 0, or the first failing child's exit status in ``children`` order."""
+    import time
+
+    told = False
+    while any(c.poll() is None for c in children):
+        if not told and any(c.returncode == 0 for c in children):
+            for c in children:
+                if c.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        c.send_signal(signal.SIGUSR1)
+            told = True
+        time.sleep(poll)
+    return next((c.returncode for c in children if c.returncode), 0)
+
+
+def _take_the_cores(signum, frame) -> None:
+    """SIGUSR1 in a child: its sibling is done, so torch's later operations here may use every core
+    (taken at the next operation; the BLAS limits that the stages set themselves stay)."""
+    n = cores()
+    os.environ.update({var: str(n) for var in THREAD_VARS})  # for torch, if it is not loaded yet
+    # A handler's exception would surface in whatever the process was doing: none may escape.
+    with contextlib.suppress(Exception):
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            torch.set_num_threads(n)
+        print(f"resdyn: the other demo run is done; this one now uses {n} threads", flush=True)
 
 
 def start_background(args) -> subprocess.Popen | None:

@@ -11,6 +11,11 @@ some runs (``corr_blocks`` above 512 units); ``shared`` the files several stages
 the order in which ``run`` computes them: every stage comes after the stages it reads, and
 ``sample_stats`` (which reads only the activations) comes after ``spectra``, so that a run's
 spectra land before the slower per-sample statistics.
+
+One stage does work for a later one: the ``activations`` forward pass also builds the
+``trajectories`` tables (every token at every depth) and leaves them under
+``.partial/trajectories/`` until that stage, which otherwise runs the same forward pass again
+(``resdyn.compute.trajectory_tables``).
 """
 
 from __future__ import annotations

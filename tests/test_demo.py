@@ -5,6 +5,8 @@ tiny random Llama instead of SmolLM2."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -144,7 +146,12 @@ def test_computing_processes_get_one_blas_thread_and_a_share_of_the_cores(tmp_pa
         def __init__(self, cmd, env=None, **kw):
             started.append((cmd, env))
 
+        returncode = 0
+
         def wait(self):
+            return 0
+
+        def poll(self):
             return 0
 
     for var in (*demo.COMPUTE_ENV, *demo.THREAD_VARS):
@@ -165,6 +172,57 @@ def test_computing_processes_get_one_blas_thread_and_a_share_of_the_cores(tmp_pa
     for _, env in started:
         assert env["OMP_NUM_THREADS"] == "1" and env["OPENBLAS_NUM_THREADS"] == "1"
         assert env["OMP_WAIT_POLICY"] == "PASSIVE"
+
+
+SLOW_CHILD = """
+import pathlib, signal, sys, time
+flag = pathlib.Path(sys.argv[1])
+ignored = signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN  # until the child's own handler
+signal.signal(signal.SIGUSR1, lambda *a: flag.write_text("told"))
+start = time.monotonic()
+while not flag.exists() and time.monotonic() - start < 30:
+    time.sleep(0.05)
+sys.exit(0 if flag.exists() and ignored else 3)
+"""
+
+
+def test_the_last_child_is_told_to_take_the_cores_when_its_sibling_is_done(tmp_path, monkeypatch):
+    """The children start with SIGUSR1 ignored (a word sent while one starts cannot end it), and
+    the one still computing when the other finishes gets SIGUSR1."""
+    flag = tmp_path / "told"
+    scripts = {demo.RUNS[0][0]: ["-c", "import sys; sys.exit(0)"], demo.RUNS[1][0]: ["-c", SLOW_CHILD, str(flag)]}
+    monkeypatch.setattr(demo, "_child_args", lambda args, run_id: [sys.executable, *scripts[run_id]])
+    monkeypatch.setattr(demo, "compute", lambda *a, **k: None)
+    monkeypatch.setattr(demo, "missing", lambda cfg, stages=None: ["schur"])
+    monkeypatch.setattr(demo, "cores", lambda: 2)
+    args = demo.build_parser().parse_args(["--runs-dir", str(tmp_path), "--jobs", "2"])
+    assert demo.compute_all(args) == 0
+    assert flag.read_text() == "told"
+    assert signal.getsignal(signal.SIGUSR1) != signal.SIG_IGN  # the parent's own disposition is back
+
+
+def test_a_failed_child_hands_nothing_over_and_its_status_is_returned():
+    failing = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(5)"])
+    # SIGUSR1's default action ends a process: this one would exit with −SIGUSR1 if it were told.
+    slow = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3)"])
+    assert demo.wait_and_hand_over([slow, failing], poll=0.1) == 5
+    assert slow.returncode == 0
+
+
+def test_taking_the_cores_sets_torch_threads(monkeypatch):
+    import torch
+
+    before = torch.get_num_threads()
+    for var in demo.THREAD_VARS:
+        monkeypatch.setenv(var, "1")
+    monkeypatch.setattr(demo, "cores", lambda: 2)
+    try:
+        torch.set_num_threads(1)
+        demo._take_the_cores(signal.SIGUSR1, None)
+        assert torch.get_num_threads() == 2
+        assert all(os.environ[var] == "2" for var in demo.THREAD_VARS)
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_jobs_below_one_is_one_line(tmp_path, capsys):

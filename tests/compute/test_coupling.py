@@ -266,6 +266,66 @@ def test_trajectory_pca_covers_the_coupling_prompts(coupling_run):
         assert 0 < last_layer["var1"].iloc[0] <= 1 and last_layer["var1"].iloc[0] >= last_layer["var2"].iloc[0]
 
 
+TRAJECTORY_TABLES = ("trajectories", "trajectory_pca", "trajectory_windows")
+
+
+def test_trajectories_take_the_activations_pass_and_equal_a_forward_of_their_own(coupling_run, monkeypatch):
+    """The activations stage leaves the per-token tables and the trajectories stage runs no forward
+    pass of its own; recomputed by that stage's own forward pass (no tables left), every table is
+    equal bit for bit."""
+    from resdyn.compute.stages import trajectories as stage
+
+    root, argv = coupling_run
+    run = root / "runs" / "c"
+    before = {name: _table(root, name) for name in TRAJECTORY_TABLES}
+    assert not (run / ".partial").exists()  # the finished stage took its tables away
+    real, calls = stage.forward_tables, {"n": 0}
+
+    def counting(*args):
+        calls["n"] += 1
+        return real(*args)
+
+    monkeypatch.setattr(stage, "forward_tables", counting)
+    assert main(argv + ["--redo", "trajectories"]) == 0
+    assert calls["n"] == 1
+    for name in TRAJECTORY_TABLES:
+        pd.testing.assert_frame_equal(_table(root, name), before[name], check_exact=True)
+
+    def second_pass(*args):
+        raise AssertionError("the trajectories stage ran a forward pass of its own")
+
+    monkeypatch.setattr(stage, "forward_tables", second_pass)
+    assert main(argv + ["--redo", "activations"]) == 0  # its dependents, trajectories included, follow
+    for name in TRAJECTORY_TABLES:
+        pd.testing.assert_frame_equal(_table(root, name), before[name], check_exact=True)
+
+
+def test_tables_left_by_another_forward_pass_are_ignored(coupling_run):
+    from resdyn.compute import trajectory_tables as tt
+    from resdyn.core.store import RunStore
+
+    root, _ = coupling_run
+    store = RunStore(root / "runs" / "c")
+    final = np.load(store.path / "final_state.npy")
+    builder = tt.TableBuilder(N, 4)
+    builder.rows[0] = _table(root, "trajectories").head(3)
+    builder.pcas[0] = _table(root, "trajectory_pca").head(3)
+    try:
+        tt.save(store, builder, final)
+        rows, pca = tt.load(store, N, 4)
+        pd.testing.assert_frame_equal(rows, builder.rows[0])
+        assert tt.load(store, N, 5) is None  # another window
+        assert tt.load(store, N + 1, 4) is None  # other PCA prompts
+        other = final.copy()
+        other[0, 0] += 1.0
+        tt.save(store, builder, other)  # tables of another forward pass
+        assert tt.load(store, N, 4) is None
+        (store.path / ".partial" / "trajectories" / "key.json").unlink()  # a kill before the key
+        assert tt.load(store, N, 4) is None
+    finally:
+        store.clear_partial("trajectories")
+
+
 def test_killed_stage_resumes_at_the_next_sample(coupling_run, monkeypatch):
     root, argv = coupling_run
     run = root / "runs" / "c"

@@ -9,6 +9,10 @@ block l), ``final_state.npy`` (N, d) float32 (after the last block, before the f
 0-based index of the analysed token, token its id), ``snapshots.parquet`` (snapshot, n_distinct,
 rank, participation_ratio; snapshot 2L is the final state) and the ``samples.*`` rows of
 ``summary.parquet`` (``resdyn.core.samples``).
+
+Its forward pass also builds the ``trajectories`` stage's per-token tables and leaves them under
+``.partial/trajectories/`` (``resdyn.compute.trajectory_tables``) unless that stage is done, so the
+passages run through the model once rather than twice.
 """
 
 from __future__ import annotations
@@ -17,16 +21,18 @@ import numpy as np
 import pandas as pd
 import torch
 
+from resdyn.compute import trajectory_tables
 from resdyn.compute.blocks import traced_forward
 from resdyn.compute.models import length_batches, pad_batch, tokenize
 from resdyn.compute.stages import stages_in
 from resdyn.core import samples
 from resdyn.errors import ResdynError
 
-def extract(bundle, seqs: list[torch.Tensor], progress=None,
-            positions: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def extract(bundle, seqs: list[torch.Tensor], progress=None, positions: np.ndarray | None = None,
+            on_batch=None) -> tuple[np.ndarray, np.ndarray]:
     """Snapshots (N, 2L, d) and final states (N, d), float32, at token ``positions[i]`` of passage i
-    (default: its last token). Passages run in batches of similar length (``length_batches``)."""
+    (default: its last token). Passages run in batches of similar length (``length_batches``);
+    ``on_batch(idx, chunk, trace)``, if given, also sees each batch's whole trace."""
     L, d = bundle.n_layers, bundle.d_model
     acts = np.zeros((len(seqs), 2 * L, d), dtype=np.float32)
     final = np.zeros((len(seqs), d), dtype=np.float32)
@@ -46,6 +52,8 @@ def extract(bundle, seqs: list[torch.Tensor], progress=None,
             acts[idx, 2 * l] = trace.inputs[l][rows, last].float().cpu().numpy()
             acts[idx, 2 * l + 1] = trace.mids[l][rows, last].float().cpu().numpy()
         final[idx] = trace.final[rows, last].float().cpu().numpy()
+        if on_batch is not None:
+            on_batch(idx, chunk, trace)
     return acts, final
 
 
@@ -65,13 +73,18 @@ def run(ctx) -> None:
         raise ResdynError("a corpus passage tokenized to zero tokens; remove empty lines from the corpus")
     n_tokens = np.array([len(s) for s in seqs], dtype=np.int64)
     positions = samples.choose_positions(n_tokens, ctx.cfg.position, ctx.cfg.seed)
-    acts, final = extract(bundle, seqs, ctx.progress, positions)
+    # The trajectories stage needs this same forward pass: build its tables on the way, once.
+    tables = None if "trajectories" in ctx.store.manifest().get("stages_done", []) else \
+        trajectory_tables.TableBuilder(*trajectory_tables.settings(ctx.cfg, bundle.n_layers))
+    acts, final = extract(bundle, seqs, ctx.progress, positions, on_batch=None if tables is None else tables.add)
     if not (np.isfinite(acts).all() and np.isfinite(final).all()):
         raise ResdynError("activations contain NaN or Inf (an fp16 model?); rerun with --dtype float32 or float64")
     tokens = np.array([int(s[p]) for s, p in zip(seqs, positions)], dtype=np.int64)
     store = ctx.store
     store.write_array("activations", acts)
     store.write_array("final_state", final)
+    if tables is not None:
+        trajectory_tables.save(store, tables, final)
     store.write_table("passages", pd.DataFrame({
         "sample": np.arange(len(texts), dtype=np.int32),
         "n_tokens": n_tokens.astype(np.int32),
