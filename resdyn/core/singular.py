@@ -119,7 +119,7 @@ def _stats(j: np.ndarray) -> np.ndarray:
     g64 = g.astype(np.float64).ravel()
     g_fro2 = float(g64 @ g64)  # Σσ⁴ = ‖JᵀJ‖_F²
     if fro2**2 > GRAM_FIRST_PR * d * g_fro2:  # PR = (Σσ²)²/Σσ⁴: a flat spectrum, likely a small κ
-        smax2, smin2, ok = gram_extremes(j64)
+        smax2, smin2, ok = gram_extremes(j64, g if work == np.float64 else None)
         if ok:
             return _assemble(smax2, smin2, fro2, g_fro2)
     smax2, ok_max = sigma_max_squared(g, j64)
@@ -130,11 +130,14 @@ def _stats(j: np.ndarray) -> np.ndarray:
     return _assemble(smax2, smin2, fro2, g_fro2)
 
 
-def gram_extremes(j64: np.ndarray) -> tuple[float, float, bool]:
+def gram_extremes(j64: np.ndarray, g64: np.ndarray | None = None) -> tuple[float, float, bool]:
     """(σ_max², σ_min², accurate) from the eigenvalues of the float64 Gram matrix JᵀJ, j64 (d, d)
-    float64 (not modified). Both eigenvalues carry an absolute error of about ε·σ_max²: σ_max² is
-    good to about ε relative, σ_min to about κ²ε/2, accepted when that is below ``GRAM_RTOL``."""
-    w = eigh(j64.T @ j64, eigvals_only=True, driver="evr", check_finite=False)  # ascending
+    float64 (not modified); ``g64``, when given, is that Gram matrix already formed (a float64
+    run's), else it is formed here. Both eigenvalues carry an absolute error of about ε·σ_max²:
+    σ_max² is good to about ε relative, σ_min to about κ²ε/2, accepted when that is below
+    ``GRAM_RTOL``."""
+    g = j64.T @ j64 if g64 is None else g64
+    w = eigh(g, eigvals_only=True, driver="evr", check_finite=False)  # ascending
     if len(w) != len(j64) or not np.all(np.isfinite(w)):
         return 0.0, 0.0, False
     smax2, smin2 = float(w[-1]), float(w[0])

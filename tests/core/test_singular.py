@@ -186,3 +186,11 @@ def test_small_matrices_use_the_svd_and_batches_match_single_samples():
     np.testing.assert_array_equal(singular.batch_stats(big, workers=2), serial)
     np.testing.assert_array_equal(serial[1], singular.jacobian_stats(big[1]))
     assert singular.batch_stats(big[:0]).shape == (0, 5)
+
+
+def test_a_float64_gram_matrix_passed_in_gives_the_same_extremes():
+    """A float64 run's Gram matrix, formed once in ``_stats``, is the one ``gram_extremes`` forms."""
+    j = planted(np.linspace(1.5, 0.5, 80), seed=13)
+    assert singular.gram_extremes(j, j.T @ j) == singular.gram_extremes(j)
+    # And a float64 flat-spectrum sample still matches the SVD.
+    check(singular.jacobian_stats(j), reference(j), rtol_max=1e-12, rtol_pr=1e-12)
