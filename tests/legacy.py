@@ -8,7 +8,9 @@ with pandas' dtypes and no resdyn metadata.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
@@ -97,3 +99,11 @@ def downgrade_to_v1(run: Path) -> None:
                 df[col] = df[col].astype("int64")
         write_old_table(store, path.stem, df)
     _mark_v1(run)
+
+
+def copy_with_old_run(runs_dir: Path, dest: Path, run_id: str, downgrade: Callable[[Path], None]) -> Path:
+    """A copy of the runs directory ``runs_dir`` at ``dest`` with run ``run_id`` rewritten by
+    ``downgrade`` (``downgrade_to_v1``, ``downgrade_to_v2``); returns ``dest``."""
+    shutil.copytree(runs_dir, dest)
+    downgrade(dest / run_id)
+    return dest

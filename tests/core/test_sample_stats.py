@@ -17,7 +17,7 @@ from resdyn.core.schema import SCHEMA_VERSION
 from resdyn.core.store import RunStore
 from tests.conftest import TRAINED_RUN
 from tests.core.test_schema import assert_conforms
-from tests.legacy import downgrade_to_v2
+from tests.legacy import copy_with_old_run, downgrade_to_v2
 
 
 def test_samples_table_is_layer_major_with_int32_indices():
@@ -76,10 +76,7 @@ def test_join_puts_each_layers_profile_on_both_operators_and_last():
 @pytest.fixture
 def v2_runs(synthetic_runs_dir, tmp_path):
     """A copy of the synthetic runs, ``TRAINED_RUN`` as schema-2 resdyn wrote it (``downgrade_to_v2``)."""
-    root = tmp_path / "runs"
-    shutil.copytree(synthetic_runs_dir, root)
-    downgrade_to_v2(root / TRAINED_RUN)
-    return root
+    return copy_with_old_run(synthetic_runs_dir, tmp_path / "runs", TRAINED_RUN, downgrade_to_v2)
 
 
 def test_a_schema_2_run_is_what_schema_2_wrote_and_reads_the_same(v2_runs, synthetic_runs_dir):

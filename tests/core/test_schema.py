@@ -23,7 +23,7 @@ from resdyn.core.store import RunStore, migrate_manifest
 from resdyn.testing.synthetic import make_synthetic_run
 from resdyn.testing.synthetic_geometry import add_geometry_stages
 from tests.conftest import RANDOM_RUN, TRAINED_RUN
-from tests.legacy import V1_INT64, downgrade_to_v1, write_old_table
+from tests.legacy import V1_INT64, copy_with_old_run, downgrade_to_v1, write_old_table
 
 
 def assert_conforms(path, *, exact: bool = True) -> None:
@@ -147,10 +147,7 @@ def test_a_version_0_manifest_reads_as_1_and_an_existing_run_keeps_its_version(t
 @pytest.fixture
 def old_runs(synthetic_runs_dir, tmp_path):
     """A copy of the synthetic runs, ``TRAINED_RUN`` rewritten as schema-1 resdyn wrote it."""
-    root = tmp_path / "runs"
-    shutil.copytree(synthetic_runs_dir, root)
-    downgrade_to_v1(root / TRAINED_RUN)
-    return root
+    return copy_with_old_run(synthetic_runs_dir, tmp_path / "runs", TRAINED_RUN, downgrade_to_v1)
 
 
 def test_an_old_run_is_not_damaged_and_verify_names_the_upgrade(old_runs, capsys):
