@@ -16,7 +16,9 @@ import pytest
 import resdyn
 from resdyn import stages as registry
 from resdyn.errors import ResdynError, UsageError
+from resdyn.core.store import RunStore
 from tests.conftest import RANDOM_RUN, SYNTHETIC_SIZES, TRAINED_RUN
+from tests.legacy import write_old_table
 
 L, D, N = SYNTHETIC_SIZES["n_layers"], SYNTHETIC_SIZES["d"], SYNTHETIC_SIZES["n_samples"]
 
@@ -139,8 +141,9 @@ def test_sql_across_runs_has_a_run_id_column_per_row(synthetic_runs_dir):
 
 def test_sql_unions_runs_by_column_name_and_skips_damaged_files(runs):
     old = pd.read_parquet(runs / RANDOM_RUN / "layers.parquet").drop(columns=["henrici"])
-    old.to_parquet(runs / RANDOM_RUN / "layers.parquet")  # a run from before henrici existed
+    write_old_table(RunStore(runs / RANDOM_RUN), "layers", old)  # a run from before henrici existed
     df = resdyn.sql("select run_id, henrici from layers", runs_dir=runs)
+    assert (df["run_id"] == RANDOM_RUN).sum() == len(old)  # the old run is in, its henrici missing
     assert df.loc[df["run_id"] == RANDOM_RUN, "henrici"].isna().all()
     assert df.loc[df["run_id"] == TRAINED_RUN, "henrici"].notna().all()
 
