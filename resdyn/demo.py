@@ -14,7 +14,8 @@ a background process at low priority computes what is missing, in this order (``
    (``sample_stats``: κ and PR on the Operator-type page) come first; the two runs in parallel
    processes when the machine has two cores or more (``--jobs``), each with its share of the
    BLAS/OpenMP threads: most of these stages run one thread at a time, so two runs at once fill
-   two cores.
+   two cores. When one run is done, the other is told (SIGUSR1) to take every core for torch's
+   threads (``wait_and_hand_over``).
 
 The log is ``RUNS/demo-background.log``. Pages show what a run has and name the stages still
 missing until they land; each finished stage is saved, so stopping the demo loses nothing, and the
