@@ -90,7 +90,9 @@ def compute(cfgs: list[RunConfig], stages: tuple[str, ...] | None, quiet: bool =
 
     for cfg in cfgs:
         if missing(cfg, stages):
-            store = pipeline.run(dataclasses.replace(cfg, stages=",".join(stages) if stages else None), quiet=quiet)
+            # The rest of the run is computed next (plan): its stages are ahead of this pass.
+            store = pipeline.run(dataclasses.replace(cfg, stages=",".join(stages) if stages else None), quiet=quiet,
+                                 ahead=tuple(registry.names()))
             m = store.manifest()
             print(f"run {cfg.run_id}: {m['status']} ({', '.join(m['stages_done'])})", flush=True)
 
@@ -120,6 +122,7 @@ def compute_all(args, quiet: bool = True) -> int:
     cfgs = configs(args)
     if args.only:
         signal.signal(signal.SIGUSR1, _take_the_cores)  # the parent's word that the sibling is done
+        signal.siginterrupt(signal.SIGUSR1, False)  # system calls under way restart rather than fail
         cfgs = [c for c in cfgs if c.run_id == args.only]
         compute(cfgs, None, quiet=quiet)
         return 0
@@ -168,12 +171,13 @@ def _take_the_cores(signum, frame) -> None:
     """SIGUSR1 in a child: its sibling is done, so torch's later operations here may use every core
     (taken at the next operation; the BLAS limits that the stages set themselves stay)."""
     n = cores()
-    os.environ.update({var: str(n) for var in THREAD_VARS})  # for torch, if it is not loaded yet
     # A handler's exception would surface in whatever the process was doing: none may escape.
     with contextlib.suppress(Exception):
         torch = sys.modules.get("torch")
         if torch is not None:
             torch.set_num_threads(n)
+        else:  # read when torch loads; no other thread reads the environment before that
+            os.environ.update({var: str(n) for var in THREAD_VARS})
         print(f"resdyn: the other demo run is done; this one now uses {n} threads", flush=True)
 
 

@@ -12,8 +12,8 @@ the order in which ``run`` computes them: every stage comes after the stages it 
 ``sample_stats`` (which reads only the activations) comes after ``spectra``, so that a run's
 spectra land before the slower per-sample statistics.
 
-One stage does work for a later one: the ``activations`` forward pass also builds the
-``trajectories`` tables (every token at every depth) and leaves them under
+One stage does work for a later one: when ``trajectories`` is planned, the ``activations``
+forward pass also builds its tables (every token at every depth) and leaves them under
 ``.partial/trajectories/`` until that stage, which otherwise runs the same forward pass again
 (``resdyn.compute.trajectory_tables``).
 """

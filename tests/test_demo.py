@@ -179,6 +179,7 @@ import pathlib, signal, sys, time
 flag = pathlib.Path(sys.argv[1])
 ignored = signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN  # until the child's own handler
 signal.signal(signal.SIGUSR1, lambda *a: flag.write_text("told"))
+pathlib.Path(sys.argv[2]).write_text("ready")  # the sibling ends only now
 start = time.monotonic()
 while not flag.exists() and time.monotonic() - start < 30:
     time.sleep(0.05)
@@ -189,8 +190,10 @@ sys.exit(0 if flag.exists() and ignored else 3)
 def test_the_last_child_is_told_to_take_the_cores_when_its_sibling_is_done(tmp_path, monkeypatch):
     """The children start with SIGUSR1 ignored (a word sent while one starts cannot end it), and
     the one still computing when the other finishes gets SIGUSR1."""
-    flag = tmp_path / "told"
-    scripts = {demo.RUNS[0][0]: ["-c", "import sys; sys.exit(0)"], demo.RUNS[1][0]: ["-c", SLOW_CHILD, str(flag)]}
+    flag, ready = tmp_path / "told", tmp_path / "ready"
+    fast = ("import pathlib, time; t = time.monotonic()\n"
+            f"while not pathlib.Path({str(ready)!r}).exists() and time.monotonic() - t < 30: time.sleep(0.05)")
+    scripts = {demo.RUNS[0][0]: ["-c", fast], demo.RUNS[1][0]: ["-c", SLOW_CHILD, str(flag), str(ready)]}
     monkeypatch.setattr(demo, "_child_args", lambda args, run_id: [sys.executable, *scripts[run_id]])
     monkeypatch.setattr(demo, "compute", lambda *a, **k: None)
     monkeypatch.setattr(demo, "missing", lambda cfg, stages=None: ["schur"])
@@ -220,7 +223,10 @@ def test_taking_the_cores_sets_torch_threads(monkeypatch):
         torch.set_num_threads(1)
         demo._take_the_cores(signal.SIGUSR1, None)
         assert torch.get_num_threads() == 2
-        assert all(os.environ[var] == "2" for var in demo.THREAD_VARS)
+        assert all(os.environ[var] == "1" for var in demo.THREAD_VARS)  # torch is loaded: left alone
+        monkeypatch.setitem(sys.modules, "torch", None)  # as before torch is imported
+        demo._take_the_cores(signal.SIGUSR1, None)
+        assert all(os.environ[var] == "2" for var in demo.THREAD_VARS)  # read when torch loads
     finally:
         torch.set_num_threads(before)
 

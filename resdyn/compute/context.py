@@ -25,6 +25,9 @@ class RunContext:
     _bundle: Any = field(default=None, repr=False)
     _texts: list | None = field(default=None, repr=False)
     origin: dict | None = None  # where an injected model came from (resdyn.analyze), for the manifest
+    planned: frozenset = frozenset()
+    """Stages this invocation computes, and those its caller computes next (``pipeline.run``'s
+    ``ahead``): a stage may prepare work for a later one only when that one is planned."""
 
     @property
     def manifest(self) -> dict:

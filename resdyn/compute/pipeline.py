@@ -94,12 +94,14 @@ def init_manifest(ctx: RunContext, stage_list: list[Stage]) -> dict:
 
 
 def run(cfg: RunConfig, quiet: bool = False, redo: tuple[str, ...] = (), *, bundle=None,
-        texts: list[str] | None = None, origin: dict | None = None) -> RunStore:
+        texts: list[str] | None = None, origin: dict | None = None, ahead: tuple[str, ...] = ()) -> RunStore:
     """Compute the stages of ``cfg`` that are not done yet; return the run's store.
 
     ``bundle`` (a prepared ``ModelBundle``) and ``texts`` (``cfg.samples`` passages) replace the
     model and corpus that ``cfg`` names, for ``resdyn.analyze``; ``origin`` (where that model came
-    from) is then written to a new run's manifest. They need the local executor.
+    from) is then written to a new run's manifest. They need the local executor. ``ahead`` names
+    stages the caller computes next (the demo's first pass): a stage computed now may prepare work
+    for them (``RunContext.planned``), as for stages of this invocation.
     """
     stages = all_stages()
     todo = select_stages(cfg.stages, stages)
@@ -123,6 +125,7 @@ def run(cfg: RunConfig, quiet: bool = False, redo: tuple[str, ...] = (), *, bund
             m = store.invalidate(stale)
         done = set(m.get("stages_done", []))
         todo = [s for s in todo if not (s.name in done and all((store.path / o).is_file() for o in s.outputs))]
+        ctx.planned = frozenset(s.name for s in todo) | (frozenset(ahead) - done)
         tracker = progress.ProgressWriter(store, [s.name for s in todo], progress.reference_timings(store))
         ctx.report = tracker.step
         try:

@@ -10,7 +10,9 @@ tables are equal bit for bit (``tests/compute/test_coupling.py``).
 
 The leftover is keyed (``key``) by the number of passages, the PCA and window settings and a hash
 of the activations stage's ``final_state.npy``: a recomputed forward pass, or another setting,
-makes the trajectories stage ignore it and run its own forward.
+makes the trajectories stage ignore it and run its own forward. The activations stage builds the
+tables only when the trajectories stage is planned (``RunContext.planned``): in the same
+invocation, or next by the caller (``pipeline.run``'s ``ahead``, as the demo's first pass does).
 """
 
 from __future__ import annotations
@@ -23,12 +25,15 @@ import pandas as pd
 import torch
 
 from resdyn.core import trajectory as tj
+from resdyn.core.schema import SCHEMA_VERSION
 from resdyn.core.store import PARTIAL, RunStore, write_json
 from resdyn.errors import ResdynError
 
 STAGE = "trajectories"
 KEY_FILE = "key.json"
 TABLES = ("rows", "pca")
+TABLES_VERSION = 1
+"""Raise when what ``TableBuilder`` writes changes: tables left by an older resdyn are then ignored."""
 
 
 class TableBuilder:
@@ -46,8 +51,9 @@ class TableBuilder:
         """One right-padded batch: passages ``idx`` with token ids ``chunk`` and their ``Trace``."""
         if not self.finite:
             return
-        # (B, T, L + 1, d): block inputs x⁰..x^{L−1} and the last block's output x^L.
-        states = torch.stack(list(trace.inputs) + [trace.final], dim=2).double().cpu().numpy()
+        # (B, T, L + 1, d): block inputs x⁰..x^{L−1} and the last block's output x^L, stacked on
+        # the host (the float64 copy of a large model's batch would not fit beside it on a GPU).
+        states = torch.stack([x.cpu() for x in (*trace.inputs, trace.final)], dim=2).double().numpy()
         for b, (i, s) in enumerate(zip(idx, chunk)):
             traj = states[b, :len(s)]  # right padding: the real tokens are the first len(s)
             if not np.isfinite(traj).all():  # an overflow: no PCA of it (the SVD would not converge)
@@ -73,18 +79,20 @@ def settings(cfg, n_layers: int) -> tuple[int, int]:
 
 
 def key(final_state: np.ndarray, n_pca: int, width: int) -> dict:
-    """What a leftover must match: passages, settings and the forward pass's final states (N, d)."""
+    """What a leftover must match: the tables' layout (``TABLES_VERSION``, the schema), passages,
+    settings and the forward pass's final states (N, d)."""
     digest = hashlib.sha256(np.ascontiguousarray(final_state).tobytes()).hexdigest()
-    return {"n_samples": int(len(final_state)), "n_pca": int(n_pca), "width": int(width), "final_state": digest}
+    return {"tables": TABLES_VERSION, "schema": SCHEMA_VERSION, "n_samples": int(len(final_state)),
+            "n_pca": int(n_pca), "width": int(width), "final_state": digest}
 
 
 def save(store: RunStore, builder: TableBuilder, final_state: np.ndarray) -> None:
     """Leave the tables for the trajectories stage (none when a batch was not finite). The key
     goes last: a kill before it leaves tables that ``load`` ignores."""
-    if not builder.finite:
-        return
     part = RunStore(store.partial_dir(STAGE))
     (part.path / KEY_FILE).unlink(missing_ok=True)
+    if not builder.finite:
+        return
     for name, table in zip(TABLES, builder.tables()):
         part.write_table(name, table)
     write_json(part.path / KEY_FILE, key(final_state, builder.n_pca, builder.width))

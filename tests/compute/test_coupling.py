@@ -300,6 +300,24 @@ def test_trajectories_take_the_activations_pass_and_equal_a_forward_of_their_own
         pd.testing.assert_frame_equal(_table(root, name), before[name], check_exact=True)
 
 
+def test_activations_leave_the_tables_only_when_the_trajectories_stage_is_planned(coupling_run):
+    """Left out of --stages, the trajectories stage gets no tables (nor the cost of building them);
+    named ahead, as the demo's first pass names the rest of the run, it gets them."""
+    from resdyn.compute import pipeline
+    from resdyn.config import RunConfig
+
+    root, _ = coupling_run
+    runs = root / "runs"
+    common = dict(model=str(root / "tiny-llama"), corpus=str(root / "corpus.txt"), samples=4, runs_dir=runs,
+                  stages="activations", coupling_samples=N)
+    pipeline.run(RunConfig(run_id="not-planned", **common), quiet=True)
+    assert (runs / "not-planned" / "activations.npy").is_file()
+    assert not (runs / "not-planned" / ".partial").exists()
+    pipeline.run(RunConfig(run_id="ahead", **common), quiet=True, ahead=("trajectories",))
+    assert sorted(p.name for p in (runs / "ahead" / ".partial" / "trajectories").iterdir()) == [
+        "key.json", "pca.parquet", "rows.parquet"]
+
+
 def test_tables_left_by_another_forward_pass_are_ignored(coupling_run):
     from resdyn.compute import trajectory_tables as tt
     from resdyn.core.store import RunStore
@@ -316,6 +334,10 @@ def test_tables_left_by_another_forward_pass_are_ignored(coupling_run):
         pd.testing.assert_frame_equal(rows, builder.rows[0])
         assert tt.load(store, N, 5) is None  # another window
         assert tt.load(store, N + 1, 4) is None  # other PCA prompts
+        key_file = store.path / ".partial" / "trajectories" / "key.json"
+        older = json.loads(key_file.read_text())
+        key_file.write_text(json.dumps(dict(older, tables=older["tables"] - 1)))  # an older layout
+        assert tt.load(store, N, 4) is None
         other = final.copy()
         other[0, 0] += 1.0
         tt.save(store, builder, other)  # tables of another forward pass

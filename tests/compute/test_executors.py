@@ -80,9 +80,7 @@ def test_ray_run_equals_local_run_and_resumes_from_checkpoints(ray_local, model_
     samples = pd.read_parquet(run / "samples.parquet")
     assert (samples[samples.layer == 1].iloc[:, 2:] == 7.0).all().all()
     _assert_same_run(local_run, run, layers=[0, 2])
-    # The driver assembled every layer and cleaned up; only the tables the activations stage left
-    # for the trajectories stage (not in STAGES) remain.
-    assert sorted(p.name for p in (run / ".partial").iterdir()) == ["trajectories"]
+    assert not (run / ".partial").exists()  # the driver assembled every layer and cleaned up
     for name in ("layers", "eigenvalues"):  # the spectra of layers 0 and 2 follow bit for bit
         x, y = pd.read_parquet(local_run / f"{name}.parquet"), pd.read_parquet(run / f"{name}.parquet")
         x, y = (t[t.layer.isin([0, 2])].drop(columns=["forward_alignment"], errors="ignore").reset_index(drop=True)

@@ -188,9 +188,17 @@ def test_small_matrices_use_the_svd_and_batches_match_single_samples():
     assert singular.batch_stats(big[:0]).shape == (0, 5)
 
 
-def test_a_float64_gram_matrix_passed_in_gives_the_same_extremes():
-    """A float64 run's Gram matrix, formed once in ``_stats``, is the one ``gram_extremes`` forms."""
+def test_a_float64_gram_matrix_passed_in_gives_the_same_extremes(monkeypatch):
+    """A float64 run's Gram matrix, formed once in ``_stats``, is the one ``gram_extremes`` forms;
+    a float32 run's (float32) Gram matrix is not passed on."""
     j = planted(np.linspace(1.5, 0.5, 80), seed=13)
     assert singular.gram_extremes(j, j.T @ j) == singular.gram_extremes(j)
+    passed = []
+    real = singular.gram_extremes
+    monkeypatch.setattr(singular, "gram_extremes", lambda j64, g64=None: passed.append(g64) or real(j64, g64))
+    singular.jacobian_stats(j)
+    singular.jacobian_stats(j.astype(np.float32))
+    assert len(passed) == 2 and passed[0].dtype == np.float64 and passed[1] is None
+    monkeypatch.undo()
     # And a float64 flat-spectrum sample still matches the SVD.
     check(singular.jacobian_stats(j), reference(j), rtol_max=1e-12, rtol_pr=1e-12)

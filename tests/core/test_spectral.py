@@ -417,7 +417,7 @@ def test_schur_complex_rejects_non_finite_input():
         spectral.schur_complex(a)
 
 
-def test_triangular_products_of_the_numerical_range_equal_dense_products():
+def test_triangular_products_of_the_numerical_range_equal_dense_products(monkeypatch):
     """The Lanczos of an upper-triangular A (a Schur factor) applies A and A* by ztrmm; a wrong
     side, triangle or transpose flag would change every point."""
     r = _rng(16)
@@ -427,8 +427,15 @@ def test_triangular_products_of_the_numerical_range_equal_dense_products():
     tv, thv = spectral._triangular_pair(t)(v)
     np.testing.assert_allclose(tv, t @ v, rtol=0, atol=1e-12)
     np.testing.assert_allclose(thv, t.conj().T @ v, rtol=0, atol=1e-12)
-    # And the points of a triangular A touch their supporting lines, as for a dense A.
+    # A triangular A takes that route (a dense A does not), and its points touch their supporting
+    # lines, as for a dense A.
+    calls = []
+    real = spectral._triangular_pair
+    monkeypatch.setattr(spectral, "_triangular_pair", lambda a: calls.append(1) or real(a))
+    spectral.numerical_range(t + np.tril(np.ones((d, d)), -1), n_angles=24, method="lanczos")
+    assert calls == []
     w = spectral.numerical_range(t, n_angles=24, method="lanczos")
+    assert calls == [1]
     rot = np.exp(1j * np.linspace(0, 2 * np.pi, 24, endpoint=False))
     support = np.array([np.linalg.eigvalsh(0.5 * (r_ * t + np.conj(r_) * t.conj().T))[-1] for r_ in rot])
     gap = support - (rot * w).real

@@ -10,9 +10,9 @@ block l), ``final_state.npy`` (N, d) float32 (after the last block, before the f
 rank, participation_ratio; snapshot 2L is the final state) and the ``samples.*`` rows of
 ``summary.parquet`` (``resdyn.core.samples``).
 
-Its forward pass also builds the ``trajectories`` stage's per-token tables and leaves them under
-``.partial/trajectories/`` (``resdyn.compute.trajectory_tables``) unless that stage is done, so the
-passages run through the model once rather than twice.
+When the ``trajectories`` stage is planned (``RunContext.planned``), its forward pass also builds
+that stage's per-token tables and leaves them under ``.partial/trajectories/``
+(``resdyn.compute.trajectory_tables``), so the passages run through the model once rather than twice.
 """
 
 from __future__ import annotations
@@ -73,9 +73,10 @@ def run(ctx) -> None:
         raise ResdynError("a corpus passage tokenized to zero tokens; remove empty lines from the corpus")
     n_tokens = np.array([len(s) for s in seqs], dtype=np.int64)
     positions = samples.choose_positions(n_tokens, ctx.cfg.position, ctx.cfg.seed)
-    # The trajectories stage needs this same forward pass: build its tables on the way, once.
-    tables = None if "trajectories" in ctx.store.manifest().get("stages_done", []) else \
-        trajectory_tables.TableBuilder(*trajectory_tables.settings(ctx.cfg, bundle.n_layers))
+    # The trajectories stage needs this same forward pass: build its tables on the way, once, when
+    # that stage is to be computed (in this invocation, or next by the caller, as in the demo).
+    tables = trajectory_tables.TableBuilder(*trajectory_tables.settings(ctx.cfg, bundle.n_layers)) \
+        if trajectory_tables.STAGE in ctx.planned else None
     acts, final = extract(bundle, seqs, ctx.progress, positions, on_batch=None if tables is None else tables.add)
     if not (np.isfinite(acts).all() and np.isfinite(final).all()):
         raise ResdynError("activations contain NaN or Inf (an fp16 model?); rerun with --dtype float32 or float64")
