@@ -32,6 +32,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from resdyn import stages as registry
@@ -153,8 +154,6 @@ def wait_and_hand_over(children: list[subprocess.Popen], poll: float = 1.0) -> i
     so they take its cores (``_take_the_cores``). The runs rarely take equally long (the random
     twin's per-sample statistics take about a quarter longer), and the later stages of the last run
     use torch's threads. Returns 0, or the first failing child's exit status in ``children`` order."""
-    import time
-
     told = False
     while any(c.poll() is None for c in children):
         if not told and any(c.returncode == 0 for c in children):

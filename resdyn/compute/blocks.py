@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from resdyn.compute.models import ModelBundle
+from resdyn.compute.models import ModelBundle, length_batches, pad_batch
 
 
 @dataclass
@@ -55,6 +55,21 @@ class Trace:
     inputs: list[torch.Tensor]
     mids: list[torch.Tensor]
     final: torch.Tensor
+
+
+def traced_batches(bundle: ModelBundle, seqs: list[torch.Tensor], progress=None, desc: str = "forward"):
+    """Yield (idx, chunk, Trace): every passage of ``seqs`` through ``traced_forward`` in
+    length-sorted batches (``models.length_batches``), right-padded with the tokenizer's pad (else
+    end-of-text) token; ``chunk`` holds the batch's unpadded token ids, whose first len(chunk[b])
+    positions of row b are real. The one way the activations and trajectories stages run passages,
+    so the tables the first leaves for the second are those the second would compute."""
+    tok = bundle.tokenizer
+    pad = next((t for t in (tok.pad_token_id, tok.eos_token_id) if t is not None), 0)
+    groups = length_batches(seqs)
+    for idx in (progress(groups, desc=desc, unit="batch") if progress else groups):
+        chunk = [seqs[i] for i in idx]
+        ids, mask = pad_batch(chunk, pad)
+        yield idx, chunk, traced_forward(bundle, ids, mask.to(bundle.device))
 
 
 def traced_forward(bundle: ModelBundle, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> Trace:

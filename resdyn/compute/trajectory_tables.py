@@ -2,9 +2,9 @@
 
 Not a stage: both the ``trajectories`` stage and the ``activations`` stage use it. The tables need
 every token's residual state at every depth, which only a forward pass gives; the activations stage
-already runs that pass (same passages, same length-sorted batches, same padding), so it builds the
-tables on the way and leaves them under ``.partial/trajectories/`` when the trajectories stage is
-not done yet. The trajectories stage then only assembles them, instead of a second forward pass
+already runs that pass (both run passages through ``blocks.traced_batches``), so it builds the
+tables on the way and leaves them under ``.partial/trajectories/``. The trajectories stage then
+only assembles them, instead of a second forward pass
 (on the demo's 128 passages, one core: about 23 s of the stage's 26 s). Built either way, the
 tables are equal bit for bit (``tests/compute/test_coupling.py``).
 

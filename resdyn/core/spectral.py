@@ -855,8 +855,9 @@ def _top_hermitian_part_vectors(a: np.ndarray, rot: np.ndarray, steps: int, seed
     arithmetic (1.4 against 2.2 ms per product at d = 576 and 72 angles, one core, measured).
     """
     d, m = a.shape[0], rot.size
-    apply_both = _triangular_pair(a) if not np.any(np.tril(a, -1)) else None
-    if apply_both is None:
+    if not np.any(np.tril(a, -1)):
+        apply_both = _triangular_pair(a)
+    else:
         ah = a.conj().T
 
         def apply_both(v):

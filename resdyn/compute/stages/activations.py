@@ -22,8 +22,8 @@ import pandas as pd
 import torch
 
 from resdyn.compute import trajectory_tables
-from resdyn.compute.blocks import traced_forward
-from resdyn.compute.models import length_batches, pad_batch, tokenize
+from resdyn.compute.blocks import traced_batches
+from resdyn.compute.models import tokenize
 from resdyn.compute.stages import stages_in
 from resdyn.core import samples
 from resdyn.errors import ResdynError
@@ -31,20 +31,14 @@ from resdyn.errors import ResdynError
 def extract(bundle, seqs: list[torch.Tensor], progress=None, positions: np.ndarray | None = None,
             on_batch=None) -> tuple[np.ndarray, np.ndarray]:
     """Snapshots (N, 2L, d) and final states (N, d), float32, at token ``positions[i]`` of passage i
-    (default: its last token). Passages run in batches of similar length (``length_batches``);
+    (default: its last token). Passages run in batches of similar length (``blocks.traced_batches``);
     ``on_batch(idx, chunk, trace)``, if given, also sees each batch's whole trace."""
     L, d = bundle.n_layers, bundle.d_model
     acts = np.zeros((len(seqs), 2 * L, d), dtype=np.float32)
     final = np.zeros((len(seqs), d), dtype=np.float32)
-    tok = bundle.tokenizer
-    pad = next((t for t in (tok.pad_token_id, tok.eos_token_id) if t is not None), 0)
-    groups = length_batches(seqs)
-    for idx in (progress(groups, desc="activations", unit="batch") if progress else groups):
-        chunk = [seqs[i] for i in idx]
-        ids, mask = pad_batch(chunk, pad)
-        trace = traced_forward(bundle, ids, mask.to(bundle.device))
+    for idx, chunk, trace in traced_batches(bundle, seqs, progress, desc="activations"):
         if positions is None:
-            last = (mask.sum(1) - 1).to(bundle.device)
+            last = torch.tensor([len(s) - 1 for s in chunk], dtype=torch.long, device=bundle.device)
         else:
             last = torch.as_tensor(np.asarray(positions)[idx], dtype=torch.long, device=bundle.device)
         rows = torch.arange(len(chunk), device=bundle.device)

@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from resdyn.compute import trajectory_tables as tt
-from resdyn.compute.blocks import traced_forward
-from resdyn.compute.models import length_batches, pad_batch, tokenize
+from resdyn.compute.blocks import traced_batches
+from resdyn.compute.models import tokenize
 from resdyn.compute.stages import stages_in
 from resdyn.core import trajectory as tj
 from resdyn.errors import ResdynError
@@ -29,13 +29,8 @@ from resdyn.errors import ResdynError
 def forward_tables(ctx, bundle) -> tuple:
     """(rows, pca) from a forward pass of every passage, in the activations stage's batches."""
     builder = tt.TableBuilder(*tt.settings(ctx.cfg, bundle.n_layers))
-    seqs = tokenize(bundle, ctx.texts())
-    tok = bundle.tokenizer
-    pad = next((t for t in (tok.pad_token_id, tok.eos_token_id) if t is not None), 0)
-    for idx in ctx.progress(length_batches(seqs), desc="trajectories", unit="batch"):
-        chunk = [seqs[i] for i in idx]
-        ids, mask = pad_batch(chunk, pad)
-        builder.add(idx, chunk, traced_forward(bundle, ids, mask.to(bundle.device)))
+    for idx, chunk, trace in traced_batches(bundle, tokenize(bundle, ctx.texts()), ctx.progress, desc="trajectories"):
+        builder.add(idx, chunk, trace)
         if not builder.finite:
             raise ResdynError("hidden states contain NaN or Inf; rerun with --dtype float64")
     return builder.tables()
