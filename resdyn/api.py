@@ -9,6 +9,7 @@ runs from a loaded model and returns the same ``Run``.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +116,23 @@ class Run:
         """Run DuckDB SQL where each of the run's tables is a view of its name, e.g.
         ``run.sql("select layer, henrici from layers where operator = 'J' order by layer")``."""
         return queries.sql_over_runs(query, [self._store], run_id_column=False)
+
+    def claims(self, twin: str | Sequence[str] | None = None) -> pd.DataFrame:
+        """The papers' claims judged on this run (``resdyn claims``; README, Verdicts): one row per
+        claim with columns ``resdyn.core.claims.COLUMNS`` (claim, verdict, run ± noise, twin
+        ensemble mean ± sd, null, note, and the numbers behind them).
+
+        ``twin``: run id(s) in the same runs directory to judge against (any init; each must match
+        on every analysis key); default the random-init runs that match (``find_ensemble``).
+        ``df.attrs["ensemble"]`` holds the ids used.
+        """
+        from resdyn.core.claims import claims_table
+
+        twins = [twin] if isinstance(twin, str) else (list(twin) if twin is not None else None)
+        res = claims_table(self.path.parent, self.run_id, twins)
+        table = res.table
+        table.attrs["ensemble"] = res.ensemble
+        return table
 
     def _absent(self, kind: str, name: str, suffix: str) -> str:
         writers = registry.writers(name + suffix)

@@ -133,7 +133,7 @@ def table_html(df: pd.DataFrame, digits: int = 4) -> str:
 def claims_html(table: pd.DataFrame) -> str:
     """The claims table (``resdyn.core.claims.evaluate``) as HTML, verdict cells coloured, then
     one sentence per verdict that occurs."""
-    cols = ["claim", "quantity", "paper", "run", "twin", "null", "verdict", "note"]
+    cols = ["claim", "quantity", "paper", "run", "twin", "null", "verdict", "noise_method", "note"]
     head = "".join(f"<th>{_esc(c)}</th>" for c in cols)
     rows = []
     for _, r in table.iterrows():
@@ -196,8 +196,16 @@ def run_section(store: RunStore) -> Section:
         f"<div class='value'>{_esc(h.value if h.value is not None else '—')}</div>{baselines(h)}"
         f"<div class='help'>{_esc(h.help if h.value is not None else f'needs the {h.stage} stage')}</div></div>"
         for h in headlines.headlines(run, twin)) + "</div>")
-    sec.html("<h3>Claims of the papers, checked on this run</h3>")
-    sec.html(claims_html(claims.evaluate(run, twin)))
+    res = claims.claims_table(store.path.parent, store.run_id)
+    sec.html("<h3>Claims of the papers, judged on this run</h3>")
+    sec.html(f"<p class='note'>Against {len(res.ensemble)} random-init run(s) matched on every analysis key: "
+             f"{_esc(', '.join(res.ensemble) or 'none')}. A claim holds when the run lies beyond the "
+             "ensemble's 95 % prediction interval in the claimed direction, by more than its sampling noise, and "
+             "differs from the null.</p>")
+    sec.html(claims_html(res.table))
+    from resdyn.core.figures.claims import claims_figure
+
+    _optional(sec, f"{store.run_id}-claims", lambda: claims_figure(res.table))
     if lay is None:
         sec.html("<p class='note'>No layers.parquet (the <code>spectra</code> stage): no profiles.</p>")
         return sec

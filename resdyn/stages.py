@@ -50,8 +50,9 @@ STAGES: tuple[StageSpec, ...] = (
               "boundary, and how many distinct states, rank and participation ratio each snapshot has",
               "resdyn.compute.stages.activations:run", needs_model=True, shared=SUMMARY),
     StageSpec("jacobians", ("activations",), ("jacobians.npy",),
-              "the mean J̄_l of every sample's exact block Jacobian, accumulated in float64 (METHODS §2)",
-              "resdyn.compute.stages.jacobians:run", needs_model=True),
+              "the mean J̄_l of every sample's exact block Jacobian, accumulated in float64 (METHODS §2), "
+              "and the same mean over a seeded random half of the passages (for the noise stage)",
+              "resdyn.compute.stages.jacobians:run", needs_model=True, optional=("jacobians_half.npy",)),
     StageSpec("spectra", ("jacobians",), ("layers.parquet", "eigenvalues.parquet"),
               "eigenvalues, alignment, Henrici and expansion profiles of J̄ and R (METHODS §3–4)",
               "resdyn.compute.stages.spectra:run"),
@@ -67,6 +68,11 @@ STAGES: tuple[StageSpec, ...] = (
               "complex Schur forms in canonical eigenvalue order and the dose grid: dose, controls A and B, "
               "random-order band, skip dose (METHODS §6)",
               "resdyn.compute.stages.schur:run", shared=SUMMARY),
+    StageSpec("noise", ("jacobians",), ("noise.parquet",),
+              "the claims' statistics of J̄ (complex fraction, |λ − 1|, self-alignment, erank(P_0), the dose "
+              "at c = 0 and 1 for each normal surrogate) on the half-sample mean: their split-half noise "
+              "(METHODS §12)",
+              "resdyn.compute.stages.noise:run"),
     StageSpec("pseudospectra", ("schur",),
               ("pseudospectra.parquet", "numerical_range.parquet", "transient_growth.parquet",
                "layer_sigma.parquet"),

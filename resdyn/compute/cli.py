@@ -54,6 +54,7 @@ COMMANDS = (  # (section, command, summary): the grouped listing of `resdyn --he
     ("inspect", "verify", "check every file of runs; exit 1 when any is damaged"),
     ("inspect", "upgrade", "rewrite runs from an older resdyn in the current table schema"),
     ("inspect", "sql", "query runs with SQL: every table is a view over all runs with a run_id column"),
+    ("inspect", "claims", "judge the papers' claims on a run against its random-init seeds and nulls"),
     ("share", "report", "write a self-contained HTML report of one or more runs"),
     ("share", "serve", "serve the dashboard on a runs directory"),
 )
@@ -163,6 +164,23 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--runs-dir", type=str, default=None, help=RUNS_DIR_HELP)
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table",
                      help="table (aligned text), csv, or json (an array of row objects)")
+    clm = command(
+        "claims", "Judge each claim of the two papers on RUN by one rule: beyond the 95 % prediction interval "
+                  "of its random-init ensemble in the claimed direction, by more than the run's sampling noise, "
+                  "and different from the null (README, Verdicts). The ensemble is every random-init run in the "
+                  "runs directory that matches RUN on each analysis key (model, revision, mode, position, "
+                  "corpus, samples, dtype, k, cumulative rank, community method, coupling settings), unless "
+                  "--twin names the runs to judge against (any init: a random-init run judged against other "
+                  "seeds of itself is the null-against-null check).",
+        epilog="examples:\n"
+               "  resdyn claims smollm2-135m\n"
+               "  resdyn claims smollm2-135m-random --twin smollm2-135m-random-seed1,smollm2-135m-random-seed2\n"
+               "  resdyn claims smollm2-135m --json | python -c 'import json,sys; print(json.load(sys.stdin)[0])'")
+    clm.add_argument("run", metavar="RUN", help="run id in the runs directory")
+    clm.add_argument("--twin", default=None, metavar="RUN[,RUN...]",
+                     help="the runs to judge against, comma-separated (default: the matching random-init runs)")
+    clm.add_argument("--json", action="store_true", help="print a JSON array, one object per claim")
+    clm.add_argument("--runs-dir", default=None, help=RUNS_DIR_HELP)
     rep = command(
         "report", "Write a self-contained HTML report of one or more runs: per run the manifest facts, "
                   "headline numbers, regime tables and key figures; with several runs also a comparison. "
@@ -343,6 +361,48 @@ def cmd_sql(ns) -> int:
     return 0
 
 
+def cmd_claims(ns) -> int:
+    import json
+
+    import numpy as np
+
+    from resdyn.core.claims import claims_table
+    from resdyn.core.queries import require_runs_dir
+
+    root = require_runs_dir(ns.runs_dir or default_runs_dir())
+    twins = None
+    if ns.twin is not None:
+        twins = [t.strip() for t in ns.twin.split(",") if t.strip()]
+        if not twins:
+            raise UsageError("--twin needs at least one run id")
+    res = claims_table(root, ns.run, twins)
+    table = res.table
+    if ns.json:
+        rows = []
+        for i, r in enumerate(table.to_dict("records"), 1):
+            rows.append({"n": i, **{k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+                                    for k, v in r.items()}, "ensemble": res.ensemble})
+        print(json.dumps(rows, indent=2, default=str, ensure_ascii=False))
+        return 0
+    how = "given with --twin" if res.explicit else "matched on every analysis key"
+    print(f"claims of {res.run_id}, judged against {len(res.ensemble)} random-init run(s) ({how}): "
+          + (", ".join(res.ensemble) or "none"))
+    show = table[["claim", "verdict", "run", "twin", "null"]].copy()
+    show.insert(0, "#", range(1, len(show) + 1))
+    with pd_options():
+        print(show.fillna("—").to_string(index=False))
+    print("\nwhy:")
+    for i, (claim, verdict, note) in enumerate(zip(table["claim"], table["verdict"], table["note"]), 1):
+        print(f"  {i:>2}. {verdict}: {note}")
+    return 0
+
+
+def pd_options():
+    import pandas as pd
+
+    return pd.option_context("display.max_colwidth", 48, "display.width", 200)
+
+
 def cmd_report(ns) -> int:
     import time
 
@@ -400,7 +460,7 @@ def cmd_upgrade(ns) -> int:
     return 1 if any(r.blocked for r in reports) else 0
 
 COMMAND_FUNCTIONS = {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "verify": cmd_verify,
-                     "upgrade": cmd_upgrade, "sql": cmd_sql, "report": cmd_report, "serve": cmd_serve,
+                     "upgrade": cmd_upgrade, "sql": cmd_sql, "claims": cmd_claims, "report": cmd_report, "serve": cmd_serve,
                      "demo": cmd_demo}
 
 

@@ -1,246 +1,325 @@
-"""The papers' qualitative claims, checked on one run against its random-init twin and a null.
+"""The papers' claims, each judged on one run by one rule against a random-init ensemble and a null.
 
-``evaluate(run, twin)`` is a pure function of two ``RunTables`` (``resdyn.core.headlines``): one
-row per claim with the quantity measured, the paper's figure, this run's value, the twin's
-value, the null baseline and a verdict from ``VERDICTS``. A run that lacks the stage behind a
-claim gets "not computed" and the stage to run, never an exception. The Claims page and the
-HTML report only render the table.
+A claim is a named statistic of a run with a direction (``Claim``): "the complex-pair fraction
+of J̄_l is high", "erank(P_0) is low". Every claim is judged by the same rule (``judge``,
+METHODS §12), from four numbers:
 
-Degenerate samples (METHODS §1, ``resdyn.core.samples``): a claim read layer by layer (1, 3, 8,
-9) that holds only through layers whose input snapshot is degenerate gets ``DEGENERATE``; the
-whole-stack claims (4, 5) name such layers in their note, since P_0 cannot be formed without them.
+- the run's value v and its sampling noise σ_v (split halves of the passages, a bootstrap over
+  passages or prompts, or the spread of seeded draws: ``Claim.noise_method`` says which);
+- the random-init ensemble: the same statistic on every random-init run that matches the run on
+  each key that defines the analysis (``ANALYSIS_KEYS``, ``find_ensemble``), n ≥ 2 seeds (3 by
+  default), with mean m and standard deviation s;
+- the null, where the claim has one: the value a structureless reference gives (a matched
+  random matrix, "no change", the BH discoveries of tests with no effect).
 
-The claims are paraphrased from the residual-stream paper (arXiv 2605.14258) and the block
-coupling paper (arXiv 2407.07810); the paper column quotes numbers only. Thresholds are stated
-beside each check; METHODS sections are cited where a quantity is defined.
+The verdict, in this order:
+
+1. ``not computed``: the run, or fewer than two ensemble members, lack the stage behind it;
+2. ``indistinguishable from the null`` / ``below the null``: v is not beyond the null in the
+   claimed direction at the 5 % level (two-sided, noise and null spread combined), or it is
+   significantly on the other side;
+3. ``holds``: v lies beyond the ensemble's 95 % prediction interval
+   m ± t_{0.975, n−1} · s · √(1 + 1/n) in the claimed direction, by more than σ_v;
+4. ``also at init``: otherwise, when the claim has a null and the ensemble mean lies beyond it in
+   the claimed direction too: the run shows the effect, the random-init runs show it as well, and
+   the run is not beyond them, so training did not make it;
+5. ``fails``: otherwise.
+
+Three claims add a step. The dose claims (5, 6) are judged once per normal surrogate (METHODS §6:
+descending and ascending Schur order, polar); when the surrogates disagree on the sign of the
+effect the verdict is ``surrogate-dependent`` with the three values, and when they agree it is the
+weakest of the three verdicts. Mode R (7) is ``tautological``. A claim read layer by layer that
+holds only through layers whose input snapshot is a degenerate sample (METHODS §1) becomes
+``degenerate sample`` (the rule is applied again without those layers, to the run and the
+ensemble alike).
+
+``evaluate(run, ensemble)`` is a pure function of ``RunTables`` (``resdyn.core.headlines``); the
+Claims page, ``resdyn claims``, ``Run.claims`` and the HTML report all call it through
+``claims_table``. Claims are paraphrased from the residual-stream paper (arXiv 2605.14258) and the
+block-coupling paper (arXiv 2407.07810); the paper column quotes numbers only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from resdyn.core import noise as noise_mod
 from resdyn.core import nulls, samples
-from resdyn.core.headlines import (DEFAULT_METHOD, RunTables, complex_fraction, erank_p0, fdr_counts,
-                                   coupling_method)
-from resdyn.core.regimes import REGIMES, paper_split, profile, regime_means
+from resdyn.core.headlines import DEFAULT_METHOD, RunTables, coupling_method
+from resdyn.core.regimes import REGIMES, paper_split, regime_means
+from resdyn.errors import ResdynError, UsageError
 
 HOLDS = "holds"
 FAILS = "fails"
+AT_INIT = "also at init"
+BELOW = "below the null"
 NULL = "indistinguishable from the null"
+SURROGATE = "surrogate-dependent"
 TAUTOLOGICAL = "tautological"
-CONFOUNDED = "confounded by the skip"
-NOT_COMPUTED = "not computed"
 DEGENERATE = "degenerate sample"
+NOT_COMPUTED = "not computed"
 
-# One sentence per verdict, for the page's legend (and the report's).
 VERDICTS = {
-    HOLDS: ("The run shows the effect, beyond the null baseline (and the random-init twin where the "
-            "claim is about training)."),
-    FAILS: "The run shows no such effect, or the opposite, or its random-init twin shows it as strongly.",
-    NULL: ("The value is what a structureless reference already gives (or lies inside the noise band), "
-           "so it is no evidence for the claim."),
-    TAUTOLOGICAL: "The comparison is true by construction, whatever the model, so it cannot support the claim.",
-    CONFOUNDED: ("The only null the run has is rewarded by the identity (skip) inside J, so a positive "
-                 "result could come from the skip alone."),
-    NOT_COMPUTED: "The run (or its random-init twin) lacks the stage this claim needs; the note says which.",
-    DEGENERATE: (f"The claim holds only through layers whose input states are a degenerate sample "
-                 f"({samples.DEGENERATE_RULE}, METHODS §1); without those layers it does not hold."),
+    HOLDS: ("Beyond the random-init ensemble's 95 % prediction interval in the claimed direction, by more "
+            "than the run's sampling noise, and different from the null."),
+    FAILS: "Not beyond the random-init ensemble, and the ensemble does not show the effect either.",
+    AT_INIT: ("The effect is there, but the random-init ensemble shows it as strongly: it comes from the "
+              "architecture (or the data), not from training."),
+    BELOW: "Significantly on the wrong side of the null: the run shows less of it than a structureless reference.",
+    NULL: "Within the noise of what a structureless reference gives: no evidence for the claim.",
+    SURROGATE: ("The normal surrogates of the dose (descending order, ascending order, polar) disagree on the "
+                "sign of the effect, so the result depends on an arbitrary choice."),
+    TAUTOLOGICAL: "True by construction, whatever the model: it cannot support the claim.",
+    DEGENERATE: (f"Holds only through layers whose input states are a degenerate sample "
+                 f"({samples.DEGENERATE_RULE}, METHODS §1); without those layers it does not."),
+    NOT_COMPUTED: "The run, or its random-init ensemble, lacks what this claim needs; the note says what.",
 }
-# Icons for the page's verdict column (Streamlit shows them as text).
-ICONS = {HOLDS: "✅", FAILS: "❌", NULL: "⚪", TAUTOLOGICAL: "🔁", CONFOUNDED: "⚠️", NOT_COMPUTED: "⏳",
-         DEGENERATE: "🔻"}
-COLUMNS = ["claim", "quantity", "paper", "run", "twin", "null", "verdict", "note"]
+# Material icons (shipped with Streamlit, no emoji font needed) for the page's verdict column.
+ICONS = {HOLDS: ":material/check_circle:", FAILS: ":material/cancel:", AT_INIT: ":material/history:",
+         BELOW: ":material/south:", NULL: ":material/radio_button_unchecked:", SURROGATE: ":material/call_split:",
+         TAUTOLOGICAL: ":material/sync:", DEGENERATE: ":material/warning:", NOT_COMPUTED: ":material/hourglass_empty:"}
+# Weakest first: the verdict of several surrogates that agree in sign is the weakest of theirs.
+STRENGTH = (BELOW, NULL, FAILS, AT_INIT, HOLDS)
 
-NEAR_ONE = 0.1  # |Re λ − 1| below this counts as "near Re = 1" (claim 2)
-CLUSTER_FRACTION = 0.5  # the init twin clusters when at least this fraction of its eigenvalues is near Re = 1
-GRADIENT_MIN = 0.1  # late − early self-alignment needed to call the depth gradient real (claim 3)
-Z_ABOVE = 1.96  # a layer's mesoscale z above this beats its null (one-sided, ≈ 2.5 %)
+COLUMNS = ["claim", "quantity", "paper", "run", "twin", "null", "verdict", "note", "noise_method",
+           "value", "noise", "twin_mean", "twin_sd", "twin_n", "null_value"]
+"""Text columns for people (run, twin, null: formatted; None where absent), then the numbers
+behind them for programs (NaN where absent)."""
 
+ALPHA = 0.05
+MIN_SEEDS = 2
+"""Fewest ensemble members a verdict needs (the prediction interval needs a spread); 3 by default."""
+DEFAULT_SEEDS = 3
 
-def _fmt(x, spec: str = ".3g") -> str | None:
-    return None if x is None or not np.isfinite(x) else format(x, spec)
-
-
-def _row(claim: str, quantity: str, paper: str, run=None, twin=None, null=None,
-         verdict: str = NOT_COMPUTED, note: str = "") -> dict:
-    return {"claim": claim, "quantity": quantity, "paper": paper, "run": run, "twin": twin, "null": null,
-            "verdict": verdict, "note": note}
-
-
-def _no_twin_note(run: RunTables) -> str:
-    if run.manifest.get("init") == "random":
-        return "this run is itself random-init (the null of this comparison): open its trained twin"
-    return "needs a random-init twin of this model (`--init random`, same model)"
+ANALYSIS_KEYS = ("model", "revision", "mode", "position", "corpus", "n_samples", "dtype", "k", "cumulative_rank",
+                 "communities", "coupling_samples", "coupling_window", "coupling_tokens", "d_model", "n_layers")
+"""Manifest keys that define an analysis: a twin must match the run on every one (METHODS §12)."""
+_KEY_DEFAULTS = {"position": "last", "revision": None}
 
 
-def _degenerate_note(layers: list[int]) -> str:
-    shown = ", ".join(map(str, layers[:8])) + (" …" if len(layers) > 8 else "")
-    return f"layer(s) {shown} read a degenerate sample ({samples.DEGENERATE_RULE})"
+# -- the rule -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Null:
+    """What a structureless reference gives: a value with its spread (sd of the reference's
+    statistic), or for counts of tests a tail probability ``sf(v)`` = P(count ≥ v)."""
+
+    value: float
+    sd: float = 0.0
+    text: str = ""
+    sf: Callable[[float], float] | None = None
 
 
-def _recheck(row: dict, bad: list[int], holds_without: bool | None) -> dict:
-    """The degenerate-sample rule on a finished claim row: a "holds" that does not survive
-    dropping the ``bad`` layers (``holds_without`` False) becomes DEGENERATE; either way the note
-    names them. ``holds_without`` None: the claim cannot be recomputed without them (note only)."""
-    if not bad:
-        return row
-    row = dict(row)
-    if row["verdict"] == HOLDS and holds_without is False:
-        row["verdict"] = DEGENERATE
-        row["note"] = f"holds only with {_degenerate_note(bad)}; without them it does not. {row['note']}"
-    elif holds_without is None:
-        row["note"] = f"{row['note']}; the product includes {_degenerate_note(bad)}"
-    elif row["verdict"] == HOLDS:
-        row["note"] = f"{row['note']}; still holds without the {_degenerate_note(bad)}"
-    else:
-        row["note"] = f"{row['note']}; {_degenerate_note(bad)}"
-    return row
+@dataclass(frozen=True)
+class Judgement:
+    verdict: str
+    reason: str
 
 
-# -- 1. complex-pair fraction ---------------------------------------------------------------------
-
-def complex_pairs(run: RunTables, twin: RunTables | None) -> dict:
-    """Claim 1: most eigenvalues of J̄_l come in complex pairs (METHODS §3)."""
-    claim = "most eigenvalues are complex pairs (rotation)"
-    q, paper = "complex-pair fraction of J̄_l, mean over layers", "≈98 %"
-    cf = complex_fraction(run)
-    if cf is None:
-        return _row(claim, q, paper, note="needs the `spectra` stage")
-    d = run.d
-    null, sd = nulls.ginibre_complex_fraction(d), nulls.ginibre_complex_fraction_sd(d)
-    tw = complex_fraction(twin) if twin is not None else None
-    twin_txt = f"; the random-init twin has {tw:.1%}" if tw is not None else ""
-    if cf > null + 2 * sd:
-        verdict, note = HOLDS, f"{(cf - null) / sd:.1f} Ginibre sd above the real-Ginibre value{twin_txt}"
-    else:
-        where = "below" if cf < null - 2 * sd else "within 2 sd of"
-        verdict = NULL
-        note = (f"{where} the complex fraction of a random real {d}×{d} matrix "
-                f"({null:.1%} ± {sd:.1%}){twin_txt}")
-    row = _row(claim, q, paper, f"{cf:.1%}", None if tw is None else f"{tw:.1%}",
-               f"{null:.1%} (real Ginibre)", verdict, note)
-    bad = run.degenerate_layers()
-    if not bad:
-        return row
-    j = run.layers[(run.layers["operator"] == "J") & ~run.layers["layer"].isin(bad)]
-    rest = float(j["frac_complex"].mean()) if len(j) else np.nan
-    return _recheck(row, bad, bool(np.isfinite(rest) and rest > null + 2 * sd))
+def prediction_interval(values: Sequence[float], alpha: float = ALPHA) -> tuple[float, float, float]:
+    """(mean, sd, half-width) of the (1 − α) prediction interval of one more draw from the
+    ensemble: t_{1−α/2, n−1} · sd · √(1 + 1/n) (METHODS §12). Needs n ≥ 2."""
+    v = np.asarray(values, float)
+    n = len(v)
+    m, s = float(v.mean()), float(v.std(ddof=1))
+    return m, s, float(stats.t.ppf(1 - alpha / 2, n - 1) * s * np.sqrt(1 + 1 / n))
 
 
-# -- 2. init eigenvalues near Re = 1 --------------------------------------------------------------
+def null_side(value: float, noise: float, null: Null, direction: int, alpha: float = ALPHA) -> int:
+    """+1 when ``value`` lies beyond ``null`` in ``direction`` at level α (two-sided), −1 when it
+    lies significantly on the other side, 0 when it is within the noise of the null."""
+    if null.sf is not None:  # a count of tests under the complete null: one-sided tail, p ≤ α
+        return 1 if null.sf(value) <= alpha * (1 + 1e-9) and value > null.value else 0
+    se = float(np.hypot(noise if np.isfinite(noise) else 0.0, null.sd))
+    diff = direction * (value - null.value)
+    if se == 0.0:
+        return int(np.sign(diff))
+    z = diff / se
+    crit = stats.norm.ppf(1 - alpha / 2)
+    return 1 if z > crit else (-1 if z < -crit else 0)
 
-def near_one_fraction(eig: pd.DataFrame | None) -> tuple[float, float] | None:
-    """(fraction of J̄ eigenvalues with |Re λ − 1| < NEAR_ONE, median |λ − 1|) over layers ≥ 1
-    (layer 0 reads the embedding and is left out, as in the paper), or None without eigenvalues."""
-    if eig is None or not len(eig):
+
+def judge(value: float | None, noise: float | None, ensemble: Sequence[float], null: Null | None,
+          direction: int) -> Judgement:
+    """The one rule of every claim (module docstring). ``noise``: σ of ``value`` (NaN or None:
+    unknown, taken as 0 with a word in the reason); ``ensemble``: the statistic on each matched
+    random-init run (NaN members dropped)."""
+    if value is None or not np.isfinite(value):
+        return Judgement(NOT_COMPUTED, "no value")
+    known = noise is not None and np.isfinite(noise)
+    sigma = float(noise) if known else 0.0
+    noise_txt = f"noise {sigma:.2g}" if known else "noise not estimated"
+    if null is not None:
+        side = null_side(value, sigma, null, direction)
+        if side < 0:
+            return Judgement(BELOW, "significantly on the wrong side of the null")
+        if side == 0:
+            return Judgement(NULL, "within the noise of the null")
+    ens = np.asarray([e for e in ensemble if e is not None and np.isfinite(e)], float)
+    if len(ens) < MIN_SEEDS:
+        return Judgement(NOT_COMPUTED, f"the ensemble has {len(ens)} seed(s) with this statistic; a verdict "
+                                       f"needs ≥ {MIN_SEEDS} ({DEFAULT_SEEDS} by default)")
+    m, s, half = prediction_interval(ens)
+    edge = m + direction * half
+    beyond = direction * (value - edge)
+    if beyond > sigma:
+        return Judgement(HOLDS, f"beyond the ensemble's 95 % interval by {beyond:.3g} ({noise_txt})")
+    if null is not None and direction * (m - null.value) > 0:
+        return Judgement(AT_INIT, "the random-init ensemble shows the effect as strongly "
+                                  f"(ensemble {m:.3g} ± {s:.2g}, run {value:.3g})")
+    where = "inside" if abs(value - m) <= half else "on the far side of"
+    return Judgement(FAILS, f"{where} the ensemble's 95 % interval (margin {beyond:+.3g}, {noise_txt})")
+
+
+# -- measured statistics ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Measure:
+    """One statistic of one run: value, its noise (σ, NaN unknown) and how to print values."""
+
+    value: float | None
+    noise: float = float("nan")
+    fmt: str = ".3g"
+    detail: str = ""
+
+    def text(self, x: float | None = None) -> str | None:
+        x = self.value if x is None else x
+        return None if x is None or not np.isfinite(x) else format(x, self.fmt)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim: its statistic (``measure(run, drop) -> Measure | None``, ``drop`` layers left out),
+    direction (+1: the effect is a higher value), null (``null(run, drop)``) and what it needs."""
+
+    key: str
+    claim: str
+    quantity: str
+    paper: str
+    direction: int
+    stage: str
+    noise_method: str
+    measure: Callable[[RunTables, tuple[int, ...]], Measure | None]
+    null: Callable[[RunTables, tuple[int, ...]], Null | None] | None = None
+    layerwise: bool = False
+    """Read layer by layer, so the degenerate-sample rule applies (layers can be left out)."""
+
+
+def _j_layers(t: RunTables, drop: tuple[int, ...]) -> pd.DataFrame | None:
+    if t.layers is None or not len(t.layers):
         return None
-    rows = eig[eig["layer"] >= 1] if eig["layer"].max() >= 1 else eig
-    re, im = rows["re"].to_numpy(float), rows["im"].to_numpy(float)
-    return float(np.mean(np.abs(re - 1.0) < NEAR_ONE)), float(np.median(np.hypot(re - 1.0, im)))
+    j = t.layers[t.layers["operator"] == "J"].sort_values("layer")
+    return j[~j["layer"].isin(drop)]
 
 
-def init_cluster(run: RunTables, twin: RunTables | None) -> dict:
-    """Claim 2: at random init the eigenvalues of J̄_l cluster near Re = 1 (METHODS §3)."""
-    claim = "at init the eigenvalues cluster near Re = 1"
-    q = f"share of J̄ eigenvalues with |Re λ − 1| < {NEAR_ONE} (layers ≥ 1)"
-    paper = "tight cluster at step 0 (OLMo)"
-    own = near_one_fraction(run.eigenvalues)
-    is_init = run.manifest.get("init") == "random"
-    init = own if is_init else (near_one_fraction(twin.eigenvalues) if twin is not None else None)
-    run_txt = None if own is None else f"{own[0]:.0%} (median |λ − 1| {own[1]:.3g})"
-    if own is None and not is_init:
-        return _row(claim, q, paper, note="needs the `spectra` stage (eigenvalues.parquet)")
-    if init is None:
-        note = "needs the `spectra` stage (eigenvalues.parquet)" if is_init else (
-            _no_twin_note(run) if twin is None else "the twin lacks the `spectra` stage")
-        return _row(claim, q, paper, run_txt, note=note)
-    twin_txt = None if is_init else f"{init[0]:.0%} (median |λ − 1| {init[1]:.3g})"
-    if is_init:
-        ok = init[0] >= CLUSTER_FRACTION
-        note = f"this run is random-init: {init[0]:.0%} of its eigenvalues lie near Re = 1"
+def _half_noise(full: float, half: float | None) -> float:
+    return abs(half - full) if half is not None and np.isfinite(half) else float("nan")
+
+
+def _half_layer_mean(t: RunTables, statistic: str, drop: tuple[int, ...], layers=None) -> float | None:
+    vals = noise_mod.layer_values(t.noise, statistic)
+    if vals is None:
+        return None
+    vals = vals[~vals.index.isin(drop)]
+    if layers is not None:
+        vals = vals[vals.index.isin(layers)]
+    return float(vals.mean()) if len(vals) else None
+
+
+def m_complex(t: RunTables, drop=()) -> Measure | None:
+    j = _j_layers(t, drop)
+    if j is None or not len(j):
+        return None
+    v = float(j["frac_complex"].mean())
+    return Measure(v, _half_noise(v, _half_layer_mean(t, "frac_complex", drop)), ".1%")
+
+
+def n_complex(t: RunTables, drop=()) -> Null | None:
+    """The complex fraction of random real matrices with each layer's symmetric balance τ (the real
+    elliptic law; Ginibre where τ is unknown), averaged over the same layers."""
+    j = _j_layers(t, drop)
+    if j is None or not len(j) or not t.d:
+        return None
+    fn = getattr(nulls, "complex_fraction_null", None)
+    if fn is not None and "tau" in j.columns and np.isfinite(j["tau"].astype(float)).all():
+        means, sds = fn(j["tau"].to_numpy(float), t.d)
+        what = "real elliptic law at each layer's τ"
     else:
-        ok = init[0] >= CLUSTER_FRACTION and init[0] > own[0]
-        note = (f"twin {init[0]:.0%} vs trained {own[0]:.0%} near Re = 1 "
-                f"(cluster: ≥ {CLUSTER_FRACTION:.0%} and above the trained run)")
-    return _row(claim, q, paper, run_txt, twin_txt, "— (the twin is the reference)", HOLDS if ok else FAILS, note)
+        means = np.full(len(j), nulls.ginibre_complex_fraction(t.d))
+        sds = np.full(len(j), nulls.ginibre_complex_fraction_sd(t.d))
+        what = "real Ginibre (τ not stored: `--redo spectra`)"
+    m, sd = float(np.mean(means)), float(np.sqrt(np.sum(np.square(sds))) / len(j))
+    return Null(m, sd, f"{m:.1%} ± {sd:.1%} ({what})")
 
 
-# -- 3. depth regimes of self-alignment ----------------------------------------------------------
-
-def _regimes(t: RunTables | None, drop: list[int] = ()) -> dict[str, float] | None:
-    if t is None or t.layers is None or t.n_layers < 3:
+def _dist_one(t: RunTables, drop) -> pd.Series | None:
+    """Median |λ − 1| of each layer ≥ 1 (layer 0 reads the embedding, as in the paper)."""
+    if t.eigenvalues is None or not len(t.eigenvalues):
         return None
-    sa = profile(t.layers, "self_alignment", "J", t.n_layers)
-    sa[list(drop)] = np.nan  # a regime of only dropped layers has a NaN mean
-    if not np.isfinite(sa).any():
+    e = t.eigenvalues
+    e = e[~e["layer"].isin(drop)]
+    if e["layer"].max() >= 1:
+        e = e[e["layer"] >= 1]
+    if not len(e):
         return None
-    return regime_means(sa, paper_split(t.n_layers))
+    dist = np.hypot(e["re"].to_numpy(float) - 1.0, e["im"].to_numpy(float))
+    return pd.Series(dist).groupby(e["layer"].to_numpy()).median()
 
 
-def depth_regimes(run: RunTables, twin: RunTables | None) -> dict:
-    """Claim 3: self-alignment rises with depth, rotator-like early to near-symmetric late (METHODS §4)."""
-    claim = "self-alignment rises with depth (early rotators, late near-symmetric)"
-    q = "self-alignment of J̄, regime means early / mid / late (paper's split)"
-    paper = "0.43 / 0.65 / 0.86 (OLMo trained); 0.64 / 0.95 / 0.98 at step 0"
-    r = _regimes(run)
+def m_dist_one(t: RunTables, drop=()) -> Measure | None:
+    per = _dist_one(t, drop)
+    if per is None:
+        return None
+    v = float(per.mean())
+    near = float(np.mean(np.abs(t.eigenvalues["re"].to_numpy(float) - 1.0) < 0.1))
+    return Measure(v, _half_noise(v, _half_layer_mean(t, "dist_one", drop, layers=per.index)), ".3g",
+                   f"{near:.0%} of eigenvalues with |Re λ − 1| < 0.1")
+
+
+def _regime_values(t: RunTables, values: pd.Series) -> dict[str, float] | None:
+    if t.n_layers < 3:
+        return None
+    sa = np.full(t.n_layers, np.nan)
+    sa[values.index.to_numpy(int)] = values.to_numpy(float)
+    r = regime_means(sa, paper_split(t.n_layers))
+    return r if all(np.isfinite(r[k]) for k in REGIMES) else None
+
+
+def m_gradient(t: RunTables, drop=()) -> Measure | None:
+    j = _j_layers(t, drop)
+    if j is None or t.n_layers < 3:
+        return None
+    r = _regime_values(t, j.set_index("layer")["self_alignment"])
     if r is None:
-        need = "at least 3 layers" if run.layers is not None else "the `spectra` stage"
-        return _row(claim, q, paper, note=f"needs {need}")
-    tw = _regimes(twin)
-
-    def txt(x):
-        return " / ".join(f"{x[k]:.2f}" for k in REGIMES)
-
-    base = nulls.alignment_baseline(run.k, run.d)
-    rising = r["early"] < r["mid"] < r["late"] and r["late"] - r["early"] >= GRADIENT_MIN
-    caveat = ("k/d is where unrelated subspaces sit, but a normal (e.g. orthogonal) matrix sits there too: "
-              "low self-alignment alone does not mean non-normal (METHODS §4)")
-    if rising:
-        verdict, note = HOLDS, f"early < mid < late, late − early = {r['late'] - r['early']:.2f}; {caveat}"
-    elif max(abs(v - base) for v in r.values()) < 0.05:
-        verdict, note = NULL, f"every regime within 0.05 of k/d; {caveat}"
-    else:
-        verdict, note = FAILS, f"not early < mid < late by ≥ {GRADIENT_MIN}; {caveat}"
-    row = _row(claim, q, paper, txt(r), None if tw is None else txt(tw), f"k/d = {base:.3f}", verdict, note)
-    bad = run.degenerate_layers()
-    if not bad:
-        return row
-    r2 = _regimes(run, bad)
-    still = (r2 is not None and all(np.isfinite(v) for v in r2.values()) and r2["early"] < r2["mid"] < r2["late"]
-             and r2["late"] - r2["early"] >= GRADIENT_MIN)
-    return _recheck(row, bad, bool(still))
+        return None
+    v = r["late"] - r["early"]
+    half = noise_mod.layer_values(t.noise, "self_alignment")
+    rh = _regime_values(t, half[~half.index.isin(drop)]) if half is not None else None
+    noise = abs((rh["late"] - rh["early"]) - v) if rh is not None else float("nan")
+    return Measure(v, noise, ".2f", "early / mid / late " + " / ".join(f"{r[k]:.2f}" for k in REGIMES))
 
 
-# -- 4. the funnel erank(P_0) ---------------------------------------------------------------------
-
-def funnel(run: RunTables, twin: RunTables | None) -> dict:
-    """Claim 4: training lowers erank(P_0), the whole stack's effective rank (METHODS §5)."""
-    claim, q = "training narrows the funnel", "erank(P_0), the effective rank of the whole stack"
-    paper = "≈326 at step 0 → ≈42 trained (OLMo); 6.7 (Llama)"
-    e0 = erank_p0(run)
-    if e0 is None:
-        return _row(claim, q, paper, null=f"≤ {run.d}", note="needs the `cumulative` stage")
-    tw = erank_p0(twin) if twin is not None else None
-    notes = []
-    for who, t in (("this run", run), ("the twin", twin)):
-        kc = t.cumulative_rank() if t is not None and t.cumulative is not None else None
-        if kc is not None and kc < t.d:
-            notes.append(f"{who}'s product was truncated at K_cum = {kc} < d = {t.d}, which biases erank low")
-    if tw is None:
-        notes.insert(0, _no_twin_note(run) if twin is None else "the twin lacks the `cumulative` stage")
-        return _recheck(_row(claim, q, paper, f"{e0:.3g}", None, f"≤ {run.d}", NOT_COMPUTED, "; ".join(notes)),
-                        run.degenerate_layers(), None)
-    verdict = HOLDS if e0 < tw else FAILS
-    notes.insert(0, f"trained / init = {e0 / tw:.2f}")
-    row = _row(claim, q, paper, f"{e0:.3g}", f"{tw:.3g}", f"≤ {run.d} (ceiling)", verdict, "; ".join(notes))
-    return _recheck(row, run.degenerate_layers(), None)
+def m_funnel(t: RunTables, drop=()) -> Measure | None:
+    if t.cumulative is None:
+        return None
+    row = t.cumulative[t.cumulative["layer"] == 0]
+    if not len(row):
+        return None
+    v = float(row["erank"].iloc[0])
+    kc = t.cumulative_rank()
+    detail = f"truncated at K_cum = {kc} < d = {t.d}, which biases erank low" if kc is not None and kc < t.d else ""
+    return Measure(v, _half_noise(v, noise_mod.scalar(t.noise, "erank_p0")), ".3g", detail)
 
 
-# -- 5–7. Schur dose surgery ------------------------------------------------------------------------
+# -- the dose (per surrogate) ------------------------------------------------------------------------
 
 def _dose_rows(t: RunTables | None, construction: str, mode: str = "J") -> pd.DataFrame | None:
     """Rows of schur_dose for one construction and mode, β = 1 only when the table has ``beta``."""
@@ -258,102 +337,314 @@ def _curve(rows: pd.DataFrame) -> pd.Series:
     return rows.groupby("c")["erank"].mean().sort_index()
 
 
-def dose_ratio(t: RunTables | None) -> float | None:
-    rows = _dose_rows(t, "dose")
-    if rows is None:
+def dose_curve(t: RunTables | None, surrogate: str) -> pd.Series | None:
+    """erank(P_0(c)) of one normal surrogate (``noise.SURROGATES``), indexed by c, or None."""
+    rows = _dose_rows(t, noise_mod.SURROGATE_CONSTRUCTION[surrogate])
+    return None if rows is None else _curve(rows)
+
+
+def m_dose(surrogate: str):
+    def measure(t: RunTables, drop=()) -> Measure | None:
+        curve = dose_curve(t, surrogate)
+        if curve is None or 0.0 not in curve.index or 1.0 not in curve.index:
+            return None
+        v = float(curve.loc[0.0] / curve.loc[1.0])
+        half = noise_mod.dose_values(t.noise, surrogate)
+        noise = abs(half[0] / half[1] - v) if half is not None else float("nan")
+        d = np.diff(curve.to_numpy(float))
+        shape = "monotone falling" if (d < 0).all() else "monotone rising" if (d > 0).all() else "not monotone"
+        return Measure(v, noise, ".3g", f"{curve.loc[0.0]:.3g} → {curve.loc[1.0]:.3g}, {shape}")
+    return measure
+
+
+CONTROL_A = {"descending": "control_a", "ascending": "control_a_ascending", "polar": "control_a_polar"}
+"""The Control A construction of each surrogate: that surrogate's normal part plus Gaussian mass."""
+
+
+def m_control_a(surrogate: str):
+    """Reversal of the dose by Control A: −sign(Δ dose) · Δ control / erank(c = 0), Δ from c = 0
+    to c = 1; > 0 when the control moves the other way. Noise: the spread of the control's draws."""
+    def measure(t: RunTables, drop=()) -> Measure | None:
+        curve, rows = dose_curve(t, surrogate), _dose_rows(t, CONTROL_A[surrogate])
+        if curve is None or rows is None or 0.0 not in curve.index or 1.0 not in curve.index:
+            return None
+        at1 = rows.loc[np.isclose(rows["c"].astype(float), 1.0), "erank"].to_numpy(float)
+        if not len(at1):
+            return None
+        e0, e1 = float(curve.loc[0.0]), float(curve.loc[1.0])
+        sign = np.sign(e1 - e0) or 1.0
+        v = float(-sign * (at1.mean() - e0) / e0)
+        noise = float(at1.std(ddof=1) / np.sqrt(len(at1)) / e0) if len(at1) > 1 else float("nan")
+        return Measure(v, noise, "+.3g", f"dose {e0:.3g} → {e1:.3g}, control A → {at1.mean():.3g}")
+    return measure
+
+
+NO_CHANGE = Null(1.0, 0.0, "1 (no change)")
+ZERO = Null(0.0, 0.0, "0 (no change)")
+
+
+# -- topology ↔ dynamics -------------------------------------------------------------------------------
+
+def _bh_null(n: int) -> Null:
+    dist = nulls.bh_null_distribution(n)
+    tail = np.cumsum(dist[::-1])[::-1]  # tail[r] = P(R ≥ r)
+    return Null(float(np.sum(np.arange(n + 1) * dist)), 0.0,
+                f"{nulls.bh_null_discoveries(n):.2f} expected of {n} (BH, no effect)",
+                sf=lambda v: float(tail[min(int(np.ceil(v)), n)]) if v >= 0 else 1.0)
+
+
+def _boundary(t: RunTables, drop) -> pd.DataFrame | None:
+    method = coupling_method(t, DEFAULT_METHOD)
+    if method is None:
         return None
-    curve = _curve(rows)
-    if 0.0 not in curve.index or 1.0 not in curve.index:
+    c = t.coupling[(t.coupling["method"] == method) & ~t.coupling["layer"].isin(drop)]
+    return c if len(c) else None
+
+
+def m_boundary(t: RunTables, drop=()) -> Measure | None:
+    c = _boundary(t, drop)
+    if c is None:
         return None
-    return float(curve.loc[0.0] / curve.loc[1.0])
+    sig = c["fdr_significant"].astype(bool)
+    return Measure(float(sig.sum()), 0.0, ".0f",
+                   f"of {len(c)} layers; {int((sig & (c['cohens_d'] > 0)).sum())} with d > 0, "
+                   f"{int((sig & (c['cohens_d'] < 0)).sum())} with d < 0")
 
 
-def order_band(t: RunTables) -> float | None:
-    """Width (max − min) of erank(P(c = 0)) over the seeded eigenvalue orders ('order_draw' rows,
-    with the canonical order's value), or None when the run has no such rows (METHODS §6)."""
-    rows = _dose_rows(t, "order_draw")
-    if rows is None:
+def n_boundary(t: RunTables, drop=()) -> Null | None:
+    c = _boundary(t, drop)
+    return None if c is None else _bh_null(len(c))
+
+
+def _mesoscale(t: RunTables, drop) -> tuple[pd.DataFrame, str] | None:
+    """The mesoscale rows a claim may read: the joint null on R (stratified where the table says
+    so), one method; None for a table with the independent null only (confounded by the skip)."""
+    if t.mesoscale is None or not len(t.mesoscale) or "null" not in t.mesoscale.columns:
         return None
-    vals = rows.loc[np.isclose(rows["c"].astype(float), 0.0), "erank"].to_numpy(float)
-    canon = _dose_rows(t, "dose")
-    if canon is not None:
-        vals = np.concatenate([vals, canon.loc[np.isclose(canon["c"].astype(float), 0.0), "erank"].to_numpy(float)])
-    vals = vals[np.isfinite(vals)]
-    return float(np.ptp(vals)) if len(vals) else None
+    m = t.mesoscale
+    if "method" in m.columns:
+        methods = list(dict.fromkeys(m["method"]))
+        m = m[m["method"] == (DEFAULT_METHOD if DEFAULT_METHOD in methods else methods[0])]
+    rows = m[(m["null"] == "joint") & (m["operator"] == "R")]
+    rows = rows[~rows["layer"].isin(drop)]
+    if not len(rows):
+        return None
+    if "bh_significant" in rows.columns:
+        return rows, "bh"
+    return rows, "z"
 
 
-def dose_response(run: RunTables, twin: RunTables | None) -> dict:
-    """Claim 5: erank(P_0(c)) falls monotonically with the non-normal dose c (METHODS §6)."""
-    claim = "removing the non-normal part widens the funnel, monotonically in the dose"
-    q = "erank(P_0(c)), mode J: monotone in c, and erank(c = 0) / erank(c = 1)"
-    paper = "ratio 5.7–6.6 (6.4 Llama), monotone; flat at step 0"
-    rows = _dose_rows(run, "dose")
-    if rows is None:
-        return _row(claim, q, paper, note="needs the `schur` stage")
-    curve = _curve(rows)
-    e = curve.to_numpy(float)
-    if 0.0 not in curve.index or 1.0 not in curve.index or not np.isfinite(e).all():
-        return _row(claim, q, paper, note="the dose grid lacks c = 0 or c = 1, or holds NaN")
-    ratio = float(curve.loc[0.0] / curve.loc[1.0])
-    monotone = bool(np.all(np.diff(e) <= 1e-9 * np.abs(e).max()))
-    effect = float(curve.loc[0.0] - curve.loc[1.0])
-    band = order_band(run)
-    tw = dose_ratio(twin)
-    run_txt = f"ratio {ratio:.3g}, " + ("monotone" if monotone else "not monotone")
-    null_txt = "ratio 1 (no dose effect)" + (f"; ordering band {band:.3g}" if band is not None else "")
-    if not monotone or ratio <= 1.0:
-        verdict = FAILS
-        note = "erank does not fall steadily as c grows" if not monotone else "erank(c = 0) is not above erank(c = 1)"
-    elif band is not None and effect <= band:
-        verdict = NULL
-        note = (f"the drop erank(0) − erank(1) = {effect:.3g} is within the spread over eigenvalue orders "
-                f"at c = 0 ({band:.3g}): the canonical order's effect is not resolved")
+def m_mesoscale(t: RunTables, drop=()) -> Measure | None:
+    got = _mesoscale(t, drop)
+    if got is None:
+        return None
+    rows, how = got
+    if how == "bh":
+        count, detail = rows["bh_significant"].astype(bool).sum(), "joint null on R, BH α = 0.05"
     else:
-        verdict = HOLDS
-        note = (f"drop {effect:.3g} beyond the ordering band {band:.3g}" if band is not None else
-                "no ordering band in this run (older schur stage: `--redo schur` adds it), so the effect "
-                "is not checked against the eigenvalue-order noise")
-    if tw is not None:
-        note += f"; twin ratio {tw:.3g}"
-    row = _row(claim, q, paper, run_txt, None if tw is None else f"ratio {tw:.3g}", null_txt, verdict, note)
-    return _recheck(row, run.degenerate_layers(), None)
+        # An older table without the empirical p: its z count, and a word that it is not the rule.
+        count = (rows["z"].astype(float) > stats.norm.ppf(1 - ALPHA)).sum()
+        detail = "joint null on R, z > 1.64 (older table without BH: `--redo topology_coupling`)"
+    return Measure(float(count), 0.0, ".0f", f"of {len(rows)} layers ({detail})")
 
 
-def control_a(run: RunTables, twin: RunTables | None) -> dict:
-    """Claim 6: replacing N by Gaussian noise of the same Frobenius mass raises erank (METHODS §6)."""
-    claim = "random non-normal mass (Control A) reverses the dose response"
-    q = "mean erank(P_0) over Control A draws: c = 1 vs c = 0"
-    paper = "erank rises with c instead of falling (Llama, OLMo)"
-    rows = _dose_rows(run, "control_a")
-    base = _dose_rows(run, "dose")
-    if rows is None or base is None:
-        return _row(claim, q, paper, note="needs the `schur` stage with Control A")
-    e0 = _curve(base).get(0.0)
-    at1 = rows[np.isclose(rows["c"].astype(float), 1.0)]["erank"].to_numpy(float)
-    if e0 is None or not len(at1):
-        return _row(claim, q, paper, note="the dose grid lacks c = 0 or c = 1")
-    mean1, sd1 = float(np.mean(at1)), float(np.std(at1, ddof=1)) if len(at1) > 1 else 0.0
-    twin_rows = _dose_rows(twin, "control_a")
-    twin_txt = None
-    if twin_rows is not None and _dose_rows(twin, "dose") is not None:
-        t0 = _curve(_dose_rows(twin, "dose")).get(0.0)
-        t1 = twin_rows[np.isclose(twin_rows["c"].astype(float), 1.0)]["erank"].mean()
-        if t0 is not None and np.isfinite(t1):
-            twin_txt = f"{t0:.3g} → {t1:.3g}"
-    if mean1 > e0 + sd1:
-        verdict, note = HOLDS, f"rises by {mean1 - e0:.3g} (draw sd {sd1:.2g})"
-    elif mean1 < e0 - sd1:
-        verdict, note = FAILS, f"falls by {e0 - mean1:.3g} (draw sd {sd1:.2g}): Control A does not reverse"
+def n_mesoscale(t: RunTables, drop=()) -> Null | None:
+    got = _mesoscale(t, drop)
+    return None if got is None else _bh_null(len(got[0]))
+
+
+# -- the block-coupling paper ------------------------------------------------------------------------
+
+def m_coupling(t: RunTables, drop=()) -> Measure | None:
+    v = t.summary.get("block_coupling.coupling_score")
+    if v is None or not np.isfinite(v):
+        return None
+    per = t.coupling_per_sample
+    noise = float("nan")
+    if per is not None and len(per) > 1:
+        noise = noise_mod.bootstrap_sd(1.0 - per.to_numpy(float), None, np.mean)
+    return Measure(float(v), noise, ".3g")
+
+
+def m_lss(t: RunTables, drop=()) -> Measure | None:
+    v = t.summary.get("trajectories.lss_median")
+    if v is None or not np.isfinite(v):
+        return None
+    noise = float("nan")
+    if t.lss is not None and len(t.lss):
+        noise = noise_mod.bootstrap_sd(t.lss["lss"].to_numpy(float), t.lss["sample"].to_numpy(), np.median)
+    return Measure(float(v), noise, ".3g")
+
+
+def n_lss(t: RunTables, drop=()) -> Null | None:
+    n = t.n_layers
+    return Null(nulls.lss_random_walk(n), 0.0, f"√L = {nulls.lss_random_walk(n):.3g} (random directions)") if n else None
+
+
+# -- the claims ----------------------------------------------------------------------------------------
+
+HALF = f"{noise_mod.METHOD} of the passages"
+BOOT_PASSAGES = "bootstrap over passages (1,000)"
+BOOT_PROMPTS = "bootstrap over the coupling prompts (1,000)"
+TESTS = "none: a count of tests, each with its own permutation p"
+DRAWS = "spread of the 4 seeded Gaussian draws"
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim("complex_pairs", "most eigenvalues are complex pairs (rotation)",
+          "complex-pair fraction of J̄_l, mean over layers", "≈98 %", +1, "spectra", HALF, m_complex, n_complex,
+          layerwise=True),
+    Claim("init_cluster", "training moves the eigenvalues off Re = 1, where they cluster at init",
+          "median |λ − 1| of J̄_l, mean over layers ≥ 1", "tight cluster near 1 at step 0 (OLMo)", +1, "spectra",
+          HALF, m_dist_one, None, layerwise=True),
+    Claim("depth_regimes", "self-alignment rises with depth (early rotators, late near-symmetric)",
+          "late − early regime mean of self-alignment of J̄ (paper's split)",
+          "0.43 → 0.86 (OLMo trained); 0.64 → 0.98 at step 0", +1, "spectra", HALF, m_gradient,
+          lambda t, drop=(): ZERO, layerwise=True),
+    Claim("funnel", "training narrows the funnel", "erank(P_0), the effective rank of the whole stack",
+          "≈326 at step 0 → ≈42 trained (OLMo); 6.7 (Llama)", -1, "cumulative", HALF, m_funnel, None),
+    Claim("dose_response", "removing the non-normal part widens the funnel",
+          "erank(P_0(c = 0)) / erank(P_0(c = 1)) for each normal surrogate", "ratio 5.7–6.6 (6.4 Llama)", +1,
+          "schur", HALF, m_dose("polar"), lambda t, drop=(): NO_CHANGE),
+    Claim("control_a", "random non-normal mass (Control A) reverses the dose response",
+          "−sign(Δ dose) · Δ Control A / erank(c = 0), c = 0 → 1, for each surrogate",
+          "erank rises with c instead of falling (Llama, OLMo)", +1, "schur", DRAWS, m_control_a("polar"),
+          lambda t, drop=(): ZERO),
+    Claim("mode_r", "mode R (dose on R = J − I) matches mode J, so the skip does not make the funnel",
+          "largest relative gap |erank_R − erank_J| / erank_J over the dose grid", "nearly identical ratios",
+          0, "schur", "—", lambda t, drop=(): None),
+    Claim("boundary_layers", "boundary units are coupled to the Jacobian at many layers",
+          "layers with an FDR-significant boundary-node effect (BH, α = 0.05)",
+          "0 → 14 → 24 of 32 over training (OLMo); 16 of 32 (Llama)", +1, "topology_coupling", TESTS, m_boundary,
+          n_boundary, layerwise=True),
+    Claim("mesoscale", "communities capture more Jacobian variance than random partitions",
+          "layers whose community basis beats norm-stratified relabellings (joint null on R, BH α = 0.05)",
+          "32 of 32, already at step 0 (median z 19.2)", +1, "topology_coupling", TESTS, m_mesoscale, n_mesoscale,
+          layerwise=True),
+    Claim("coupling_score", "training raises block coupling", "coupling score 1 − mean m̃ over layer pairs",
+          "rises over Pythia checkpoints", +1, "block_coupling", BOOT_PROMPTS, m_coupling, None),
+    Claim("line_shape", "trained trajectories are straighter", "median line-shape score of the token trajectories",
+          "4.25 trained vs 6.54 at init", -1, "trajectories", BOOT_PASSAGES, m_lss, n_lss),
+)
+BY_KEY = {c.key: c for c in CLAIMS}
+PER_SURROGATE = {"dose_response": m_dose, "control_a": m_control_a}
+
+
+def _row(c: Claim, **kw) -> dict:
+    row = {"claim": c.claim, "quantity": c.quantity, "paper": c.paper, "run": None, "twin": None, "null": None,
+           "verdict": NOT_COMPUTED, "note": "", "noise_method": c.noise_method, "value": np.nan, "noise": np.nan,
+           "twin_mean": np.nan, "twin_sd": np.nan, "twin_n": 0, "null_value": np.nan}
+    row.update(kw)
+    return row
+
+
+def _pm(m: Measure, x: float, s: float) -> str:
+    return f"{m.text(x)} ± {format(s, '.2g')}" if np.isfinite(s) else m.text(x)
+
+
+def _ensemble_text(m: Measure, values: list[float]) -> tuple[str | None, float, float]:
+    ens = [v for v in values if v is not None and np.isfinite(v)]
+    if not ens:
+        return None, np.nan, np.nan
+    mean = float(np.mean(ens))
+    sd = float(np.std(ens, ddof=1)) if len(ens) > 1 else np.nan
+    return f"{_pm(m, mean, sd)} (n = {len(ens)})", mean, sd
+
+
+def _judge_claim(c: Claim, run: RunTables, ensemble: list[RunTables], measure, drop=()) -> tuple[
+        Measure | None, list[float], Null | None, Judgement]:
+    own = measure(run, drop)
+    ens = [measure(t, drop) for t in ensemble]
+    ens_values = [e.value for e in ens if e is not None]
+    null = c.null(run, drop) if c.null is not None else None
+    if own is None:
+        return None, ens_values, null, Judgement(NOT_COMPUTED, f"needs the `{c.stage}` stage")
+    return own, ens_values, null, judge(own.value, own.noise, ens_values, null, c.direction)
+
+
+def _missing_ensemble_note(c: Claim, run: RunTables, ensemble: list[RunTables], got: int) -> str:
+    how = (f"`resdyn run --model {run.manifest.get('model')} --init random --seeds 0,1,2` with this run's "
+           "analysis settings")
+    if not ensemble:
+        return f"no random-init ensemble matches this run: compute one with {how}"
+    if len(ensemble) < MIN_SEEDS:
+        return (f"the ensemble has {len(ensemble)} seed; a verdict needs ≥ {MIN_SEEDS} ({DEFAULT_SEEDS} by "
+                f"default): {how}")
+    return (f"{got} of {len(ensemble)} ensemble runs have the `{c.stage}` stage; a verdict needs ≥ {MIN_SEEDS}: "
+            f"compute it with `resdyn run --run-id RUN --stages {c.stage}` for each")
+
+
+def _evaluate_one(c: Claim, run: RunTables, ensemble: list[RunTables]) -> dict:
+    if c.key == "mode_r":
+        return mode_r(c, run)
+    if c.key in PER_SURROGATE:
+        return _evaluate_surrogates(c, run, ensemble)
+    own, ens_values, null, j = _judge_claim(c, run, ensemble, c.measure)
+    if own is None:
+        return _row(c, note=j.reason, null=null.text if null else None)
+    twin_txt, tm, ts = _ensemble_text(own, ens_values)
+    note = j.reason
+    if j.verdict == NOT_COMPUTED:
+        note = _missing_ensemble_note(c, run, ensemble, len(ens_values))
+    if own.detail:
+        note = f"{note}; {own.detail}"
+    verdict = j.verdict
+    if c.layerwise:
+        bad = tuple(run.degenerate_layers())
+        if bad:
+            shown = ", ".join(map(str, bad[:8])) + (" …" if len(bad) > 8 else "")
+            if verdict == HOLDS:
+                _, _, _, j2 = _judge_claim(c, run, ensemble, c.measure, bad)
+                if j2.verdict != HOLDS:
+                    verdict = DEGENERATE
+                    note = f"holds only with the degenerate layer(s) {shown}; without them: {j2.verdict}. {note}"
+                else:
+                    note = f"{note}; still holds without the degenerate layer(s) {shown}"
+            else:
+                note = f"{note}; layer(s) {shown} read a degenerate sample"
+    return _row(c, run=_pm(own, own.value, own.noise), twin=twin_txt, null=null.text if null else None,
+                verdict=verdict, note=note, value=own.value, noise=own.noise, twin_mean=tm, twin_sd=ts,
+                twin_n=len([v for v in ens_values if np.isfinite(v)]),
+                null_value=null.value if null else np.nan)
+
+
+def _evaluate_surrogates(c: Claim, run: RunTables, ensemble: list[RunTables]) -> dict:
+    """Claims 5 and 6: judged per normal surrogate; a verdict only when all agree in sign."""
+    parts = {}
+    for s in noise_mod.SURROGATES:
+        parts[s] = _judge_claim(c, run, ensemble, PER_SURROGATE[c.key](s))
+    have = {s: p for s, p in parts.items() if p[0] is not None}
+    null = c.null(run) if c.null else None
+    if not have:
+        return _row(c, note=f"needs the `{c.stage}` stage", null=null.text if null else None)
+    missing = [s for s in noise_mod.SURROGATES if s not in have]
+    values = "; ".join(f"{s} {_pm(p[0], p[0].value, p[0].noise)} ({p[3].verdict})" for s, p in have.items())
+    head = "polar" if "polar" in have else next(iter(have))
+    own, ens_values = have[head][0], have[head][1]
+    twin_txt, tm, ts = _ensemble_text(own, ens_values)
+    ens_txt = "; ".join(f"{s} {_ensemble_text(p[0], p[1])[0] or '—'}" for s, p in have.items())
+    common = dict(run=_pm(own, own.value, own.noise) + f" ({head})", twin=twin_txt,
+                  null=null.text if null else None, value=own.value, noise=own.noise, twin_mean=tm, twin_sd=ts,
+                  twin_n=len([v for v in ens_values if np.isfinite(v)]), null_value=null.value if null else np.nan)
+    if missing:
+        return _row(c, verdict=NOT_COMPUTED, note=(f"the run lacks the {', '.join(missing)} surrogate(s) "
+                                                    f"(`--redo schur`); {values}"), **common)
+    ref = null.value if null else 0.0
+    signs = {s: int(np.sign(p[0].value - ref)) for s, p in have.items()}
+    if len(set(signs.values())) > 1:
+        return _row(c, verdict=SURROGATE, note=f"the surrogates disagree in sign: {values}; ensemble: {ens_txt}",
+                    **common)
+    verdicts = [p[3].verdict for p in have.values()]
+    if NOT_COMPUTED in verdicts:
+        verdict = NOT_COMPUTED
+        note = _missing_ensemble_note(c, run, ensemble, len(ens_values)) + f"; {values}"
     else:
-        verdict, note = NULL, f"change {mean1 - e0:+.3g} within the draw sd {sd1:.2g}"
-    return _row(claim, q, paper, f"{e0:.3g} → {mean1:.3g}", twin_txt, "no change", verdict, note)
+        verdict = min(verdicts, key=STRENGTH.index)
+        note = f"every surrogate agrees in sign: {values}; ensemble: {ens_txt}"
+    return _row(c, verdict=verdict, note=note, **common)
 
 
-def mode_r(run: RunTables, twin: RunTables | None) -> dict:
-    """Claim 7: mode R reproduces mode J, 'ruling out the skip' — always tautological (METHODS §6)."""
-    claim = "mode R (dose on R = J − I) matches mode J, so the skip does not make the funnel"
-    q = "largest relative gap |erank_R − erank_J| / erank_J over the dose grid"
-    paper = "nearly identical ratios"
+def mode_r(c: Claim, run: RunTables) -> dict:
+    """Claim 7: mode R reproduces mode J — tautological in the same eigenvalue order (METHODS §6)."""
     why = ("R = Q(Λ − I + N)Q* shares J's Schur vectors and N, so I + R(c) = J(c) exactly in the same "
            "eigenvalue order: any gap is ordering noise, and the test cannot rule out the skip")
     j, r = _dose_rows(run, "dose", "J"), _dose_rows(run, "dose", "R")
@@ -372,152 +663,95 @@ def mode_r(run: RunTables, twin: RunTables | None) -> dict:
         if len(at1):
             why += ("; the real skip test, erank(P_0) at c = 1 by β (J = βI + R): "
                     + ", ".join(f"β = {b:g}: {v:.3g}" for b, v in at1.items()))
-    elif j is not None:
-        why += "; no skip-dose rows (β) in this run: `--redo schur` adds them"
-    return _row(claim, q, paper, value, None, "0 by construction", TAUTOLOGICAL, why)
+    return _row(c, run=value, null="0 by construction", verdict=TAUTOLOGICAL, note=why)
 
 
-# -- 8–9. topology ↔ dynamics ------------------------------------------------------------------------
+def evaluate(run: RunTables, ensemble: Sequence[RunTables] | RunTables | None = ()) -> pd.DataFrame:
+    """One row per claim (``CLAIMS`` order), columns ``COLUMNS``. ``ensemble``: the random-init
+    runs the run is judged against (``find_ensemble``), a single run, or none."""
+    if ensemble is None:
+        ensemble = []
+    elif isinstance(ensemble, RunTables):
+        ensemble = [ensemble]
+    ensemble = list(ensemble)
+    return pd.DataFrame([_evaluate_one(c, run, ensemble) for c in CLAIMS], columns=COLUMNS)
 
-def boundary_layers(run: RunTables, twin: RunTables | None) -> dict:
-    """Claim 8: boundary units are amplified or damped at FDR-significant layers, learned (METHODS §8)."""
-    claim = "boundary units are coupled to the Jacobian at many layers, learned by training"
-    q = "layers with an FDR-significant boundary-node effect (BH, α = 0.05)"
-    paper = "0 → 14 → 24 of 32 over training (OLMo); 16 of 32 (Llama)"
-    fc = fdr_counts(run)
-    if fc is None:
-        return _row(claim, q, paper, note="needs the `topology_coupling` stage")
-    null = nulls.bh_null_discoveries(fc[1])
-    tw = fdr_counts(twin) if twin is not None else None
-    null_txt = f"{null:.2f} expected (α·L = {nulls.FDR_ALPHA * fc[1]:.1f} uncorrected)"
-    method = coupling_method(run, DEFAULT_METHOD)
-    if fc[0] == 0:
-        verdict, note = NULL, "no layer passes the FDR threshold"
-    elif tw is not None and tw[0] >= fc[0]:
-        verdict, note = FAILS, f"the random-init twin has as many ({tw[0]}): not learned"
+
+# -- which runs form the ensemble -------------------------------------------------------------------------
+
+def analysis_key(manifest: dict, key: str):
+    v = manifest.get(key, _KEY_DEFAULTS.get(key))
+    return _KEY_DEFAULTS.get(key) if v is None and key in _KEY_DEFAULTS else v
+
+
+def key_mismatch(run: dict, other: dict) -> str | None:
+    """The first analysis key (``ANALYSIS_KEYS``) on which two manifests differ, as
+    "key: run value vs other value", or None when they define the same analysis."""
+    for key in ANALYSIS_KEYS:
+        a, b = analysis_key(run, key), analysis_key(other, key)
+        if a != b:
+            return f"{key}: {a!r} vs {b!r}"
+    return None
+
+
+def find_ensemble(run_id: str, root: str | os.PathLike) -> list[str]:
+    """The random-init runs in ``root`` that match ``run_id`` on every analysis key, by seed then
+    id, leaving out the run itself and damaged runs. For a random-init run these are its sibling
+    seeds: judged against them, it is the null-against-null check."""
+    from resdyn.core.store import RunStore, list_runs
+    from resdyn.core.verify import check_run
+
+    root = Path(root)
+    m = RunStore(root / run_id).manifest()
+    found = []
+    for store in list_runs(root):
+        if store.run_id == run_id:
+            continue
+        with contextlib.suppress(ResdynError, OSError):
+            o = store.manifest()
+            if o.get("init") == "random" and key_mismatch(m, o) is None and not check_run(store):
+                found.append((int(o.get("seed") or 0), store.run_id))
+    return [rid for _, rid in sorted(found)]
+
+
+@dataclass
+class ClaimsResult:
+    """A claims table with the ids it was judged on."""
+
+    run_id: str
+    ensemble: list[str]
+    table: pd.DataFrame
+    degenerate: list[int] = field(default_factory=list)
+    explicit: bool = False
+
+
+def claims_table(root: str | os.PathLike, run_id: str, twins: Sequence[str] | None = None) -> ClaimsResult:
+    """The claims of ``run_id`` in ``root``: against the explicit ``twins`` (any init; each must
+    match on every analysis key, else a UsageError names the key), or the automatic ensemble."""
+    from resdyn.core.store import RunStore
+
+    from resdyn.config import validate_run_id
+
+    root = Path(root)
+    for rid in (run_id, *(twins or ())):
+        validate_run_id(rid)
+    store = RunStore(root / run_id)
+    if not store.exists():
+        raise ResdynError(f"no run {run_id!r} in {root}")
+    m = store.manifest()
+    if twins:
+        for tid in twins:
+            other = RunStore(root / tid)
+            if not other.exists():
+                raise ResdynError(f"no run {tid!r} in {root} (given as --twin)")
+            if tid == run_id:
+                raise UsageError(f"--twin {tid}: a run cannot be its own twin")
+            why = key_mismatch(m, other.manifest())
+            if why is not None:
+                raise UsageError(f"twin {tid} differs from {run_id} on analysis key {why}")
+        ids = list(dict.fromkeys(twins))
     else:
-        verdict = HOLDS
-        note = f"{fc[2]} with d > 0, {fc[3]} with d < 0"
-        if tw is None:
-            why = _no_twin_note(run) if twin is None else "the twin lacks the stage"
-            note += f"; {why} to show it is learned"
-    row = _row(claim, q, paper, f"{fc[0]} / {fc[1]} ({method})", None if tw is None else f"{tw[0]} / {tw[1]}",
-               null_txt, verdict, note)
-    bad = run.degenerate_layers()  # the test of layer l reads the participation of snapshot 2l
-    if not bad:
-        return row
-    c = run.coupling[(run.coupling["method"] == method) & ~run.coupling["layer"].isin(bad)]
-    return _recheck(row, bad, bool(c["fdr_significant"].astype(bool).sum() > (tw[0] if tw is not None else 0)))
-
-
-def _mesoscale_pick(t: RunTables | None) -> tuple[pd.DataFrame, str] | None:
-    """Mesoscale rows to judge: the joint (overlap-preserving) null on R when present, else on J;
-    a run with only the independent null gives its rows with null 'independent'."""
-    if t is None or t.mesoscale is None or not len(t.mesoscale):
-        return None
-    m = t.mesoscale
-    if "method" in m.columns:
-        methods = list(dict.fromkeys(m["method"]))
-        m = m[m["method"] == (DEFAULT_METHOD if DEFAULT_METHOD in methods else methods[0])]
-    if "null" not in m.columns:
-        return m, "independent"
-    for null, op in (("joint", "R"), ("joint", "J")):
-        rows = m[(m["null"] == null) & ((m["operator"] == op) if "operator" in m.columns else True)]
-        if len(rows):
-            return rows, f"joint, {op}"
-    rows = m[m["null"] == "independent"]
-    if "operator" in m.columns and (rows["operator"] == "J").any():
-        rows = rows[rows["operator"] == "J"]
-    return (rows, "independent") if len(rows) else None
-
-
-def mesoscale(run: RunTables, twin: RunTables | None) -> dict:
-    """Claim 9: the community basis captures more Jacobian variance than random partitions (METHODS §8)."""
-    claim = "communities capture more Jacobian variance than random partitions"
-    q = f"layers with mesoscale z > {Z_ABOVE} against size-matched random partitions"
-    paper = "32 of 32, already at step 0 (median z 19.2)"
-    pick = _mesoscale_pick(run)
-    if pick is None:
-        return _row(claim, q, paper, note="needs the `topology_coupling` stage")
-    rows, which = pick
-    n, above = len(rows), int((rows["z"].astype(float) > Z_ABOVE).sum())
-    expected = float(stats.binom.ppf(0.95, n, stats.norm.sf(Z_ABOVE)))
-    tp = _mesoscale_pick(twin)
-    twin_txt = None
-    if tp is not None and tp[1] == which:
-        twin_txt = f"{int((tp[0]['z'].astype(float) > Z_ABOVE).sum())} / {len(tp[0])}"
-    null_txt = f"≤ {expected:.0f} by chance (95 %)"
-    if which == "independent":
-        verdict = CONFOUNDED
-        note = ("only the independent null: shuffling input and output partitions apart breaks their overlap, "
-                "which the identity in J rewards (J = I + structureless R scores z ≈ 40, METHODS §8); "
-                "`--redo topology_coupling` adds the joint null")
-    elif above > expected:
-        verdict, note = HOLDS, f"against the overlap-preserving null ({which})"
-    else:
-        verdict, note = NULL, f"no more layers above the overlap-preserving null ({which}) than chance"
-    row = _row(claim, q, paper, f"{above} / {n} ({which})", twin_txt, null_txt, verdict, note)
-    # Layer l pairs the partitions of its input and output snapshots: either may be degenerate.
-    degen = set(run.degenerate_snapshots())
-    if not degen or "snapshot_in" not in rows.columns:
-        return row
-    ok = ~(rows["snapshot_in"].isin(degen) | rows["snapshot_out"].isin(degen))
-    bad = sorted(int(x) for x in rows.loc[~ok, "layer"].unique())
-    clean = rows[ok]
-    if not bad:
-        return row
-    exp2 = float(stats.binom.ppf(0.95, len(clean), stats.norm.sf(Z_ABOVE))) if len(clean) else np.inf
-    return _recheck(row, bad, bool(len(clean) and (clean["z"].astype(float) > Z_ABOVE).sum() > exp2))
-
-
-# -- 10–11. the block-coupling paper ------------------------------------------------------------------
-
-def _summary(t: RunTables | None, name: str) -> float | None:
-    if t is None:
-        return None
-    v = t.summary.get(name)
-    return float(v) if v is not None and np.isfinite(v) else None
-
-
-def _trained_vs_init(run: RunTables, twin: RunTables | None, name: str, *, claim: str, q: str, paper: str,
-                     stage: str, higher: bool, null: str | None) -> dict:
-    v = _summary(run, name)
-    if v is None:
-        return _row(claim, q, paper, null=null, note=f"needs the `{stage}` stage")
-    tw = _summary(twin, name)
-    if tw is None:
-        note = _no_twin_note(run) if twin is None else f"the twin lacks the `{stage}` stage"
-        return _row(claim, q, paper, f"{v:.3g}", None, null, NOT_COMPUTED, note)
-    ok = v > tw if higher else v < tw
-    return _row(claim, q, paper, f"{v:.3g}", f"{tw:.3g}", null, HOLDS if ok else FAILS,
-                f"trained {'above' if v > tw else 'below'} init by {abs(v - tw):.3g}")
-
-
-def coupling_score(run: RunTables, twin: RunTables | None) -> dict:
-    """Claim 10: training couples the blocks' top singular directions (METHODS §9)."""
-    return _trained_vs_init(
-        run, twin, "block_coupling.coupling_score", claim="training raises block coupling",
-        q="coupling score 1 − mean m̃ over layer pairs (depth-wise)", paper="rises over Pythia checkpoints",
-        stage="block_coupling", higher=True, null=None)
-
-
-def line_shape(run: RunTables, twin: RunTables | None) -> dict:
-    """Claim 11: trained trajectories are straighter (lower LSS) than at init (METHODS §9)."""
-    n = run.n_layers
-    return _trained_vs_init(
-        run, twin, "trajectories.lss_median", claim="trained trajectories are straighter",
-        q="median line-shape score of the token trajectories", paper="4.25 trained vs 6.54 at init",
-        stage="trajectories", higher=False,
-        null=f"√L = {nulls.lss_random_walk(n):.3g} (random directions)" if n else None)
-
-
-CLAIMS: tuple[Callable[[RunTables, RunTables | None], dict], ...] = (
-    complex_pairs, init_cluster, depth_regimes, funnel, dose_response, control_a, mode_r,
-    boundary_layers, mesoscale, coupling_score, line_shape,
-)
-
-
-def evaluate(run: RunTables, twin: RunTables | None = None) -> pd.DataFrame:
-    """One row per claim (``CLAIMS`` order), columns ``COLUMNS``: formatted text, None where a value
-    is absent. ``twin``: the random-init twin's tables (``headlines.find_twin``) or None."""
-    return pd.DataFrame([check(run, twin) for check in CLAIMS], columns=COLUMNS)
+        ids = find_ensemble(run_id, root)
+    run = RunTables.from_store(store, eigenvalues=True, claims=True)
+    ens = [RunTables.from_store(RunStore(root / t), eigenvalues=True, claims=True) for t in ids]
+    return ClaimsResult(run_id, ids, evaluate(run, ens), run.degenerate_snapshots(), explicit=bool(twins))

@@ -55,6 +55,15 @@ class RunTables:
     snapshots: pd.DataFrame | None = None
     """snapshots.parquet (snapshot, n_distinct, rank, participation_ratio), computed on read from
     activations.npy for older runs (``resdyn.core.samples.run_snapshot_table``)."""
+    noise: pd.DataFrame | None = None
+    """noise.parquet: the claims' statistics on the half-sample mean Jacobians (``resdyn.core.noise``);
+    loaded with ``claims=True``."""
+    lss: pd.DataFrame | None = None
+    """Whole-depth line-shape score of every token trajectory: columns sample, lss (trajectories.parquet
+    at layer 0); loaded with ``claims=True``."""
+    coupling_per_sample: pd.Series | None = None
+    """Mean depth-wise miscoupling at the score's K of each coupling prompt (block_coupling.parquet),
+    indexed by sample; loaded with ``claims=True``."""
     distinct_tokens: int | None = None
     """Distinct token ids at the analysed position (summary ``samples.distinct_last_tokens``, else
     passages.parquet's ``token``); None for runs from before token ids were stored."""
@@ -92,8 +101,10 @@ class RunTables:
         return None
 
     @classmethod
-    def from_store(cls, store: RunStore, eigenvalues: bool = False) -> "RunTables":
-        """Read a run's small tables (and with ``eigenvalues`` the J̄ rows of eigenvalues.parquet)."""
+    def from_store(cls, store: RunStore, eigenvalues: bool = False, claims: bool = False) -> "RunTables":
+        """Read a run's small tables (and with ``eigenvalues`` the J̄ rows of eigenvalues.parquet;
+        with ``claims`` what the claims' noise estimates read: ``noise``, ``lss``,
+        ``coupling_per_sample``)."""
         m = store.manifest()
         tabs = {name: store.read_table(name) if store.has_table(name) else None for name in SMALL_TABLES}
         if tabs["layers"] is not None:
@@ -113,8 +124,29 @@ class RunTables:
         if distinct is None or not np.isfinite(distinct):
             tokens = samples.passage_tokens(store)
             distinct = len(np.unique(tokens)) if tokens is not None else None
+        extra = _claims_tables(store, summary) if claims else {}
         return cls(run_id=store.run_id, manifest=m, summary=summary, eigenvalues=eig, snapshots=snaps,
-                   distinct_tokens=None if distinct is None else int(distinct), **tabs)
+                   distinct_tokens=None if distinct is None else int(distinct), **tabs, **extra)
+
+
+def _claims_tables(store: RunStore, summary: dict) -> dict:
+    """The per-passage and half-sample tables behind the claims' noise (absent ones left out)."""
+    out = {}
+    if store.has_table("noise"):
+        out["noise"] = store.read_table("noise")
+    if store.has_table("trajectories"):
+        out["lss"] = pd.read_parquet(store.table_path("trajectories"), columns=["sample", "lss"],
+                                     filters=[("layer", "==", 0)])
+    if store.has_table("block_coupling"):
+        k = summary.get("block_coupling.score_K")
+        b = pd.read_parquet(store.table_path("block_coupling"),
+                            columns=["kind", "K", "layer_a", "layer_b", "sample", "aggregate", "miscoupling"])
+        b = b[(b["kind"] == "depth") & ~b["aggregate"] & (b["layer_a"] != b["layer_b"])]
+        if k is not None and np.isfinite(k):
+            b = b[b["K"] == int(k)]
+        if len(b):
+            out["coupling_per_sample"] = b.groupby("sample")["miscoupling"].mean()
+    return out
 
 
 def find_twin(run_id: str, root: str | os.PathLike) -> str | None:

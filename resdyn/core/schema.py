@@ -109,6 +109,7 @@ TABLES: dict[str, Table] = {t.name: t for t in (
     # cumulative, schur, pseudospectra (METHODS §5, §6, §11)
     _t("cumulative", "layer:int32 erank:float64 log10_fro:float64"),
     _t("cumulative_spectra", "layer:int32 idx:int32 sigma:float64 log10_sigma:float64"),
+    _t("noise", "statistic:string surrogate:string c:float64 layer:int32 value:float64"),
     _t("schur_dose", "mode:string construction:string draw:int32 c:float64 beta:float64 erank:float64 "
                      "log10_fro:float64 henrici:float64"),
     _t("pseudospectra", "layer:int32 c:float64 x:float64 y:float64 log10_sigma_min:float64"),

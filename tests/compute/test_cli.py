@@ -185,7 +185,7 @@ def test_sample_stats_equal_the_combined_stage(tiny_run):
 
 
 @pytest.mark.parametrize("stage, checkpoint, patched, per_layer", [
-    ("jacobians", "mean", "isolated_jacobian_sum", 1), ("sample_stats", "stats", "gram_stats", 2)])
+    ("jacobians", "means", "isolated_jacobian_sum", 2), ("sample_stats", "stats", "gram_stats", 2)])
 def test_rerun_skips_and_resume_gives_identical_numbers(tiny_run, monkeypatch, stage, checkpoint, patched,
                                                         per_layer):
     """A crash inside a per-layer stage at layer 2 keeps layers 0 and 1 as checkpoints under
@@ -207,8 +207,8 @@ def test_rerun_skips_and_resume_gives_identical_numbers(tiny_run, monkeypatch, s
 
     def failing(*args):
         calls["n"] += 1
-        # jacobians: one closed-form sum per layer; sample_stats: batch size 3 and N = 4, two
-        # batches per layer. Either way the third layer's first call fails.
+        # jacobians: one closed-form sum per half of the passages, two per layer; sample_stats:
+        # batch size 3 and N = 4, two batches per layer. Either way the third layer's first call fails.
         if calls["n"] > 2 * per_layer:
             raise RuntimeError("simulated crash")
         return real(*args)

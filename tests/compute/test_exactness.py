@@ -236,3 +236,26 @@ def test_llama_closed_form_equals_autodiff(config_kw):
     for call in isolated_calls(b):
         closed = b.adapter.isolated_jacobian(call.block, h)
         torch.testing.assert_close(closed, batched_jacobian(isolated_fn(call), h), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_the_half_mean_is_the_mean_over_the_half(arch):
+    """The jacobians stage's second output, J̄^A (the split-half noise's input), equals the mean of
+    autodiff Jacobians over exactly the passages of ``split_half``, for the closed-form sum (Llama)
+    and the per-sample path (GPT-2); and J̄ is still the mean over all."""
+    from types import SimpleNamespace
+
+    from resdyn.compute.stages import jacobians
+    from resdyn.core.noise import split_half
+
+    b = tiny_bundle(arch)
+    calls = isolated_calls(b)
+    h = _states(7) * torch.linspace(0.5, 2.0, 7, dtype=torch.float64)[:, None]
+    cfg = SimpleNamespace(mode="isolated", seed=5, batch_size=3)
+    half = split_half(7, 5)
+    for layer, call in enumerate(calls):
+        out = jacobians.compute_layer((b, calls), cfg, layer, {"states": h.numpy()})
+        ref = batched_jacobian(isolated_fn(call), h).numpy()
+        np.testing.assert_allclose(out[0], ref.mean(0), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(out[1], ref[half].mean(0), rtol=1e-10, atol=1e-12)
+        assert np.abs(out[1] - ref[~half].mean(0)).max() > 1e-4  # the half, not the other half

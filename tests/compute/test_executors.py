@@ -69,7 +69,7 @@ def test_ray_run_equals_local_run_and_resumes_from_checkpoints(ray_local, model_
 
     root = model_and_corpus
     run = _compute(root, "ray", "--stages", "activations")
-    for stage, name, sentinel in (("jacobians", "mean_001.npy", np.full((32, 32), 7.0)),
+    for stage, name, sentinel in (("jacobians", "means_001.npy", np.full((2, 32, 32), 7.0)),
                                   ("sample_stats", "stats_001.npy", np.full((5, 5), 7.0))):
         part = run / ".partial" / stage
         part.mkdir(parents=True)

@@ -23,9 +23,10 @@ from tests.app.pagelist import app_pages
 from tests.conftest import COMPLETE_RUN
 
 RUN = COMPLETE_RUN
-# Every file a complete run of the tiny model holds besides its manifest (corr_blocks is written
-# only above 512 units).
-FILES = sorted({f for s in registry.STAGES for f in s.outputs + s.shared})
+# Every file a complete run of the tiny model holds besides its manifest: every stage's outputs and
+# shared files, and the optional files new runs always write (corr_blocks is written only above 512
+# units; jacobians_half is optional only because runs from before the split-half noise lack it).
+FILES = sorted({f for s in registry.STAGES for f in s.outputs + s.shared} | {"jacobians_half.npy"})
 DAMAGES = {
     "truncated": lambda b: b[: len(b) // 2],
     "garbage": lambda b: bytes((i * 7919) % 251 for i in range(max(len(b), 64))),

@@ -95,7 +95,7 @@ def _kill_when(argv: list[str], trigger: Path, timeout: float = 240) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
-@pytest.mark.parametrize("stage, checkpoint", [("jacobians", "mean"), ("sample_stats", "stats")])
+@pytest.mark.parametrize("stage, checkpoint", [("jacobians", "means"), ("sample_stats", "stats")])
 def test_sigkill_mid_stage_then_rerun_completes_with_identical_numbers(env, tmp_path, stage, checkpoint):
     """SIGKILL right after a per-layer stage checkpointed its first layer; the rerun resumes at the
     next layer and the run's numbers equal an uninterrupted run's, keeping what was finished.
@@ -135,7 +135,7 @@ def test_sigkill_mid_stage_then_rerun_completes_with_identical_numbers(env, tmp_
 
 
 # -- disk full, read-only ---------------------------------------------------------------------
-@pytest.mark.parametrize("victim", ["mean_001.npy", "stats_001.npy", "layers.parquet"])
+@pytest.mark.parametrize("victim", ["means_001.npy", "stats_001.npy", "layers.parquet"])
 def test_disk_full_gives_one_line_and_keeps_finished_work(env, tmp_path, monkeypatch, capsys, victim):
     root = env
     runs = tmp_path / "runs"
@@ -154,8 +154,8 @@ def test_disk_full_gives_one_line_and_keeps_finished_work(env, tmp_path, monkeyp
     _one_line_error(capsys, code, "disk full while writing", victim, "free space and rerun")
     assert (run / "activations.npy").read_bytes() == acts
     assert not [p for p in run.rglob("*.tmp")]  # the half-written temporary file is gone
-    if victim == "mean_001.npy":  # layer 0 was checkpointed before the disk filled up
-        assert (run / ".partial" / "jacobians" / "mean_000.npy").is_file()
+    if victim == "means_001.npy":  # layer 0 was checkpointed before the disk filled up
+        assert (run / ".partial" / "jacobians" / "means_000.npy").is_file()
     elif victim == "stats_001.npy":  # the same in the per-sample statistics, after the spectra
         assert (run / ".partial" / "sample_stats" / "stats_000.npy").is_file()
         assert {"jacobians", "spectra"} <= set(_manifest(run)["stages_done"])
@@ -224,7 +224,7 @@ def test_damaged_layer_checkpoint_is_recomputed(env, tmp_path):
     stats.mkdir(parents=True)
     from resdyn.core.store import save_npy
 
-    for part, name, arr in ((means, "mean_001.npy", np.zeros((32, 32))), (stats, "stats_000.npy", np.zeros((4, 5)))):
+    for part, name, arr in ((means, "means_001.npy", np.zeros((2, 32, 32))), (stats, "stats_000.npy", np.zeros((4, 5)))):
         save_npy(part / name, arr)
         (part / name).write_bytes((part / name).read_bytes()[:-8])
     assert main(argv) == 0
@@ -280,13 +280,14 @@ def test_nan_or_inf_activations_give_one_line(env, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("stage, checkpoint, engine, poisoned_call, done", [
-    ("jacobians", "mean", "isolated_jacobian_sum", 2, ["activations"]),
+    ("jacobians", "means", "isolated_jacobian_sum", 3, ["activations"]),
     ("sample_stats", "stats", "isolated_jacobians", 3, ["activations", "jacobians", "spectra"]),
 ])
 def test_nan_in_jacobians_gives_one_line_and_keeps_earlier_layers(env, tmp_path, monkeypatch, capsys, stage,
                                                                   checkpoint, engine, poisoned_call, done):
     """Both stages that take the Jacobians refuse a non-finite one. The jacobians stage takes each
-    layer's sum over samples in one call of the closed-form sum (call 2 is layer 1); sample_stats
+    layer's sum over samples in two calls of the closed-form sum, one per half of the passages
+    (call 3 is layer 1's first half); sample_stats
     takes 4 samples in batches of 3, two engine calls per layer (call 3 is layer 1's first batch).
     The engine is replaced where both stages look it up (``resdyn.compute.block_jacobians``)."""
     from resdyn.compute import block_jacobians

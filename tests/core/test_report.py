@@ -37,10 +37,10 @@ def test_report_is_self_contained_with_plotly_once(two_run_report):
 def test_report_figures_are_valid_plotly_json(two_run_report):
     calls = FIG_CALL.findall(two_run_report)
     names = [json.loads(n) for _, n in calls]
-    # Per run: regimes, self-alignment, Henrici, κ, eigenvalue density; then the comparisons.
+    # Per run: the claims, regimes, self-alignment, Henrici, κ, eigenvalue density; then the comparisons.
     for run in (TRAINED_RUN, RANDOM_RUN):
         assert [n for n in names if n.startswith(run)] == [
-            f"{run}-regimes", f"{run}-self-alignment", f"{run}-henrici", f"{run}-kappa", f"{run}-eigenvalue-density"]
+            f"{run}-claims", f"{run}-regimes", f"{run}-self-alignment", f"{run}-henrici", f"{run}-kappa", f"{run}-eigenvalue-density"]
     assert {"compare-self_alignment", "compare-henrici"} <= set(names)
     fig = json.loads(calls[names.index("compare-henrici")][0])
     assert [t["name"] for t in fig["data"] if "baseline" not in t["name"]] == [f"{TRAINED_RUN} (L = 4)",
@@ -107,10 +107,10 @@ def test_report_cards_carry_twin_and_null_and_the_claims_table(two_run_report, s
     twin = headlines.RunTables.from_store(RunStore(synthetic_runs_dir / RANDOM_RUN), eigenvalues=True)
     h = headlines.headlines(run, twin)[0]
     assert f"init twin ({RANDOM_RUN}): {h.twin} · null: {nulls.ginibre_complex_fraction(32):.1%}" in text
-    table = claims.evaluate(run, twin)
-    # The same table as the Claims page, once per run; the random-init run's own section has none of
-    # the twin values but still one row per claim.
-    assert text.count("Claims of the papers, checked on this run") == 2
+    table = claims.claims_table(synthetic_runs_dir, TRAINED_RUN).table
+    # The same table as the Claims page, once per run (the random-init run judged against the
+    # other random-init runs that match it: here none), one row per claim.
+    assert text.count("Claims of the papers, judged on this run") == 2
     for v in table["verdict"]:
         assert f">{v}</td>" in text
     assert text.count("<td class='verdict-") == 2 * len(claims.CLAIMS)

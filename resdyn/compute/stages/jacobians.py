@@ -10,7 +10,10 @@ stage, which forms every sample's Jacobian. Each layer is a pure ``compute_layer
 anywhere (``SPLITS``), and each finished layer is checkpointed under ``.partial/jacobians/`` so a
 killed run resumes at the next layer with identical numbers.
 
-Writes ``jacobians.npy`` (L, d, d) float32 (accumulated in float64).
+Writes ``jacobians.npy`` (L, d, d) float32 (accumulated in float64) and ``jacobians_half.npy``
+(L, d, d) float32, the same mean over a seeded random half of the passages
+(``resdyn.core.noise.split_half``): the ``noise`` stage estimates the claims' sampling noise from it.
+The half costs nothing extra: the sum over all samples is the sum of the two halves' sums.
 """
 
 from __future__ import annotations
@@ -20,8 +23,11 @@ import numpy as np
 from resdyn.compute import block_jacobians as bj
 from resdyn.compute.executors import Split
 from resdyn.compute.stages import stages_in
+from resdyn.core.noise import split_half
 
-CHECKPOINT = "mean"  # .partial/jacobians/mean_LLL.npy: J̄_l (d, d) float64
+# .partial/jacobians/means_LLL.npy: (2, d, d) float64, J̄_l and the half's mean J̄_l^A. (Checkpoints
+# of the former name "mean" held J̄_l alone; they are not read, so such a layer is recomputed.)
+CHECKPOINT = "means"
 
 
 def pending_layers(ctx) -> list[int]:
@@ -30,7 +36,8 @@ def pending_layers(ctx) -> list[int]:
 
 
 def compute_layer(state, cfg, layer: int, inputs: dict, bar=None) -> np.ndarray:
-    """Mean Jacobian (d, d) float64 of block ``layer`` over every sample.
+    """Mean Jacobians (2, d, d) float64 of block ``layer``: over every sample, and over the
+    samples of half A (``split_half(N, cfg.seed)``).
 
     In isolated mode, when the adapter has a closed-form sum (``isolated_jacobian_sum``: Llama,
     Phi-3), the sum over samples comes from it directly, in float64, without forming any sample's
@@ -42,27 +49,30 @@ def compute_layer(state, cfg, layer: int, inputs: dict, bar=None) -> np.ndarray:
     if cfg.mode == "isolated":
         bundle, calls = state
         states = inputs["states"]
-        total = bj.isolated_jacobian_sum(bundle.adapter, calls[layer], states, bundle.device, bundle.dtype)
-        if total is not None:
-            if not bj.all_finite(total):
+        half = split_half(len(states), cfg.seed)
+        sums = [bj.isolated_jacobian_sum(bundle.adapter, calls[layer], states[rows], bundle.device, bundle.dtype)
+                for rows in (half, ~half)]
+        if sums[0] is not None and sums[1] is not None:
+            if not (bj.all_finite(sums[0]) and bj.all_finite(sums[1])):
                 raise bj.non_finite_error(layer, 0)
             if bar is not None:
                 bar.update(len(states))
-            return total / len(states)
+            return np.stack([(sums[0] + sums[1]) / len(states), sums[0] / max(int(half.sum()), 1)])
     n, batches = bj.layer_jacobian_batches(state, cfg, layer, inputs)
-    total = None
+    half = split_half(n, cfg.seed)
+    total = part_a = None
     for start, jac in batches:
-        part = bj.batch_sum(jac)
-        if not bj.all_finite(part):  # a NaN or inf anywhere in the batch reaches its sum
+        whole = bj.batch_sum(jac)
+        if not bj.all_finite(whole):  # a NaN or inf anywhere in the batch reaches its sum
             raise bj.non_finite_error(layer, start)
-        if total is None:
-            total = part
-        else:
-            total += part
+        pick = np.flatnonzero(half[start:start + len(jac)])
+        a = bj.batch_sum(jac[pick]) if len(pick) else 0.0 * whole
+        total = whole if total is None else total + whole
+        part_a = a if part_a is None else part_a + a
         if bar is not None:
             bar.update(len(jac))
-    mean = total / n
-    return mean if isinstance(mean, np.ndarray) else mean.cpu().numpy()
+    out = [total / n, part_a / max(int(half.sum()), 1)]
+    return np.stack([m if isinstance(m, np.ndarray) else m.cpu().numpy() for m in out])
 
 
 def save_layer(store, layer: int, result: np.ndarray) -> None:
@@ -73,8 +83,9 @@ def save_layer(store, layer: int, result: np.ndarray) -> None:
 def run(ctx) -> None:
     store = ctx.store
     bj.compute_pending(ctx, STAGE.name, CHECKPOINT, compute_layer, save_layer)
-    means = bj.load_checkpoints(store, STAGE.name, CHECKPOINT)
-    store.write_array("jacobians", means.astype(np.float32))
+    means = bj.load_checkpoints(store, STAGE.name, CHECKPOINT)  # (L, 2, d, d)
+    store.write_array("jacobians", means[:, 0].astype(np.float32))
+    store.write_array("jacobians_half", means[:, 1].astype(np.float32))
     store.clear_partial(STAGE.name)
 
 
