@@ -445,10 +445,11 @@ def test_seeds_compute_one_run_per_seed_one_after_the_other(tiny_run, tmp_path, 
     out = capsys.readouterr().out
     assert "run 1 of 2: tiny-llama-random (seed 0)" in out and "run 2 of 2: tiny-llama-random-seed2 (seed 2)" in out
     assert sorted(p.name for p in runs.iterdir()) == ["tiny-llama-random", "tiny-llama-random-seed2"]
-    m0, m2 = (json.loads((runs / r / "manifest.json").read_text()) for r in ("tiny-llama-random", "tiny-llama-random-seed2"))
+    pair = ("tiny-llama-random", "tiny-llama-random-seed2")
+    m0, m2 = (json.loads((runs / r / "manifest.json").read_text()) for r in pair)
     assert (m0["seed"], m2["seed"]) == (0, 2) and m0["init"] == m2["init"] == "random"
     assert m0["stages_done"] == m2["stages_done"] == ["activations", "jacobians"]
-    j0, j2 = (np.load(runs / r / "jacobians.npy") for r in ("tiny-llama-random", "tiny-llama-random-seed2"))
+    j0, j2 = (np.load(runs / r / "jacobians.npy") for r in pair)
     assert not np.allclose(j0, j2)  # other weights, not a copy
     # The same command again: both runs are done, nothing is recomputed.
     before = (runs / "tiny-llama-random-seed2" / "jacobians.npy").stat().st_mtime_ns
