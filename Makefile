@@ -23,13 +23,13 @@ $(STAMP): requirements.txt pyproject.toml
 
 setup: $(STAMP)
 
-# The dashboard at once, while a background process computes both demo runs: the trained run's
-# first views, the random twin's, then the other stages of both (resdyn/demo.py). A finished run
-# is skipped: seconds next time.
+# The dashboard at once, while a background process computes the four demo runs: the trained run's
+# first views, the seed-0 random twin's, then the other stages of both, then the claim stages of
+# twin seeds 1 and 2 (resdyn/demo.py). A finished run is skipped: seconds next time.
 demo: setup
 	$(BIN)/python -m resdyn.demo --runs-dir $(RUNS) --samples $(DEMO_SAMPLES) --address $(ADDRESS) --port $(PORT)
 
-# Every stage of both demo runs in the foreground, no dashboard.
+# The four demo runs in the foreground, no dashboard.
 demo-runs: setup
 	$(BIN)/python -m resdyn.demo --no-serve --runs-dir $(RUNS) --samples $(DEMO_SAMPLES)
 

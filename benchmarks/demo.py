@@ -1,4 +1,4 @@
-"""Seconds of ``make demo`` from an empty runs directory: first picture, first chart, each run, each stage.
+"""Seconds of ``make demo`` from an empty runs directory: first picture, first chart, each of the four runs, each stage.
 
     python benchmarks/demo.py                  # what `make bench-demo` runs (fresh model cache too)
     python benchmarks/demo.py --keep-cache     # reuse ~/.cache/resdyn (no GGUF conversion)
@@ -12,12 +12,13 @@ the model is included, like on a fresh machine. Then it watches, every half seco
   ``chromium``, as the browser tests use) the first time the Runs page has finished drawing in a
   headless browser: the **first picture**;
 - the model cache: when the converted copy appears (the conversion's end);
-- each run's ``manifest.json``: when each stage lands and when the run is complete;
+- each run's ``manifest.json``: when each stage lands and when the run has its demo stages (every
+  stage for the trained run and the seed-0 twin, ``CLAIM_STAGES`` for twin seeds 1 and 2);
 - the **first chart**: once the trained run's ``spectra`` stage is done, the Spectrum page is
   opened in the browser and timed until plotly has drawn its first chart (without a browser: the
   moment the stage is done, when the page can draw).
 
-When both runs are complete it stops the demo as Ctrl-C would and prints the times from the
+When every run has its demo stages it stops the demo as Ctrl-C would and prints the times from the
 start, each stage's seconds from the manifests, the CPU seconds of the whole process tree and the
 load average before and after (the machine may be shared: compare like with like).
 """
@@ -128,7 +129,7 @@ class Browser:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=128)
-    ap.add_argument("--model", default=None, help="another model for both runs (a smoke test; default the demo's)")
+    ap.add_argument("--model", default=None, help="another model for the demo runs (a smoke test; default the demo's)")
     ap.add_argument("--corpus", default=None, help="another corpus (default the demo's)")
     ap.add_argument("--keep-cache", action="store_true", help="reuse the model cache (no GGUF conversion)")
     ap.add_argument("--work-dir", type=Path, default=None, help="keep the runs and the log here (default: a temp dir)")
@@ -148,7 +149,8 @@ def main(argv=None) -> int:
     had_model = converted.is_file()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    trained, twin = (run_id for run_id, _ in demo.RUNS)
+    run_ids = [r.run_id for r in demo.RUNS]
+    trained = run_ids[0]
     browser = None if ns.no_browser else Browser()
     if browser is not None and browser.page is None:
         browser = None
@@ -181,20 +183,21 @@ def main(argv=None) -> int:
                     browser = None
             if not had_model and converted.is_file():
                 mark("model converted")
-            for run_id in (trained, twin):
-                m = manifest(runs, run_id)
+            for r in demo.RUNS:
+                m = manifest(runs, r.run_id)
                 for name in m.get("stages_done", []):
-                    if (run_id, name) not in stage_done:
-                        stage_done[run_id, name] = time.perf_counter() - t0
-                        mark(f"{run_id}: {name} done")
-                if m.get("status") == "complete":
-                    mark(f"{run_id} complete")
+                    if (r.run_id, name) not in stage_done:
+                        stage_done[r.run_id, name] = time.perf_counter() - t0
+                        mark(f"{r.run_id}: {name} done")
+                if set(r.stages) <= set(m.get("stages_done", [])):
+                    mark(f"{r.run_id} done")
             if (trained, "spectra") in stage_done and "first chart" not in marks:
                 if browser is None or browser.drawn(f"{url}/spectrum?run={trained}", ".js-plotly-plot .main-svg", 600):
                     mark("first chart")
                 else:
                     raise SystemExit("the Spectrum page drew no chart after the spectra stage; see the log")
-            if all(f"{r} complete" in marks for r in (trained, twin)):
+            if all(f"{r} done" in marks for r in run_ids):
+                mark("whole demo")
                 # Let the background processes end on their own, so that their CPU time is counted.
                 deadline = time.perf_counter() + 120
                 while computing(proc.pid) and time.perf_counter() < deadline:
@@ -223,21 +226,21 @@ def main(argv=None) -> int:
           f"{'kept' if ns.keep_cache else 'empty: GGUF conversion included'}; {os.cpu_count()} CPUs; "
           f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after)")
     for name in ("dashboard answers", "first picture", "model converted", "first chart",
-                 f"{trained} complete", f"{twin} complete"):
+                 *(f"{r} done" for r in run_ids), "whole demo"):
         if name in marks:
             print(f"  {name:34s} {marks[name]:8.1f} s")
     print(f"  {'CPU seconds of the demo (all processes)':34s} {cpu.ru_utime + cpu.ru_stime:8.1f} s")
     print()
-    print("| stage | " + " | ".join(f"{r} (s)" for r in (trained, twin)) + " |")
-    print("|---|---:|---:|")
-    timings = {r: manifest(runs, r).get("timings", {}) for r in (trained, twin)}
+    print("| stage | " + " | ".join(f"{r} (s)" for r in run_ids) + " |")
+    print("|---|" + "---:|" * len(run_ids))
+    timings = {r: manifest(runs, r).get("timings", {}) for r in run_ids}
     for name in stages.names():
-        cells = [f"{timings[r][name]:.0f}" if name in timings[r] else "–" for r in (trained, twin)]
+        cells = [f"{timings[r][name]:.0f}" if name in timings[r] else "–" for r in run_ids]
         print(f"| {name} | " + " | ".join(cells) + " |")
-    totals = [sum(timings[r].values()) for r in (trained, twin)]
+    totals = [sum(timings[r].values()) for r in run_ids]
     print("| **sum** | " + " | ".join(f"**{t:.0f}**" for t in totals) + " |")
     tmp.cleanup()
-    return 0 if all(f"{r} complete" in marks for r in (trained, twin)) else 1
+    return 0 if "whole demo" in marks else 1
 
 
 if __name__ == "__main__":

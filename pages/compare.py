@@ -9,8 +9,10 @@ from resdyn.core.store import open_run
 
 st.title("Compare runs")
 overview = queries.runs()
-complete = overview.loc[overview["status"] == "complete", "run_id"].tolist() if len(overview) else []
-# Default: the run chosen on the other pages, then other complete runs (four at most).
+done = overview[overview["status"] == "complete"] if len(overview) else overview
+complete = [r for r in done.get("run_id", []) if r not in queries.extra_seeds(done)]
+# Default: the run chosen on the other pages, then other complete runs (four at most), each random-init
+# ensemble by its lowest seed only (the twin the headline cards use).
 default = list(dict.fromkeys([r for r in [ui.current_run()] if r in set(overview.get("run_id", []))] + complete))[:4]
 chosen = ui.select_runs("Runs", key="runs", default=default)
 present = ui.presentation_toggle()

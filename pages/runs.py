@@ -82,7 +82,7 @@ overview.loc[overview["run_id"].isin(damaged), "status"] = "damaged"
 stage_cols = [c for c in overview.columns if c.startswith("seconds_")]
 st.dataframe(
     overview, hide_index=True,
-    column_order=["run_id", "status", "model", "init", "architecture", "mode", "d_model", "n_layers",
+    column_order=["run_id", "status", "model", "init", "seed", "architecture", "mode", "d_model", "n_layers",
                   "n_samples", "k", "seconds", *stage_cols],
     column_config={
         "run_id": st.column_config.TextColumn("run"),

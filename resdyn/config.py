@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from resdyn import stages as _registry
 from resdyn.errors import UsageError
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -47,6 +48,14 @@ def model_slug(model: str) -> str:
     else:
         base = "--".join(part for part in model.split("/") if part)
     return re.sub(r"[^A-Za-z0-9_.-]", "_", base).lstrip(".") or "model"
+
+
+def seed_run_id(run_id: str, seed: int) -> str:
+    """The id of seed ``seed`` of the runs named ``run_id``: ``run_id`` itself for seed 0 (so the
+    runs computed before seeds were named keep their ids), else ``{run_id}-seed{seed}``. Both a
+    derived id (``RunConfig.default_run_id``) and an explicit ``--run-id`` with ``--seeds`` are
+    named so."""
+    return run_id if seed == 0 else f"{run_id}-seed{seed}"
 
 
 def validate_run_id(run_id: str) -> str:
@@ -91,11 +100,13 @@ class RunConfig:
                             choices=("cpm", "infomap", "modularity1", "modularity2", "all"))
     trust_remote_code: bool = _opt(False, "allow a hub model's own code to run (opt-in; read it first)",
                                    manifest=False)
-    stages: str | None = _opt(None, "comma-separated stages to compute (default: all)", manifest=False)
+    stages: str | None = _opt(None, "comma-separated stages to compute (default: all); 'claims' names the "
+                              "stages the Claims table reads (" + ", ".join(_registry.CLAIM_STAGES) + "), what an "
+                              "extra random-init seed needs", manifest=False)
     runs_dir: Path = _opt(None, "directory holding runs (default $RESDYN_RUNS_DIR or data/runs)",
                           manifest=False, type=Path)
-    run_id: str | None = _opt(None, "run name, [A-Za-z0-9_.-]+ (default derived from model and init)",
-                              manifest=False)
+    run_id: str | None = _opt(None, "run name, [A-Za-z0-9_.-]+ (default derived from model, init, mode, position "
+                              "and seed: smollm2-135m-random, smollm2-135m-random-seed1)", manifest=False)
     coupling_samples: int = _opt(4, "block_coupling: in-context Jacobians for the first S passages only "
                                  "(each costs about L x d backward passes); also the prompts of the trajectory PCA")
     coupling_window: int = _opt(0, "block_coupling: 0 = the last token's own trajectory (t1 = t2 = last); w >= 2 "
@@ -113,13 +124,10 @@ class RunConfig:
     def __post_init__(self):
         if self.runs_dir is None:
             object.__setattr__(self, "runs_dir", default_runs_dir())
+        if self.seed < 0:
+            raise UsageError(f"--seed must be 0 or more, got {self.seed}")
         if self.run_id is None:
-            rid = model_slug(self.model) + ("-random" if self.init == "random" else "")
-            if self.mode != "isolated":
-                rid += f"-{self.mode}"
-            if self.position != "last":
-                rid += f"-{self.position}-position"
-            object.__setattr__(self, "run_id", rid)
+            object.__setattr__(self, "run_id", self.default_run_id())
         validate_run_id(self.run_id)
         if self.samples < 1:
             raise UsageError(f"--samples must be at least 1, got {self.samples}")
@@ -138,6 +146,24 @@ class RunConfig:
             raise UsageError(f"--coupling-tokens must be 0 (whole passage) or more, got {self.coupling_tokens}")
         if self.workers is not None and self.workers < 1:
             raise UsageError(f"--workers must be at least 1, got {self.workers}")
+
+    def default_run_id(self, with_revision: bool = False) -> str:
+        """The run id these settings get when ``--run-id`` is not given: the model
+        (``model_slug``), the revision when ``with_revision`` (a sweep's revisions are cells of
+        their own), then ``-random``, ``-{mode}`` unless isolated, ``-random-position`` unless
+        the last token, and ``-seed{S}`` unless the seed is 0 (``seed_run_id``), in that order.
+        ``resdyn run`` leaves the revision out (a rerun at another revision is refused rather
+        than given a new name), ``resdyn sweep`` puts it in; both name everything else alike."""
+        rid = model_slug(self.model.rstrip("/") or self.model)
+        if with_revision and self.revision:
+            rid += "-" + re.sub(r"[^A-Za-z0-9_.-]", "_", self.revision)
+        if self.init == "random":
+            rid += "-random"
+        if self.mode != "isolated":
+            rid += f"-{self.mode}"
+        if self.position != "last":
+            rid += f"-{self.position}-position"
+        return seed_run_id(rid, self.seed)
 
     @property
     def run_dir(self) -> Path:

@@ -101,6 +101,18 @@ STAGES: tuple[StageSpec, ...] = (
 
 BY_NAME = {s.name: s for s in STAGES}
 
+CLAIM_STAGES: tuple[str, ...] = ("activations", "jacobians", "spectra", "cumulative", "schur", "communities",
+                                 "topology_coupling", "block_coupling", "trajectories")
+"""The stages whose outputs the Claims table reads (``resdyn.core.claims``), in computation order,
+and every stage they read (the set is closed under ``needs``: a test checks). Computing only these
+(``resdyn run --stages claims``) is what an extra random-init seed needs to join the twin
+ensemble a claim is judged against; the demo's seeds 1 and 2 do so. Not here: ``sample_stats``
+(κ and PR profiles, not a claim) and ``pseudospectra`` (drawn, never judged), the two slowest
+stages after ``schur``. A stage the Claims table starts to read is added here and nowhere else."""
+
+GROUPS: dict[str, tuple[str, ...]] = {"claims": CLAIM_STAGES}
+"""Names that ``--stages`` accepts for a set of stages (``expand``)."""
+
 
 def names() -> list[str]:
     """Stage names in computation order."""
@@ -133,6 +145,33 @@ def dependents(stage_names: set[str] | list[str]) -> list[str]:
         if out & set(s.needs):
             out.add(s.name)
     return [n for n in names() if n in out]
+
+
+def expand(spec: str | None) -> list[str] | None:
+    """The stages a ``--stages`` value names, in computation order: comma-separated stage names
+    and ``GROUPS`` names (``claims``: ``CLAIM_STAGES``), mixed freely. None (every stage) for None
+    or an empty value; a one-line ``UsageError`` naming what is unknown."""
+    if not spec:
+        return None
+    wanted = set()
+    unknown = []
+    for part in (p.strip() for p in spec.split(",")):
+        if part in GROUPS:
+            wanted.update(GROUPS[part])
+        elif part in BY_NAME:
+            wanted.add(part)
+        elif part:
+            unknown.append(part)
+    if unknown:
+        from resdyn.errors import UsageError
+
+        raise UsageError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(names())}; "
+                         f"or a group of them: {', '.join(GROUPS)}")
+    if not wanted:
+        from resdyn.errors import UsageError
+
+        raise UsageError(f"--stages {spec!r} names no stage; stages: {', '.join(names())}")
+    return [n for n in names() if n in wanted]
 
 
 def missing(manifest: dict) -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from resdyn.config import RunConfig
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-RUN_ONLY = {"--redo"}  # flags of `run` itself, not settings
+RUN_ONLY = {"--redo", "--seeds"}  # flags of `run` itself, not settings
 
 
 def _table_flags() -> set[str]:

@@ -49,7 +49,7 @@ class _Parser(argparse.ArgumentParser):
 COMMANDS = (  # (section, command, summary): the grouped listing of `resdyn --help`, in order
     ("compute", "run", "compute (or resume) a run"),
     ("compute", "sweep", "compute several runs: every model x revision x init"),
-    ("compute", "demo", "compute the two demo runs and serve the dashboard (what `make demo` runs)"),
+    ("compute", "demo", "compute the four demo runs and serve the dashboard (what `make demo` runs)"),
     ("inspect", "list", "list the runs and their status (--json for scripts)"),
     ("inspect", "verify", "check every file of runs; exit 1 when any is damaged"),
     ("inspect", "upgrade", "rewrite runs from an older resdyn in the current table schema"),
@@ -102,28 +102,33 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="stages, in computation order:\n" + _wrap(stage_help) + "\n\nexamples:\n"
                "  resdyn run --model smollm2-135m --samples 128 --run-id my-run\n"
                "  resdyn run --model smollm2-135m --init random --samples 128     # the random-init twin\n"
+               "  resdyn run --init random --seeds 1,2 --stages claims   # two more twins, for the Claims table\n"
                "  resdyn run --run-id my-run --stages activations,jacobians,spectra\n"
                "  resdyn run --run-id my-run --redo jacobians          # after verify names a damaged file")
-    _add_config_flags(run)
+    _add_seeds_flag(_add_config_flags(run))
     own = run.add_argument_group("this command")
     own.add_argument("--redo", default="", help="comma-separated stages to recompute even if done "
                      "(e.g. after a corrupt file is reported); the stages that read them follow")
     own.add_argument("--quiet", action="store_true", help="no progress bars")
     sweep = command(
         "sweep", "Compute one run per combination of --model, --revision and --init (each takes several "
-                 "values), with the other settings shared. Run ids are derived from model (a hub id keeps its "
-                 "organisation: org--name), revision and init. With --executor ray the runs are computed at "
+                 "values) and --seeds, with the other settings shared. Each run's id is the one `resdyn run` "
+                 "derives from the same settings (a hub id keeps its organisation: org--name; -random, mode, "
+                 "position, -seedS) with the revision after the model. With --executor ray the runs are computed at "
                  "once, one Ray task (one GPU when the cluster has any) per run; on several nodes the --runs-dir "
                  "must be on storage every node mounts. A failing run does not stop the others; the exit status "
                  "is 1 when any failed.",
-        epilog="example:\n  resdyn sweep --model allenai/OLMo-2-1124-7B --revision main stage1-step140000-tokens588B "
-               "--init pretrained random")
-    _add_config_flags(sweep, multi=SWEEP_AXES, skip=("run_id",))
+        epilog="examples:\n  resdyn sweep --model allenai/OLMo-2-1124-7B --revision main stage1-step140000-tokens588B "
+               "--init pretrained random\n  resdyn sweep --model smollm2-135m --init random --seeds 0,1,2   "
+               "# smollm2-135m-random, -random-seed1, -random-seed2")
+    _add_seeds_flag(_add_config_flags(sweep, multi=SWEEP_AXES, skip=("run_id",)))
     sweep.add_argument("--quiet", action="store_true", help="no progress bars")
     demo_cmd = command(
-        "demo", "Serve the dashboard at once and compute the two demo runs (SmolLM2-135M trained and "
-                "random-init) behind it in a background process: both runs' first views (activations, "
-                "jacobians, spectra) first, then every other stage. A second call serves at once.")
+        "demo", "Serve the dashboard at once and compute the four demo runs (SmolLM2-135M trained, and "
+                "random-init with seeds 0, 1 and 2) behind it in a background process: the first views "
+                "(activations, jacobians, spectra) of the trained run and of the seed-0 twin first, then "
+                "every other stage of both, then the stages the Claims table reads (--stages claims) of "
+                "seeds 1 and 2. A second call serves at once.")
     from resdyn import demo
 
     demo.add_arguments(demo_cmd)
@@ -232,9 +237,11 @@ def _all_actions(parser: argparse.ArgumentParser):
 SWEEP_AXES = ("model", "revision", "init")
 
 
-def _add_config_flags(parser: argparse.ArgumentParser, multi: tuple[str, ...] = (), skip: tuple[str, ...] = ()) -> None:
+def _add_config_flags(parser: argparse.ArgumentParser, multi: tuple[str, ...] = (),
+                      skip: tuple[str, ...] = ()) -> dict[str, argparse._ArgumentGroup]:
     """One flag per RunConfig field, in the sections of ``config.FLAG_GROUPS``; fields in
-    ``multi`` take several values (a sweep's axes)."""
+    ``multi`` take several values (a sweep's axes). Returns each field's section (by field name),
+    so a command can add a flag of its own beside a setting's."""
     from resdyn.config import FLAG_GROUPS
 
     groups = {name: group for title, names in FLAG_GROUPS.items()
@@ -256,6 +263,39 @@ def _add_config_flags(parser: argparse.ArgumentParser, multi: tuple[str, ...] = 
             continue
         group.add_argument(flag, type=_flag_type(f), default=f.default, choices=f.metadata.get("choices"),
                            help=f.metadata["help"])
+    return groups
+
+
+SEEDS_HELP = ("one run per seed, computed one after the other, e.g. --init random --seeds 0,1,2 (an init-seed "
+              "ensemble); seed 0 keeps the run id without a seed, seed S gets '-seedS' (also after an explicit "
+              "--run-id); instead of --seed")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds``: comma-separated distinct integers ≥ 0 ("0,1,2" -> [0, 1, 2]), in the order
+    given; anything else is an argparse error (one line, exit 2)."""
+    parts = [p.strip() for p in text.split(",")]
+    if not any(parts):
+        raise argparse.ArgumentTypeError("needs at least one seed, e.g. --seeds 0,1,2")
+    seeds = []
+    for p in parts:
+        if not p.isdigit():  # also refuses '-1', '1.5' and empty items ('0,,1')
+            raise argparse.ArgumentTypeError(f"seeds are integers 0 or more, separated by commas; got {p!r}")
+        if int(p) in seeds:
+            raise argparse.ArgumentTypeError(f"seed {int(p)} is given twice")
+        seeds.append(int(p))
+    return seeds
+
+
+def _add_seeds_flag(groups: dict[str, argparse._ArgumentGroup]) -> None:
+    groups["seed"].add_argument("--seeds", type=parse_seeds, default=None, metavar="S1,S2,...", help=SEEDS_HELP)
+
+
+def _seeds(ns) -> list[int] | None:
+    """The seeds of ``--seeds`` (None without it), after refusing it beside ``--seed``."""
+    if ns.seeds is not None and "seed" in ns.explicit:
+        raise UsageError("give either --seed S (one run) or --seeds S1,S2,... (one run per seed), not both")
+    return ns.seeds
 
 
 def cmd_sweep(ns) -> int:
@@ -264,7 +304,7 @@ def cmd_sweep(ns) -> int:
     kwargs = {f.name: getattr(ns, f.name) for f in dataclasses.fields(RunConfig)
               if f.name not in SWEEP_AXES and f.name != "run_id"}
     base = RunConfig(**kwargs, run_id="sweep")
-    cfgs = executors.sweep_configs(base, ns.model, ns.revision, ns.init)
+    cfgs = executors.sweep_configs(base, ns.model, ns.revision, ns.init, _seeds(ns))
     with executors.make_executor(base) as ex:
         results = executors.run_sweep(cfgs, ex, quiet=ns.quiet)
     for run_id, outcome in results:
@@ -296,20 +336,42 @@ def settings_from_manifest(kwargs: dict, explicit: set[str]) -> dict:
     return out
 
 
+def run_configs(ns) -> list[RunConfig]:
+    """The runs `resdyn run` computes, in order: one, or one per ``--seeds`` seed (id from
+    ``config.seed_run_id``: an explicit ``--run-id`` names seed 0 and gets ``-seedS`` for the
+    others). Every config is built, so checked, before the first run starts."""
+    from resdyn.config import seed_run_id
+
+    kwargs = {f.name: getattr(ns, f.name) for f in dataclasses.fields(RunConfig)}
+    seeds = _seeds(ns)
+    if seeds is None:
+        return [RunConfig(**settings_from_manifest(kwargs, ns.explicit))]
+    cfgs = []
+    for seed in seeds:
+        one = dict(kwargs, seed=seed)
+        if one["run_id"]:
+            one["run_id"] = seed_run_id(one["run_id"], seed)
+        cfgs.append(RunConfig(**settings_from_manifest(one, ns.explicit | {"seed"})))
+    return cfgs
+
+
 def cmd_run(ns) -> int:
     from resdyn.compute import pipeline
 
-    kwargs = {f.name: getattr(ns, f.name) for f in dataclasses.fields(RunConfig)}
-    cfg = RunConfig(**settings_from_manifest(kwargs, ns.explicit))
+    cfgs = run_configs(ns)
     redo = tuple(s.strip() for s in ns.redo.split(",") if s.strip())
-    store = pipeline.run(cfg, quiet=ns.quiet, redo=redo)
-    m = store.manifest()
-    secs = sum(m["timings"].values())
-    print(f"run {m['run_id']}: {m['status']} ({', '.join(m['stages_done'])}) in {store.path}, {secs:.1f} s of compute")
+    for i, cfg in enumerate(cfgs):
+        if len(cfgs) > 1:
+            print(f"resdyn: run {i + 1} of {len(cfgs)}: {cfg.run_id} (seed {cfg.seed})", flush=True)
+        store = pipeline.run(cfg, quiet=ns.quiet, redo=redo)
+        m = store.manifest()
+        secs = sum(m["timings"].values())
+        print(f"run {m['run_id']}: {m['status']} ({', '.join(m['stages_done'])}) in {store.path}, "
+              f"{secs:.1f} s of compute", flush=True)
     return 0
 
 
-LIST_COLUMNS = ("run_id", "status", "model", "init", "architecture", "n_layers", "d_model", "n_samples",
+LIST_COLUMNS = ("run_id", "status", "model", "init", "seed", "architecture", "n_layers", "d_model", "n_samples",
                 "stages", "missing", "seconds")
 
 

@@ -333,27 +333,16 @@ class RayExecutor:
 
 
 # -- sweeps ---------------------------------------------------------------------------------
-def sweep_run_id(model: str, revision: str | None, init: str, mode: str) -> str:
-    """A run id for one cell of a sweep: model (``config.model_slug``: a hub id keeps its
-    organisation as ``org--name``), revision, '-random', mode ([A-Za-z0-9_.-])."""
-    import re
-
-    from resdyn.config import model_slug
-
-    parts = [model_slug(model.rstrip("/"))] + ([revision] if revision else [])
-    rid = "-".join(re.sub(r"[^A-Za-z0-9_.-]", "_", p) for p in parts)
-    if init == "random":
-        rid += "-random"
-    if mode != "isolated":
-        rid += f"-{mode}"
-    return rid.lstrip(".") or "run"
-
-
-def sweep_configs(base, models: list[str], revisions: list[str | None], inits: list[str]) -> list:
-    """One RunConfig per (model, revision, init), other settings from ``base``; ids must differ."""
-    cfgs = [dataclasses.replace(base, model=m, revision=r, init=i,
-                                run_id=sweep_run_id(m, r, i, base.mode))
-            for m in models for r in revisions for i in inits]
+def sweep_configs(base, models: list[str], revisions: list[str | None], inits: list[str],
+                  seeds: list[int] | None = None) -> list:
+    """One RunConfig per (model, revision, init, seed), in that nesting order, other settings
+    from ``base``; ``seeds`` None keeps ``base.seed``. Each cell's run id is the one
+    ``resdyn run`` derives for the same settings (``RunConfig.default_run_id``), with the
+    revision put in; ids must differ."""
+    cfgs = []
+    for m, r, i, s in itertools.product(models, revisions, inits, seeds or [base.seed]):
+        cell = dataclasses.replace(base, model=m, revision=r, init=i, seed=s, run_id=None)
+        cfgs.append(dataclasses.replace(cell, run_id=cell.default_run_id(with_revision=True)))
     ids = [c.run_id for c in cfgs]
     dupes = sorted({r for r in ids if ids.count(r) > 1})
     if dupes:

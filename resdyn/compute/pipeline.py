@@ -26,14 +26,10 @@ from resdyn.errors import ResdynError, UsageError
 
 
 def select_stages(spec: str | None, stages: list[Stage]) -> list[Stage]:
-    if not spec:
-        return stages
-    names = [s.strip() for s in spec.split(",") if s.strip()]
-    known = {s.name for s in stages}
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise UsageError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(s.name for s in stages)}")
-    return [s for s in stages if s.name in names]
+    """The stages of ``stages`` that a ``--stages`` value names (``resdyn.stages.expand``: stage
+    names and group names such as ``claims``); all of them for None."""
+    names = registry.expand(spec)
+    return stages if names is None else [s for s in stages if s.name in names]
 
 
 def _versions() -> dict:

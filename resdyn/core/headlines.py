@@ -153,7 +153,9 @@ def find_twin(run_id: str, root: str | os.PathLike) -> str | None:
     """The random-init twin of a run: same ``model``, d and L, ``init`` = "random"; None if none.
 
     A run that is itself random-init has no twin. Among several candidates the complete ones
-    come first, then those with the same N, then the run id in order.
+    come first, then those with the same N, then the lowest seed (seed 0, as the demo's
+    ``smollm2-135m-random``, when there is one: the other seeds form the Claims page's ensemble,
+    not the twin the other pages draw), then the run id in order.
     """
     root = Path(root)
     try:
@@ -171,9 +173,10 @@ def find_twin(run_id: str, root: str | os.PathLike) -> str | None:
             o = store.manifest()
             if o.get("init") == "random" and (o.get("model"), o.get("d_model"), o.get("n_layers")) == key \
                     and not check_run(store):  # a damaged twin is no baseline
+                seed = int(o.get("seed") or 0)
                 found.append((o.get("status") != "complete", o.get("n_samples") != m.get("n_samples"),
-                              store.run_id))
-    return min(found)[2] if found else None
+                              seed, store.run_id))
+    return min(found)[-1] if found else None
 
 
 def _fmt_pct(x: float) -> str:

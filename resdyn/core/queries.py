@@ -34,8 +34,8 @@ def runs_dir() -> Path:
     return default_runs_dir()
 
 
-RUN_COLUMNS = ("run_id", "status", "model", "revision", "init", "architecture", "mode", "n_layers", "d_model",
-               "n_samples", "stages_done", "missing_stages", "seconds", "created")
+RUN_COLUMNS = ("run_id", "status", "model", "revision", "init", "seed", "architecture", "mode", "n_layers",
+               "d_model", "n_samples", "stages_done", "missing_stages", "seconds", "created")
 """The columns of ``runs``, one row per run (also ``resdyn.runs()`` and ``resdyn list --json``)."""
 
 
@@ -70,6 +70,7 @@ def run_rows(root: str | os.PathLike, check: bool = False) -> list[dict]:
             "model": m.get("model"),
             "revision": m.get("revision"),
             "init": m.get("init"),
+            "seed": m.get("seed"),
             "architecture": m.get("architecture"),
             "mode": m.get("mode"),
             "n_layers": m.get("n_layers"),
@@ -97,6 +98,18 @@ def runs(root: str | os.PathLike | None = None, check: bool = False) -> pd.DataF
         for key in ("stages_done", "missing_stages"):
             row[key] = ",".join(row[key] or [])
     return pd.DataFrame(rows, columns=list(RUN_COLUMNS))
+
+
+def extra_seeds(overview: pd.DataFrame) -> set[str]:
+    """The run ids of ``overview`` (``runs()``'s rows) that are the extra members of a random-init
+    ensemble: random-init runs with a random-init run of the same model and N at a lower seed
+    (``smollm2-135m-random-seed1`` beside ``smollm2-135m-random``). Pages that draw one twin per
+    model leave them out of their defaults; the Claims page reads them all."""
+    if overview.empty or "seed" not in overview:
+        return set()
+    rnd = overview[overview["init"] == "random"].assign(seed=lambda t: t["seed"].fillna(0))
+    lowest = rnd.groupby(["model", "n_samples"], dropna=False)["seed"].transform("min")
+    return set(rnd.loc[rnd["seed"] > lowest, "run_id"])
 
 
 # -- SQL over whole tables: resdyn.sql, Run.sql and `resdyn sql` ----------------------------------
@@ -294,7 +307,7 @@ def samples(run_id: str, layer: int | None = None, root: str | os.PathLike | Non
 def run_overview(root: str | os.PathLike | None = None) -> pd.DataFrame:
     """One row per run for the Runs page: the manifest facts plus k and per-stage timings.
 
-    Columns: run_id, status, model, revision, init, architecture, mode, d_model, n_layers,
+    Columns: run_id, status, model, revision, init, seed, architecture, mode, d_model, n_layers,
     n_samples, k, stages_done, seconds (total), timings ("stage 1.2 s · ..."), and one
     ``seconds_<stage>`` column per stage seen in any run (NaN where a run lacks it).
     """
@@ -308,7 +321,8 @@ def run_overview(root: str | os.PathLike | None = None) -> pd.DataFrame:
         timings = m.get("timings", {}) or {}
         rows.append({
             "run_id": store.run_id, "status": m.get("status"), "model": m.get("model"),
-            "revision": m.get("revision"), "init": m.get("init"), "architecture": m.get("architecture"),
+            "revision": m.get("revision"), "init": m.get("init"), "seed": m.get("seed"),
+            "architecture": m.get("architecture"),
             "mode": m.get("mode"), "d_model": m.get("d_model"), "n_layers": m.get("n_layers"),
             "n_samples": m.get("n_samples"), "k": m.get("k"),
             "stages_done": ", ".join(m.get("stages_done", [])),

@@ -97,6 +97,17 @@ def test_default_runs_follow_the_run_of_the_other_pages_and_partial_runs_say_so(
     assert {t["name"].split(" ")[0] for t in _traces(at)} >= {TRAINED_RUN}  # the others still draw
 
 
+def test_default_runs_leave_out_the_extra_seeds_of_an_ensemble(synthetic_runs_dir, tmp_path, monkeypatch):
+    """Several random-init seeds of a model (the demo's twin ensemble): the Compare page opens on
+    the run and the lowest seed, the twin the headline cards pick; the other seeds can be chosen."""
+    root = tmp_path / "runs"
+    shutil.copytree(synthetic_runs_dir, root)
+    make_synthetic_run(root, f"{RANDOM_RUN}-seed2", init="random", seed=2, **SYNTHETIC_SIZES)
+    at = _page("pages/compare.py", root, monkeypatch, run=TRAINED_RUN)
+    assert at.sidebar.multiselect[0].value == [TRAINED_RUN, RANDOM_RUN]
+    assert f"{RANDOM_RUN}-seed2" in at.sidebar.multiselect[0].options
+
+
 def test_runs_page_cards_and_regime_tables(runs_root, monkeypatch):
     at = _page("pages/runs.py", runs_root, monkeypatch, run=DEEP)
     metrics = [(m.label, m.value) for m in at.metric]

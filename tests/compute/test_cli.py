@@ -431,3 +431,32 @@ def test_run_from_before_position_resumes_as_last_and_refuses_random(tiny_run, t
     capsys.readouterr()
     assert main(base + ["--position", "random"]) == 2
     assert "exists with position='last', not 'random'" in capsys.readouterr().err
+
+
+def test_seeds_compute_one_run_per_seed_one_after_the_other(tiny_run, tmp_path, capsys):
+    """`run --init random --seeds 0,2`: two runs, seed 0 under the plain id and seed 2 under
+    -seed2, each with its own weights; rerunning computes nothing; an explicit --run-id names
+    seed 0 and the others get -seedS."""
+    root, _ = tiny_run
+    runs = tmp_path / "runs"
+    argv = ["run", "--model", str(root / "tiny-llama"), "--corpus", str(root / "corpus.txt"), "--samples", "3",
+            "--runs-dir", str(runs), "--init", "random", "--quiet", "--stages", "activations,jacobians"]
+    assert main([*argv, "--seeds", "0,2"]) == 0
+    out = capsys.readouterr().out
+    assert "run 1 of 2: tiny-llama-random (seed 0)" in out and "run 2 of 2: tiny-llama-random-seed2 (seed 2)" in out
+    assert sorted(p.name for p in runs.iterdir()) == ["tiny-llama-random", "tiny-llama-random-seed2"]
+    pair = ("tiny-llama-random", "tiny-llama-random-seed2")
+    m0, m2 = (json.loads((runs / r / "manifest.json").read_text()) for r in pair)
+    assert (m0["seed"], m2["seed"]) == (0, 2) and m0["init"] == m2["init"] == "random"
+    assert m0["stages_done"] == m2["stages_done"] == ["activations", "jacobians"]
+    j0, j2 = (np.load(runs / r / "jacobians.npy") for r in pair)
+    assert not np.allclose(j0, j2)  # other weights, not a copy
+    # The same command again: both runs are done, nothing is recomputed.
+    before = (runs / "tiny-llama-random-seed2" / "jacobians.npy").stat().st_mtime_ns
+    assert main([*argv, "--seeds", "0,2"]) == 0
+    assert (runs / "tiny-llama-random-seed2" / "jacobians.npy").stat().st_mtime_ns == before
+    # Seed 2 alone with --seed is the same run as with --seeds.
+    assert main([*argv, "--seed", "2", "--stages", "activations"]) == 0
+    assert "run tiny-llama-random-seed2: partial" in capsys.readouterr().out
+    assert main([*argv, "--seeds", "1", "--run-id", "mine", "--stages", "activations"]) == 0
+    assert (runs / "mine-seed1" / "activations.npy").is_file() and not (runs / "mine").exists()

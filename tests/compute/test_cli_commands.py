@@ -58,6 +58,17 @@ def test_every_run_setting_is_in_exactly_one_help_section():
     (["run", "--samples", "0"], 2, "--samples must be at least 1, got 0"),
     (["run", "--run-id", "a/b"], 2, "invalid run id 'a/b'"),
     (["run", "--stages", "spectra,nope"], 2, "unknown stage(s) nope"),
+    (["run", "--stages", "claims,nope"], 2, "unknown stage(s) nope"),
+    (["run", "--seeds", ""], 2, "argument --seeds: needs at least one seed"),
+    (["run", "--seeds", "-1"], 2, "argument --seeds: seeds are integers 0 or more, separated by commas; got '-1'"),
+    (["run", "--seeds", "a"], 2, "argument --seeds: seeds are integers 0 or more, separated by commas; got 'a'"),
+    (["run", "--seeds", "0,,1"], 2, "got ''"),
+    (["run", "--seeds", "1,2,1"], 2, "seed 1 is given twice"),
+    (["run", "--seed", "1", "--seeds", "0,1"], 2, "give either --seed S (one run) or --seeds S1,S2,..."),
+    (["run", "--seed", "-1"], 2, "--seed must be 0 or more, got -1"),
+    (["run", "--seeds", "0,1", "--run-id", "a/b"], 2, "invalid run id 'a/b'"),
+    (["sweep", "--seeds", "x"], 2, "argument --seeds: seeds are integers"),
+    (["sweep", "--seed", "0", "--seeds", "1"], 2, "give either --seed S"),
     (["sql", "selec 1"], 2, "SQL failed: Parser Error"),
     (["verify", "nope"], 1, "no run 'nope' in"),
     (["report", "nope"], 1, "no run 'nope' in"),
@@ -180,6 +191,52 @@ def test_serve_becomes_streamlit_on_the_dashboard_app_and_absolute_runs_dir(synt
 ])
 def test_default_run_id_keeps_a_hub_organisation(model, init, run_id):
     assert RunConfig(model=model, init=init).run_id == run_id
+
+
+def test_seed_0_keeps_the_run_id_and_other_seeds_get_their_own():
+    """Seed 0 is named as runs were before seeds were (existing runs and fixtures stay valid);
+    seed S appends -seedS after everything else, for any init; an explicit id gets it too."""
+    from resdyn.config import seed_run_id
+
+    assert RunConfig(init="random").run_id == RunConfig(init="random", seed=0).run_id == "smollm2-135m-random"
+    ids = [RunConfig(init="random", seed=s).run_id for s in (0, 1, 2, 10)]
+    assert ids == ["smollm2-135m-random", "smollm2-135m-random-seed1", "smollm2-135m-random-seed2",
+                   "smollm2-135m-random-seed10"]
+    assert RunConfig(seed=3).run_id == "smollm2-135m-seed3"
+    assert RunConfig(init="random", mode="in-context", position="random", seed=1).run_id == \
+        "smollm2-135m-random-in-context-random-position-seed1"
+    assert RunConfig(init="random", seed=4, run_id="mine").run_id == "mine"  # explicit: as given
+    assert [seed_run_id("mine", s) for s in (0, 4)] == ["mine", "mine-seed4"]
+
+
+def test_seeds_parse_in_order_and_sit_beside_seed_in_the_help(capsys):
+    from resdyn.compute.cli import build_parser, parse_seeds
+
+    assert parse_seeds("0") == [0] and parse_seeds(" 2, 0,1 ") == [2, 0, 1]
+    assert main(["run", "--help"]) == 0
+    measurement = capsys.readouterr().out.split("\nmeasurement:")[1].split("\nrun store and stages:")[0]
+    assert "--seed SEED" in measurement and "--seeds S1,S2,..." in measurement
+    ns = build_parser().parse_args(["sweep", "--seeds", "0,1"])
+    assert ns.seeds == [0, 1] and ns.seed == 0
+
+
+def test_sweep_run_ids_are_the_run_commands_ids_with_the_revision():
+    """A sweep cell gets the id `resdyn run` derives for the same settings (position, mode and seed
+    included), the revision after the model; --seeds makes seeds a sweep axis."""
+    from resdyn.compute import executors
+
+    base = RunConfig(run_id="x", position="random", mode="in-context")
+    cfgs = executors.sweep_configs(base, ["smollm2-135m"], [None], ["pretrained", "random"], [0, 1])
+    expected = [RunConfig(model="smollm2-135m", init=i, seed=s, position="random", mode="in-context").run_id
+                for i in ("pretrained", "random") for s in (0, 1)]
+    assert [c.run_id for c in cfgs] == expected == [
+        "smollm2-135m-in-context-random-position", "smollm2-135m-in-context-random-position-seed1",
+        "smollm2-135m-random-in-context-random-position", "smollm2-135m-random-in-context-random-position-seed1"]
+    assert [(c.init, c.seed, c.position) for c in cfgs] == [
+        ("pretrained", 0, "random"), ("pretrained", 1, "random"), ("random", 0, "random"), ("random", 1, "random")]
+    # No --seeds: the base's one seed; a revision goes after the model.
+    one = executors.sweep_configs(dataclasses.replace(base, seed=2), ["a/m"], ["step/1"], ["random"])
+    assert [c.run_id for c in one] == ["a--m-step_1-random-in-context-random-position-seed2"]
 
 
 def test_a_local_directory_gives_its_own_name(tmp_path, monkeypatch):

@@ -36,6 +36,19 @@ def test_find_twin_matches_model_and_shape(root):
     assert headlines.find_twin("no-such-run", root) is None
 
 
+def test_find_twin_prefers_the_lowest_seed_among_complete_ones(root):
+    """Several complete random-init seeds of one model: the lowest seed is the twin, whatever the
+    run ids sort as; the extra seeds are what queries.extra_seeds names."""
+    from resdyn.core import queries
+
+    assert headlines.find_twin(TRAINED_RUN, root) == RANDOM_RUN  # seed 1, the only one so far
+    make_synthetic_run(root, "a-random-seed3", init="random", seed=3, **SYNTHETIC_SIZES)
+    assert headlines.find_twin(TRAINED_RUN, root) == RANDOM_RUN
+    make_synthetic_run(root, "z-random", init="random", seed=0, **SYNTHETIC_SIZES)
+    assert headlines.find_twin(TRAINED_RUN, root) == "z-random"
+    assert queries.extra_seeds(queries.runs(root)) == {RANDOM_RUN, "a-random-seed3"}
+
+
 def test_headline_values_twin_and_nulls(root):
     store = RunStore(root / TRAINED_RUN)
     lay = store.read_table("layers")
