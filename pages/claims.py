@@ -45,7 +45,8 @@ if ensemble:
 else:
     st.info(f"No random-init run in the runs directory matches `{store.run_id}` on every analysis key, so no "
             "claim can be judged against training. Compute an ensemble with "
-            f"`resdyn run --model {m.get('model')} --init random --seeds 0,1,2 --samples {m.get('n_samples')}`.",
+            f"`resdyn run --model {m.get('model')} --init random --seeds 0,1,2 --stages claims "
+            f"--samples {m.get('n_samples')}` (and this run's other analysis settings).",
             icon=":material/info:")
 
 table = res.table.copy()

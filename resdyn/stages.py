@@ -107,8 +107,9 @@ CLAIM_STAGES: tuple[str, ...] = ("activations", "jacobians", "spectra", "cumulat
 and every stage they read (the set is closed under ``needs``: a test checks). Computing only these
 (``resdyn run --stages claims``) is what an extra random-init seed needs to join the twin
 ensemble a claim is judged against; the demo's seeds 1 and 2 do so. Not here: ``sample_stats``
-(κ and PR profiles, not a claim) and ``pseudospectra`` (drawn, never judged), the two slowest
-stages after ``schur``. A stage the Claims table starts to read is added here and nowhere else."""
+(κ and PR profiles, not a claim), ``pseudospectra`` (drawn, never judged), the two slowest
+stages after ``schur``, and ``noise`` (the split-half noise of the run being judged: an ensemble
+member's own noise is never read). A stage the Claims table starts to read is added here and nowhere else."""
 
 GROUPS: dict[str, tuple[str, ...]] = {"claims": CLAIM_STAGES}
 """Names that ``--stages`` accepts for a set of stages (``expand``)."""

@@ -562,8 +562,8 @@ def _judge_claim(c: Claim, run: RunTables, ensemble: list[RunTables], measure, d
 
 
 def _missing_ensemble_note(c: Claim, run: RunTables, ensemble: list[RunTables], got: int) -> str:
-    how = (f"`resdyn run --model {run.manifest.get('model')} --init random --seeds 0,1,2` with this run's "
-           "analysis settings")
+    how = (f"`resdyn run --model {run.manifest.get('model')} --init random --seeds 0,1,2 --stages claims` "
+           "with this run's analysis settings")
     if not ensemble:
         return f"no random-init ensemble matches this run: compute one with {how}"
     if len(ensemble) < MIN_SEEDS:
