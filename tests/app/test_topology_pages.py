@@ -122,7 +122,7 @@ def test_topology_dynamics_page_shows_every_view(topo_root, monkeypatch):
     figs = _figures(at)
     assert len(figs) == 6  # scatter, Cohen's d, self-alignment, mesoscale, mesoscale z (4 panels), rate-level
     assert "R, joint null" in figs[3]["layout"]["title"]["text"]
-    assert len([a for a in figs[4]["layout"]["annotations"] if "layers z > 3" in a["text"]]) == 4
+    assert len([a for a in figs[4]["layout"]["annotations"] if "layers BH-significant" in a["text"]]) == 4
     assert any("Only the joint null on R supports" in c.value for c in at.caption)
     assert not at.info
     coup = RunStore(topo_root / TRAINED_RUN).read_table("coupling")
