@@ -306,6 +306,29 @@ def complex_fraction_null(taus: np.ndarray, d: int) -> tuple[np.ndarray, np.ndar
     return 1.0 - f_real, sd
 
 
+def complex_fraction_test(frac_complex: np.ndarray, taus: np.ndarray, d: int) -> dict:
+    """Is a run's mean complex-pair fraction over layers below its matched elliptic null?
+
+    frac_complex, taus: (L,) per-layer complex-pair fraction and τ of R. The null mean is the mean
+    of the per-layer null means (``complex_fraction_null``); treating the layers as independent
+    matrices, the sd of the null's layer mean is √(Σ sd_l²)/L (not one matrix's sd). One-sided
+    normal p for "below": Φ((observed − null)/se). Layers with a NaN are left out.
+    Returns observed, null, se, z, p_below (floats; NaN when no layer is usable).
+    """
+    from scipy.stats import norm
+
+    f = np.asarray(frac_complex, dtype=np.float64)
+    t = np.asarray(taus, dtype=np.float64)
+    ok = np.isfinite(f) & np.isfinite(t)
+    if not ok.any():
+        return {"observed": np.nan, "null": np.nan, "se": np.nan, "z": np.nan, "p_below": np.nan}
+    mean, sd = complex_fraction_null(t[ok], d)
+    obs, mu = float(f[ok].mean()), float(mean.mean())
+    se = float(np.sqrt((sd**2).sum()) / ok.sum())
+    z = (obs - mu) / se if se > 0 else np.nan
+    return {"observed": obs, "null": mu, "se": se, "z": z, "p_below": float(norm.cdf(z)) if np.isfinite(z) else np.nan}
+
+
 def operator_tau(a: np.ndarray) -> np.ndarray:
     """τ = ⟨A, Aᵀ⟩ / ‖A‖_F² (in [−1, 1]: 1 symmetric, −1 antisymmetric, ≈ 0 for i.i.d. entries) of
     one (d, d) matrix or each of a stack (L, d, d); float64 (), or (L,). NaN for a zero matrix."""
