@@ -44,7 +44,7 @@ RANK_EPS = float(np.finfo(np.float32).eps)
 DEGENERATE_DISTINCT_FRACTION = 0.10
 DEGENERATE_PR = 3.0
 DEGENERATE_RULE = (f"distinct states < {DEGENERATE_DISTINCT_FRACTION:.0%} of N, or participation ratio "
-                   f"of the correlation matrix < {DEGENERATE_PR:g}")
+                   f"< {DEGENERATE_PR:g} (of the correlation matrix)")
 MIN_CONTEXT = 16
 """--position random picks a token with at least this many tokens before it (index ≥ 16)."""
 POSITIONS = ("last", "random")
