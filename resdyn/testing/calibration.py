@@ -108,7 +108,10 @@ def _mesoscale_p(jac, lab_out, lab_in, rng, n_null: int, n_strata: int = tc.N_ST
                              n_strata=n_strata)["R"]["p_empirical"]
 
 
-def _mesoscale(n_rep: int, seed: int, large: bool, heavy: bool, n_strata: int = tc.N_STRATA) -> tuple[float, float, int, int, int]:
+def _mesoscale(n_rep: int, seed: int, large: bool, heavy: bool,
+               n_strata: int = tc.N_STRATA) -> tuple[float, float, int, int, int]:
+    """(FPR, power, power replicates, d, relabellings) of the joint/R test, optionally with heavy
+    singleton units."""
     d, m = (128, 8) if large else (60, 6)
     n_null = tc.N_NULL_PARTITIONS if large else 199  # p ≥ 1/200 < α: the same rule, fewer draws
     rng = np.random.default_rng([seed, 2, int(heavy)])

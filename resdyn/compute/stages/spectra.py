@@ -4,8 +4,8 @@ Reads only ``jacobians.npy``, so it follows the mean Jacobians at once (the per-
 are the ``sample_stats`` stage's). Writes ``layers.parquet`` (one row per layer and operator) and
 ``eigenvalues.parquet``. layers.parquet carries the complex-pair fraction's nulls: real Ginibre
 (``frac_complex_null``) and the real elliptic law at the layer's τ of R (``tau``,
-``frac_complex_null_elliptic``, ``frac_complex_null_elliptic_sd``). numpy only: the math lives in ``resdyn.core.linalg`` so the dashboard and
-tests share it.
+``frac_complex_null_elliptic``, ``frac_complex_null_elliptic_sd``). numpy only: the math lives in
+``resdyn.core.linalg`` and ``resdyn.core.nulls`` so the dashboard and tests share it.
 """
 
 from __future__ import annotations
