@@ -130,49 +130,70 @@ def _singletons(lab: np.ndarray) -> np.ndarray:
     return np.bincount(lab)[lab] == 1
 
 
-def _null_label_draws(lab_out: np.ndarray, lab_in: np.ndarray, null: str, n: int,
-                      rng: np.random.Generator, strata: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """(n, d) output and input labels of ``n`` null draws: "independent" permutes each partition by
-    its own permutation, "joint" both by one.
+def _shared_draws(lab_out: np.ndarray, lab_in: np.ndarray, which: tuple[str, ...], n: int,
+                  rng: np.random.Generator, strata: np.ndarray | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``n`` null draws of every null in ``which``: the input labels li (n, d), shared, and the
+    output labels {null: lo (n, d)}.
+
+    One permutation π per draw relabels the input side for both nulls; "joint" relabels the output
+    side by the same π, "independent" by its own permutation σ. (Sharing li lets both nulls share
+    the expensive half of the block sums; each null's draws are still independent draws from it.)
 
     With ``strata`` (the norm strata, ``norm_strata``) a unit's label moves only to a unit of the
-    same stratum that is also a singleton (or not) on the same side(s): heavy units tend to be
-    singleton communities, and a relabelling that puts such a unit into a large community (or a
+    same stratum that is also a singleton (or not) on the same side(s): π within (stratum,
+    singleton out, singleton in) classes, σ within (stratum, singleton out). Heavy units tend to
+    be singleton communities, and a relabelling that puts such a unit into a large community (or a
     light unit into a singleton) changes the captured variance for a reason that has nothing to do
     with coupling. Singletons then keep their units, and every other label is exchanged among the
     units of its norm stratum.
     """
     d = len(lab_out)
-    if null not in NULLS:
-        raise ValueError(f"unknown null {null!r}; expected one of {NULLS}")
-    s_out = s_in = s_joint = None
+    for null in which:
+        if null not in NULLS:
+            raise ValueError(f"unknown null {null!r}; expected one of {NULLS}")
+    s_out = s_joint = None
     if strata is not None:
         single_out, single_in = _singletons(lab_out), _singletons(lab_in)
         s_out = 2 * strata + single_out
-        s_in = 2 * strata + single_in
         s_joint = 4 * strata + 2 * single_out + single_in
-    if null == "independent":
-        return (lab_out[_stratified_permutations(s_out, n, d, rng)],
-                lab_in[_stratified_permutations(s_in, n, d, rng)])
     perm = _stratified_permutations(s_joint, n, d, rng)
-    return lab_out[perm], lab_in[perm]
+    los = {null: lab_out[perm] if null == "joint" else lab_out[_stratified_permutations(s_out, n, d, rng)]
+           for null in which}
+    return lab_in[perm], los
+
+
+def _null_label_draws(lab_out: np.ndarray, lab_in: np.ndarray, null: str, n: int,
+                      rng: np.random.Generator, strata: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(n, d) output and input labels of ``n`` draws of one null (``_shared_draws``)."""
+    li, los = _shared_draws(lab_out, lab_in, (null,), n, rng, strata)
+    return los[null], li
+
+
+def _input_sums(jac_t: np.ndarray, li: np.ndarray, m_in: int) -> np.ndarray:
+    """(B·m_in, d) float64: row b·m_in + c holds Σ_{j: li_b(j) = c} J_{:, j} for B labellings li (B, d).
+
+    The one-hot of every draw's input labels, stacked into a sparse (B·m_in, d) matrix, times
+    jac_t = Jᵀ (C-contiguous): one C call for the batch, B·d² additions, the unavoidable cost.
+    """
+    b, d = li.shape
+    rows = (np.arange(b)[:, None] * m_in + li).ravel()
+    y = sp.csr_array((np.ones(b * d), (rows, np.tile(np.arange(d), b))), shape=(b * m_in, d))
+    return y @ jac_t
+
+
+def _output_sums(w: np.ndarray, lo: np.ndarray, m_out: int, m_in: int) -> np.ndarray:
+    """(B, m_out, m_in) block sums from ``_input_sums`` w and output labels lo (B, d): one weighted
+    ``bincount`` (B·d·m_in additions)."""
+    b = len(lo)
+    idx = ((np.arange(b)[:, None, None] * m_out + lo[:, None, :]) * m_in + np.arange(m_in)[None, :, None])
+    return np.bincount(idx.ravel(), weights=w.ravel(), minlength=b * m_out * m_in).reshape(b, m_out, m_in)
 
 
 def _batched_block_sums(jac_t: np.ndarray, lo: np.ndarray, li: np.ndarray, m_out: int, m_in: int) -> np.ndarray:
     """Block sums of J under B labellings at once: jac_t = Jᵀ (d, d) C-contiguous, lo (B, d),
-    li (B, d) -> (B, m_out, m_in) float64.
-
-    The one-hot of every draw's input labels, stacked into a sparse (B·m_in, d) matrix, times Jᵀ
-    gives each draw's sums per input community (one C call for the batch: B·d² additions, the
-    unavoidable cost); one weighted ``bincount`` then sums them per output community. About
-    0.3 ms a draw at d = 576 on one core, against 1 ms for one draw at a time with Python between.
-    """
-    b, d = lo.shape
-    rows = (np.arange(b)[:, None] * m_in + li).ravel()
-    y = sp.csr_array((np.ones(b * d), (rows, np.tile(np.arange(d), b))), shape=(b * m_in, d))
-    w = y @ jac_t                                        # (B·m_in, d): w[b·m_in + c, i] = Σ_{j: li_b(j)=c} J_ij
-    idx = ((np.arange(b)[:, None, None] * m_out + lo[:, None, :]) * m_in + np.arange(m_in)[None, :, None])
-    return np.bincount(idx.ravel(), weights=w.ravel(), minlength=b * m_out * m_in).reshape(b, m_out, m_in)
+    li (B, d) -> (B, m_out, m_in) float64 (``_input_sums`` then ``_output_sums``). About 0.3 ms a
+    draw at d = 576 on one core, against 1 ms for one draw at a time with Python between."""
+    return _output_sums(_input_sums(jac_t, li, m_in), lo, m_out, m_in)
 
 
 def _batched_overlap(lo: np.ndarray, li: np.ndarray, m_out: int, m_in: int) -> np.ndarray:
@@ -203,26 +224,10 @@ def _z_row(vc: float, sigma: float, null: np.ndarray) -> dict:
     }
 
 
-def mesoscale_null(jac: np.ndarray, lab_out: np.ndarray, lab_in: np.ndarray, null: str = "independent",
-                   n_null: int = N_NULL_PARTITIONS, rng: np.random.Generator | None = None,
-                   n_strata: int = N_STRATA) -> dict[str, dict]:
-    """Variance captured by the community partitions against ``n_null`` size-matched random
-    relabellings of one null, for J and for R = J − I (METHODS §8).
-
-    Each null draw relabels the units (``null``: "independent" or "joint", see the module
-    docstring) within strata of unit norm (``norm_strata`` of R, ``n_strata`` groups; singletons
-    trade only with singletons, ``_null_label_draws``; n_strata = 1: the unstratified relabelling
-    of earlier versions) and scores both operators on the same draw: R's
-    block sums are J's minus the overlap counts, S_R = S_J − N, so R costs nothing extra. The draws
-    are made in batches (``_batched_block_sums``). One-sided z = (vc − mean)/sd (ddof = 1; NaN
-    when the null has no spread) with its normal p, for display; the test is the empirical
-    p = (1 + #{null ≥ vc}) / (1 + n_null).
-
-    Returns {"J": stats, "R": stats}, each with variance_captured, sigma_max_K (largest singular
-    value of K), null_mean, null_std, null_q05, null_q95, z, p_z, p_empirical. R's fields are NaN
-    when R = 0.
-    """
-    rng = np.random.default_rng() if rng is None else rng
+def _mesoscale_nulls(jac: np.ndarray, lab_out: np.ndarray, lab_in: np.ndarray, which: tuple[str, ...],
+                     n_null: int, rng: np.random.Generator, n_strata: int) -> dict[str, dict[str, dict]]:
+    """{null: {"J": stats, "R": stats}} for every null in ``which`` (``mesoscale_null``), the nulls
+    sharing their input-side relabellings (``_shared_draws``) and so the batch's expensive half."""
     jac = np.asarray(jac, dtype=np.float64)
     lab_out, lab_in = np.asarray(lab_out, dtype=np.int64), np.asarray(lab_in, dtype=np.int64)
     d = jac.shape[0]
@@ -236,24 +241,51 @@ def mesoscale_null(jac: np.ndarray, lab_out: np.ndarray, lab_in: np.ndarray, nul
     strata = norm_strata(res, n_strata) if n_strata > 1 else None
     s_j = _block_sums(jac, lab_out, lab_in)
     s_r = s_j - _overlap(lab_out, lab_in, m_out, m_in)
-    null_j, null_r = np.empty(n_null), np.empty(n_null)
+    draws = {null: (np.empty(n_null), np.full(n_null, np.nan)) for null in which}
     batch = max(1, int(2**21 // (d * m_in)))  # (B·m_in, d) float64 and its int64 index: ≤ 32 MB
     jac_t = np.ascontiguousarray(jac.T)
     for a in range(0, n_null, batch):
-        lo, li = _null_label_draws(lab_out, lab_in, null, min(batch, n_null - a), rng, strata)
-        s = _batched_block_sums(jac_t, lo, li, m_out, m_in)
-        null_j[a:a + len(lo)] = (s**2 / scale).sum(axis=(1, 2)) / total_j
-        if total_r > 0:
-            null_r[a:a + len(lo)] = ((s - _batched_overlap(lo, li, m_out, m_in))**2 / scale).sum(axis=(1, 2)) / total_r
-        else:
-            null_r[a:a + len(lo)] = np.nan
+        li, los = _shared_draws(lab_out, lab_in, which, min(batch, n_null - a), rng, strata)
+        w = _input_sums(jac_t, li, m_in)
+        for null, lo in los.items():
+            s = _output_sums(w, lo, m_out, m_in)
+            null_j, null_r = draws[null]
+            null_j[a:a + len(lo)] = (s**2 / scale).sum(axis=(1, 2)) / total_j
+            if total_r > 0:
+                s_res = s - _batched_overlap(lo, li, m_out, m_in)
+                null_r[a:a + len(lo)] = (s_res**2 / scale).sum(axis=(1, 2)) / total_r
     out = {}
-    for name, s_obs, total, nul in (("J", s_j, total_j, null_j), ("R", s_r, total_r, null_r)):
-        k = s_obs / np.sqrt(scale)
-        vc = float((k**2).sum() / total) if total > 0 else np.nan
-        sigma = float(np.linalg.svd(k, compute_uv=False)[0]) if k.size else np.nan
-        out[name] = _z_row(vc, sigma, nul) if total > 0 else _z_row(np.nan, sigma, np.full(n_null, np.nan))
+    for null in which:
+        out[null] = {}
+        for name, s_obs, total, nul in (("J", s_j, total_j, draws[null][0]), ("R", s_r, total_r, draws[null][1])):
+            k = s_obs / np.sqrt(scale)
+            vc = float((k**2).sum() / total) if total > 0 else np.nan
+            sigma = float(np.linalg.svd(k, compute_uv=False)[0]) if k.size else np.nan
+            out[null][name] = _z_row(vc, sigma, nul) if total > 0 else _z_row(np.nan, sigma, np.full(n_null, np.nan))
     return out
+
+
+def mesoscale_null(jac: np.ndarray, lab_out: np.ndarray, lab_in: np.ndarray, null: str = "independent",
+                   n_null: int = N_NULL_PARTITIONS, rng: np.random.Generator | None = None,
+                   n_strata: int = N_STRATA) -> dict[str, dict]:
+    """Variance captured by the community partitions against ``n_null`` size-matched random
+    relabellings of one null, for J and for R = J − I (METHODS §8).
+
+    Each null draw relabels the units (``null``: "independent" or "joint", see the module
+    docstring) within strata of unit norm (``norm_strata`` of R, ``n_strata`` groups; singletons
+    trade only with singletons, ``_shared_draws``; n_strata = 1: the unstratified relabelling
+    of earlier versions) and scores both operators on the same draw: R's block sums are J's minus
+    the overlap counts, S_R = S_J − N, so R costs nothing extra. The draws are made in batches
+    (``_batched_block_sums``). One-sided z = (vc − mean)/sd (ddof = 1; NaN when the null has no
+    spread) with its normal p, for display; the test is the empirical
+    p = (1 + #{null ≥ vc}) / (1 + n_null).
+
+    Returns {"J": stats, "R": stats}, each with variance_captured, sigma_max_K (largest singular
+    value of K), null_mean, null_std, null_q05, null_q95, z, p_z, p_empirical. R's fields are NaN
+    when R = 0.
+    """
+    rng = np.random.default_rng() if rng is None else rng
+    return _mesoscale_nulls(jac, lab_out, lab_in, (null,), n_null, rng, n_strata)[null]
 
 
 def mesoscale_test(jac: np.ndarray, lab_out: np.ndarray, lab_in: np.ndarray,
@@ -269,15 +301,12 @@ def mesoscale_rows(jac: np.ndarray, lab_out: np.ndarray, lab_in: np.ndarray, see
                    n_null: int = N_NULL_PARTITIONS) -> list[dict]:
     """All four tests, one dict per (null, operator) with those two keys added.
 
-    ``seed``: anything ``np.random.default_rng`` takes; null i draws from ``default_rng([*seed, i])``
-    so each null's draws do not depend on the other's.
+    ``seed``: anything ``np.random.default_rng`` takes. Both nulls draw from one generator and
+    share their input-side relabellings (``_shared_draws``), which halves the cost.
     """
-    seed = list(np.atleast_1d(seed))
-    rows = []
-    for i, null in enumerate(NULLS):
-        res = mesoscale_null(jac, lab_out, lab_in, null=null, n_null=n_null, rng=np.random.default_rng([*seed, i]))
-        rows += [{"null": null, "operator": op, **res[op]} for op in OPERATORS]
-    return rows
+    res = _mesoscale_nulls(jac, lab_out, lab_in, NULLS, n_null, np.random.default_rng(list(np.atleast_1d(seed))),
+                           N_STRATA)
+    return [{"null": null, "operator": op, **res[null][op]} for null in NULLS for op in OPERATORS]
 
 
 def with_null_columns(meso):
