@@ -54,26 +54,34 @@ if srow is not None and len(srow):
                 help=f"numerical rank of the centred N × d states: at most N − 1 = {n - 1} (d = {d}); the "
                      "correlation matrix has this rank too")
     c[5].metric("participation ratio", f"{float(srow['participation_ratio']):.2g}",
-                help="(Σλ)²/Σλ² of the sample covariance: how many equally strong directions the states span")
+                help="(Σλ)²/Σλ² of the sample correlation matrix (z-scored states): how many equally strong "
+                     "directions the states span" + (" (this run's table holds the covariance's: recompute the "
+                     "activations stage)" if srow.get("pr_basis") == "covariance" else ""))
 null = ui.load_table(store, "community_null", "snapshot = ? AND method = ?", (snapshot, method))
 if null is not None and len(null):
     r = null.iloc[0]
     q = (f"; CPM quality {r['quality']:.3f} against {r['null_quality']:.3f}"
          if np.isfinite(r["quality"]) and np.isfinite(r["null_quality"]) else "")
+    rotated = "null_kind" in null.columns
+    what = ("the same z-scored sample rotated into random axes" if rotated else
+            "a Gaussian null with the same covariance spectrum (an older run's null: it is not matched to "
+            "a correlation graph; `--redo communities` replaces it)")
+    pr = (f" Correlation participation ratio {r['participation_ratio']:.3g}, null {r['null_participation_ratio']:.3g}."
+          if rotated and np.isfinite(r["null_participation_ratio"]) else "")
     st.markdown(f"This snapshot: **{int(r['n_communities'])}** communities ({int(r['n_multi'])} with ≥ 2 units); "
-                f"a Gaussian null with the same covariance spectrum and random axes: **{int(r['null_n_communities'])}** "
-                f"({int(r['null_n_multi'])} with ≥ 2 units){q}.",
-                help="N Gaussian samples spanning a cloud of this snapshot's shape but unrelated to the units, put "
-                     "through the same graph and method: what a structureless cloud of this dimensionality gives")
+                f"{what}: **{int(r['null_n_communities'])}** ({int(r['null_n_multi'])} with ≥ 2 units){q}.{pr}",
+                help="The sample's own cloud with its alignment to the units removed, put through the same graph, "
+                     "method and seed: what communities a cloud of this shape gives without unit-level structure "
+                     "(METHODS §7)")
 else:
-    st.caption("No Gaussian-null community count for this run (it predates it): `--redo communities` adds "
+    st.caption("No null community count for this run (it predates it): `--redo communities` adds "
                "`community_null.parquet`.")
 if srow is not None and len(srow) and n:
     bad = bool(samples.is_degenerate(pd.DataFrame([srow]), n).iloc[0])
     if bad:
         st.warning(f"Degenerate sample at this snapshot: {samples.describe_snapshot(srow, n, d)} "
                    f"({samples.DEGENERATE_RULE}). Its communities partition the units of a cloud of a few "
-                   "dimensions; compare them with the Gaussian null above. `--position random` analyses a "
+                   "dimensions; compare them with the null above. `--position random` analyses a "
                    "seeded token per passage instead of the last.", icon="⚠️")
     elif n - 1 < d:
         st.caption(f"{samples.describe_snapshot(srow, n, d)}: N samples bound the correlation matrix's rank by "

@@ -37,8 +37,12 @@ if len(row):
 units = ui.load_table(store, "units", "snapshot = ? AND method = ?", (2 * layer, method))
 sub = coupling[coupling["method"] == method]
 meso = tc.with_null_columns(meso_all[meso_all["method"] == method])
+legacy = tc.is_legacy_mesoscale(meso)
 claim = tc.claim_rows(meso)
-paper = meso[(meso["null"] == "independent") & (meso["operator"] == "J")]  # the rate-level inputs (on J̄)
+# The rate-level inputs: on R (the stage's test now); a legacy table's summary p is of J̄'s rows.
+rate_rows = tc.with_null_columns(meso)
+rate_op = "J" if legacy or not (rate_rows["operator"] == "R").any() else "R"
+paper = rate_rows[(rate_rows["null"] == "independent") & (rate_rows["operator"] == rate_op)]
 has_joint = bool((meso["null"] == "joint").any())
 pvals = {}
 if store.has_table("summary"):
@@ -62,12 +66,16 @@ for i in range(0, len(pairs), 1 if present else 2):
         with col:
             ui.plot(f, key=key)
 st.caption(
-    "Mesoscale test: the variance of the operator captured by the community basis, z-scored against "
-    "100 random relabellings of the units. Only the joint null on R supports a claim that the "
+    "Mesoscale test: the variance of the operator captured by the community basis against 1,000 random "
+    "relabellings of the units within ten strata of unit norm (row plus column norm of R, so that heavy units "
+    "are exchanged only with each other); a layer counts when its empirical p passes Benjamini–Hochberg over "
+    "the layers at α = 0.05 (z is shown for scale). Only the joint null on R supports a claim that the "
     "Jacobian couples communities: the independent null (the paper's) also rewards the identity "
     "inside J̄, which maps each community onto itself whenever adjacent snapshots share communities "
     "(in a planted test J = I plus a structureless R scored z ≈ 89 against it, |z| < 1 against the joint null)."
 )
+if legacy:
+    st.caption(f"Note: {tc.LEGACY_MESOSCALE_NOTE}.")
 if not has_joint:
     st.info(f"Run `{store.run_id}` has only the paper's mesoscale test (independent null on J̄), which the "
             f"skip connection inflates; `--redo topology_coupling` adds the joint null and R.")

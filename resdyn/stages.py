@@ -82,8 +82,8 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("communities", ("activations", "jacobians"),
               ("units.parquet", "communities.parquet", "nmi.parquet", "graph_edges.parquet",
                "community_null.parquet"),
-              "top-k correlation graphs and signed Leiden communities of every snapshot, and a Gaussian "
-              "null with the same covariance spectrum (METHODS §7)",
+              "top-k correlation graphs and signed Leiden communities of every snapshot, and a null: "
+              "the same sample rotated into random axes (METHODS §7)",
               "resdyn.compute.stages.communities:run",
               optional=("corr_blocks.npy", "corr_blocks.parquet")),
     StageSpec("topology_coupling", ("communities", "spectra"), ("mesoscale.parquet", "coupling.parquet"),

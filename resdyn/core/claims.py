@@ -416,41 +416,37 @@ def n_boundary(t: RunTables, drop=()) -> Null | None:
     return None if c is None else _bh_null(len(c))
 
 
-def _mesoscale(t: RunTables, drop) -> tuple[pd.DataFrame, str] | None:
-    """The mesoscale rows a claim may read: the joint null on R (stratified where the table says
-    so), one method; None for a table with the independent null only (confounded by the skip)."""
-    if t.mesoscale is None or not len(t.mesoscale) or "null" not in t.mesoscale.columns:
-        return None
-    m = t.mesoscale
+def _mesoscale(t: RunTables, drop) -> tuple[pd.DataFrame | None, str]:
+    """The mesoscale rows a claim may read — the joint null on R, one method, BH over layers
+    (older tables get BH on read) — and a note; (None, why) when the table cannot support it."""
+    from resdyn.core import topology_coupling as tc
+
+    if t.mesoscale is None or not len(t.mesoscale):
+        return None, "needs the `topology_coupling` stage"
+    legacy = tc.is_legacy_mesoscale(t.mesoscale)
+    m = tc.with_bh_columns(t.mesoscale)
     if "method" in m.columns:
         methods = list(dict.fromkeys(m["method"]))
         m = m[m["method"] == (DEFAULT_METHOD if DEFAULT_METHOD in methods else methods[0])]
     rows = m[(m["null"] == "joint") & (m["operator"] == "R")]
-    rows = rows[~rows["layer"].isin(drop)]
     if not len(rows):
-        return None
-    if "bh_significant" in rows.columns:
-        return rows, "bh"
-    return rows, "z"
+        return None, ("the run's mesoscale table has only the independent null, which the identity in J "
+                      "rewards (METHODS §8): `--redo topology_coupling`")
+    return rows[~rows["layer"].isin(drop)], tc.LEGACY_MESOSCALE_NOTE if legacy else ""
 
 
 def m_mesoscale(t: RunTables, drop=()) -> Measure | None:
-    got = _mesoscale(t, drop)
-    if got is None:
-        return None
-    rows, how = got
-    if how == "bh":
-        count, detail = rows["bh_significant"].astype(bool).sum(), "joint null on R, BH α = 0.05"
-    else:
-        # An older table without the empirical p: its z count, and a word that it is not the rule.
-        count = (rows["z"].astype(float) > stats.norm.ppf(1 - ALPHA)).sum()
-        detail = "joint null on R, z > 1.64 (older table without BH: `--redo topology_coupling`)"
-    return Measure(float(count), 0.0, ".0f", f"of {len(rows)} layers ({detail})")
+    rows, why = _mesoscale(t, drop)
+    if rows is None:
+        return Measure(None, detail=why) if t.mesoscale is not None else None
+    count = int(rows["bh_significant"].astype(bool).sum())
+    detail = f"of {len(rows)} layers (joint null on R, norm-stratified, BH α = 0.05)" + (f"; {why}" if why else "")
+    return Measure(float(count), 0.0, ".0f", detail)
 
 
 def n_mesoscale(t: RunTables, drop=()) -> Null | None:
-    got = _mesoscale(t, drop)
-    return None if got is None else _bh_null(len(got[0]))
+    rows, _ = _mesoscale(t, drop)
+    return None if rows is None else _bh_null(len(rows))
 
 
 # -- the block-coupling paper ------------------------------------------------------------------------
@@ -554,10 +550,11 @@ def _judge_claim(c: Claim, run: RunTables, ensemble: list[RunTables], measure, d
         Measure | None, list[float], Null | None, Judgement]:
     own = measure(run, drop)
     ens = [measure(t, drop) for t in ensemble]
-    ens_values = [e.value for e in ens if e is not None]
+    ens_values = [e.value for e in ens if e is not None and e.value is not None]
     null = c.null(run, drop) if c.null is not None else None
-    if own is None:
-        return None, ens_values, null, Judgement(NOT_COMPUTED, f"needs the `{c.stage}` stage")
+    if own is None or own.value is None:
+        why = own.detail if own is not None and own.detail else f"needs the `{c.stage}` stage"
+        return None, ens_values, null, Judgement(NOT_COMPUTED, why)
     return own, ens_values, null, judge(own.value, own.noise, ens_values, null, c.direction)
 
 

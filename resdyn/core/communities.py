@@ -243,3 +243,41 @@ def snapshot_sources(store) -> tuple[int, int, bool]:
     n_layers = int(m["n_layers"])
     has_final = store.has_array("final_state")
     return n_layers, 2 * n_layers + int(has_final), has_final
+
+
+# -- the community null as a test (METHODS §7) ------------------------------------------------------
+N_NULL_COMMUNITY = 19  # rotations of the test: the smallest p is 1/20 = α
+
+
+def community_null_test(x: np.ndarray, n_null: int = N_NULL_COMMUNITY, seed: int = 0,
+                        rng: np.random.Generator | None = None, k: int = TOP_K) -> dict:
+    """Is the signed CPM quality of a snapshot's communities above that of its rotations?
+
+    x (N, d): the snapshot's states. The data and ``n_null`` draws of
+    ``resdyn.core.samples.rotation_nulls`` (the z-scored sample in Haar-random axes) each go
+    through the same top-k graph and the same signed Leiden CPM with the same ``seed``; the
+    one-sided empirical p is (1 + #{null quality ≥ data quality}) / (1 + n_null). The communities
+    stage stores one such draw per snapshot (community_null.parquet); this is the same
+    construction repeated, for the calibration (tests/core/test_calibration.py) and for a caller
+    that wants a p.
+
+    Returns quality (float), null_quality ((n_null,) float64), p_empirical, participation_ratio
+    (of the data's correlation matrix) and null_participation_ratio (mean over the draws).
+    """
+    from resdyn.core.correlation import correlation
+    from resdyn.core.samples import correlation_participation_ratio, rotation_nulls
+
+    rng = np.random.default_rng() if rng is None else rng
+    d = np.shape(x)[1]
+
+    def score(y):
+        i, j, w = top_k_graph(correlation(y), k)
+        return cpm_quality(d, i, j, w, signed_cpm(d, i, j, w, seed))
+
+    q = score(x)
+    draws = rotation_nulls(x, rng, n_null)
+    nq = np.array([score(y) for y in draws], dtype=np.float64)
+    p = float((1 + np.sum(nq >= q)) / (1 + n_null)) if np.isfinite(q) else np.nan
+    return {"quality": q, "null_quality": nq, "p_empirical": p,
+            "participation_ratio": correlation_participation_ratio(x),
+            "null_participation_ratio": float(np.mean([correlation_participation_ratio(y) for y in draws]))}

@@ -42,7 +42,8 @@ class RunTables:
     run_id: str
     manifest: dict
     layers: pd.DataFrame | None = None
-    """layers.parquet, both operators, with frac_complex_null (added on read for older runs) and the
+    """layers.parquet, both operators, with frac_complex_null and the elliptic null's tau,
+    frac_complex_null_elliptic and frac_complex_null_elliptic_sd (added on read for older runs) and the
     per-sample profiles once the sample_stats stage has written them (``sample_stats.with_profiles``)."""
     cumulative: pd.DataFrame | None = None
     coupling: pd.DataFrame | None = None
@@ -110,6 +111,9 @@ class RunTables:
         if tabs["layers"] is not None:
             if m.get("d_model"):
                 tabs["layers"] = nulls.with_frac_complex_null(tabs["layers"], int(m["d_model"]))
+                # METHODS §12's matched null; τ from jacobians.npy for runs from before the columns.
+                jacs = store.read_array("jacobians") if store.has_array("jacobians") else None
+                tabs["layers"] = nulls.with_elliptic_null(tabs["layers"], int(m["d_model"]), jacs)
             tabs["layers"] = sample_stats.with_profiles(store, tabs["layers"])
         summary = {}
         if store.has_table("summary"):

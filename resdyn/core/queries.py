@@ -236,16 +236,20 @@ def layers(run_id: str, operator: str | None = None, root: str | os.PathLike | N
     per-sample profiles (kappa_median, kappa_q25, kappa_q75, fro_median, pr_median) joined on
     ``layer`` from ``sample_profiles.parquet`` once the ``sample_stats`` stage has written it
     (``resdyn.core.sample_stats.with_profiles``; runs from before schema 3 have them in the table).
+    Runs from before the null columns get frac_complex_null and the elliptic null's columns on read
+    (``nulls.with_frac_complex_null``, ``nulls.with_elliptic_null``: τ from jacobians.npy).
 
     ``operator`` "J" or "R" keeps one operator; None keeps both.
     """
     where, params = ("operator = ?", [operator]) if operator else ("TRUE", [])
     store = open_run(root or runs_dir(), run_id)
     df = query(f"SELECT * FROM {table_sql(store, 'layers')} WHERE {where} ORDER BY operator, layer", params)
-    if "frac_complex_null" not in df.columns:  # runs from before the spectra stage wrote it
-        d = store.manifest().get("d_model")
+    if "frac_complex_null" not in df.columns or "frac_complex_null_elliptic" not in df.columns:
+        d = store.manifest().get("d_model")  # runs from before the spectra stage wrote them
         if d:
             df = nulls.with_frac_complex_null(df, int(d))
+            jacs = store.read_array("jacobians") if store.has_array("jacobians") else None
+            df = nulls.with_elliptic_null(df, int(d), jacs)
     return sample_stats.with_profiles(store, df)
 
 

@@ -10,8 +10,13 @@ module measures that, torch-free, for the ``activations`` stage (which stores th
   the snapshot (rows closer than that are one state; chains of close rows merge);
 - ``rank``: numerical rank of the centred (N, d) sample matrix, singular values above
   s_max · max(N, d) · ε_float32 (the states are stored in float32, so that is their precision);
-- ``participation_ratio``: (Σλ)² / Σλ² of the eigenvalues λ of the centred sample covariance,
-  the number of equally strong directions that would give the same spread (1 … rank).
+- ``participation_ratio``: (Σλ)² / Σλ² of the eigenvalues λ of the sample *correlation* matrix
+  (units z-scored over the samples, constant units dropped), the number of equally strong
+  directions that would give the same spread (1 … rank). The correlation matrix, not the
+  covariance (METHODS §1): one unit with 50× the spread of the others drives a covariance PR to
+  ≈ 1.5 however rich the sample is, and the topology analysis (§7) reads correlations anyway.
+  ``pr_basis`` says which matrix a stored row used: "correlation" here; a table written before
+  the column existed used the covariance and ``run_snapshot_table`` recomputes it on read.
 
 N samples bound the rank of any covariance or correlation matrix by N − 1, so a d × d
 correlation graph (METHODS §7) of N < d samples is built from an (N − 1)-dimensional cloud.
@@ -39,11 +44,13 @@ RANK_EPS = float(np.finfo(np.float32).eps)
 DEGENERATE_DISTINCT_FRACTION = 0.10
 DEGENERATE_PR = 3.0
 DEGENERATE_RULE = (f"distinct states < {DEGENERATE_DISTINCT_FRACTION:.0%} of N, or participation ratio "
-                   f"< {DEGENERATE_PR:g}")
+                   f"< {DEGENERATE_PR:g} (of the correlation matrix)")
 MIN_CONTEXT = 16
 """--position random picks a token with at least this many tokens before it (index ≥ 16)."""
 POSITIONS = ("last", "random")
-COLUMNS = ("snapshot", "n_distinct", "rank", "participation_ratio")
+COLUMNS = ("snapshot", "n_distinct", "rank", "participation_ratio", "pr_basis")
+PR_BASIS = "correlation"
+"""``pr_basis`` of the tables written now; older tables (no column) hold a covariance PR."""
 # Compute-on-read budget for runs without snapshots.parquet: about min(N,d)²·max(N,d) flops per
 # snapshot. The demo (N = 128, d = 576, 61 snapshots) needs 6e8; 4e10 is a few seconds.
 ON_READ_MAX_FLOPS = 4e10
@@ -98,6 +105,26 @@ def numerical_rank(s: np.ndarray, shape: tuple[int, int]) -> int:
     return int((s > s[0] * max(shape) * RANK_EPS).sum())
 
 
+def correlation_participation_ratio(x: np.ndarray) -> float:
+    """Participation ratio (Σλ)² / Σλ² of the eigenvalues λ of the correlation matrix of x (N, d).
+
+    Units are z-scored over the N samples (ddof = 0); a unit whose spread is at the float32
+    rounding level of its values (sd ≤ max|x_i| · ε_float32, e.g. exactly constant) is dropped, so
+    d' units remain. Then Σλ = tr C = d' and Σλ² = ‖C‖_F² = ‖Z Zᵀ‖_F² / N² with Z (N, d') the
+    z-scores: the N × N Gram matrix suffices. 1 … min(N − 1, d'); 0 when no unit varies.
+    """
+    z = np.asarray(x, dtype=np.float64)
+    z = z - z.mean(axis=0, keepdims=True)
+    sd = np.sqrt((z**2).mean(axis=0))
+    live = sd > RANK_EPS * np.abs(np.asarray(x, dtype=np.float64)).max(axis=0, initial=0.0)
+    if not live.any() or len(z) < 2:
+        return 0.0
+    z = z[:, live] / sd[live]
+    g = z @ z.T if z.shape[0] <= z.shape[1] else z.T @ z
+    sq = float((g**2).sum()) / len(z) ** 2
+    return float(live.sum()) ** 2 / sq if sq > 0 else 0.0
+
+
 def participation_ratio(eigenvalues: np.ndarray) -> float:
     """(Σλ)² / Σλ² of non-negative eigenvalues λ: r for r equal ones and zeros elsewhere; 0 when all
     are 0 (a cloud of one point spans no direction)."""
@@ -113,7 +140,8 @@ def _one_thread():
 
 
 def snapshot_stats(x: np.ndarray) -> dict:
-    """{n_distinct, rank, participation_ratio} of one snapshot's states x (N, d)."""
+    """{n_distinct, rank, participation_ratio, pr_basis} of one snapshot's states x (N, d): the rank
+    of the centred samples and the participation ratio of their correlation matrix."""
     with _one_thread():
         return _snapshot_stats(x)
 
@@ -121,13 +149,13 @@ def snapshot_stats(x: np.ndarray) -> dict:
 def _snapshot_stats(x: np.ndarray) -> dict:
     s = covariance_spectrum(x)
     return {"n_distinct": distinct_states(x), "rank": numerical_rank(s, np.shape(x)),
-            "participation_ratio": participation_ratio(s**2)}
+            "participation_ratio": correlation_participation_ratio(x), "pr_basis": PR_BASIS}
 
 
 def snapshot_table(acts: np.ndarray, final: np.ndarray | None = None) -> pd.DataFrame:
     """``snapshots.parquet``: one row per snapshot of acts (N, 2L, d) (memory-mapped is fine: one
     snapshot is read at a time), plus snapshot 2L for the final state (N, d) when given — the same
-    numbering as the communities stage. Columns ``COLUMNS``: int32, int32, int32, float64."""
+    numbering as the communities stage. Columns ``COLUMNS``: int32, int32, int32, float64, string."""
     n_snap = acts.shape[1]
     rows = []
     for s in range(n_snap + (final is not None)):
@@ -135,7 +163,7 @@ def snapshot_table(acts: np.ndarray, final: np.ndarray | None = None) -> pd.Data
         rows.append({"snapshot": s, **snapshot_stats(x)})
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     return df.astype({"snapshot": np.int32, "n_distinct": np.int32, "rank": np.int32,
-                      "participation_ratio": np.float64})
+                      "participation_ratio": np.float64, "pr_basis": str})
 
 
 # -- the run's summary and the degeneracy rule ------------------------------------------------------
@@ -204,26 +232,50 @@ def short_passages(n_tokens: np.ndarray) -> int:
     return int((np.asarray(n_tokens) <= MIN_CONTEXT).sum())
 
 
-# -- a null for communities on a low-dimensional cloud (METHODS §7) --------------------------------
+# -- a null for the communities: the sample itself, rotated (METHODS §7) ----------------------------
 
-def gaussian_null(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A Gaussian sample (N, d) float64 with the spectrum of x's sample covariance and random axes.
+def rotation_null(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The snapshot's z-scored sample in random axes: (N, d) float64, every varying unit z-scored.
 
-    x (N, d): the snapshot's states. With X_c = U S Vᵀ its centred SVD (the r = rank singular
-    values), the null is G · diag(S / √(N − 1)) · Qᵀ, G (N, r) i.i.d. standard normal and Q (d, r)
-    Haar-random orthonormal columns: a cloud as many-dimensional as the real one, oriented
-    without any relation to the units, so whatever communities it yields come from the cloud's
-    shape alone.
+    x (N, d): the snapshot's states. Z (N, d') holds the units that vary (``standardize``'s rule,
+    ddof = 0), each z-scored over the samples; with Z = U S Vᵀ (r = rank singular values) the null
+    is U S Qᵀ, Q (d', r) the first r columns of a Haar-random orthogonal matrix (the Q of a QR of a
+    d' × r Gaussian, signs fixed), z-scored again. Constant units stay 0 (no edges, as in the data).
+
+    Why this and not a Gaussian with the covariance spectrum: the graph is built on correlations,
+    and a few heavy units dominate a covariance spectrum (5 units of 30× the variance give a
+    Gaussian null of correlation PR 5.7 against the data's 89), and a fresh Gaussian draw adds a
+    second round of sampling noise (PR 89 → 53 with equal variances). The rotation keeps the
+    samples' own Gram matrix Z Zᵀ = U S² Uᵀ, hence the correlation spectrum up to the second
+    z-scoring, and removes only the alignment of the cloud with the units: whatever communities it
+    yields, a cloud of this shape yields without any unit-level structure.
     """
+    return rotation_nulls(x, rng, 1)[0]
+
+
+def rotation_nulls(x: np.ndarray, rng: np.random.Generator, n_draws: int) -> list[np.ndarray]:
+    """``n_draws`` independent ``rotation_null`` draws of x (N, d), sharing one SVD: a list of
+    (N, d) float64. The first equals ``rotation_null(x, rng)`` with the same generator state."""
+    from resdyn.core.correlation import standardize
+
     x = np.asarray(x, dtype=np.float64)
     n, d = x.shape
+    outs = []
     with _one_thread():
-        s = covariance_spectrum(x)
-        r = max(1, numerical_rank(s, x.shape))
-        q, tri = np.linalg.qr(rng.standard_normal((d, r)))
-        q *= np.sign(np.diag(tri))  # Haar: fix QR's sign freedom
-        scale = s[:r] / np.sqrt(max(n - 1, 1))
-        return (rng.standard_normal((n, r)) * scale) @ q.T
+        zu = standardize(x).astype(np.float64)  # (d, N); constant units are 0
+        live = np.flatnonzero(np.abs(zu).max(axis=1) > 0)
+        if not len(live):
+            return [np.zeros((n, d)) for _ in range(n_draws)]
+        u, s, _ = np.linalg.svd(zu[live].T, full_matrices=False)  # (N, m), (m,)
+        r = max(1, numerical_rank(s, (n, len(live))))
+        us = u[:, :r] * s[:r]
+        for _ in range(n_draws):
+            q, tri = np.linalg.qr(rng.standard_normal((len(live), r)))
+            q *= np.sign(np.diag(tri))  # Haar: fix QR's sign freedom
+            out = np.zeros((n, d))
+            out[:, live] = standardize(us @ q.T).T  # column means stay 0 (U ⟂ 1 for s > 0)
+            outs.append(out)
+    return outs
 
 
 # -- reading a run ---------------------------------------------------------------------------------
@@ -231,9 +283,26 @@ def gaussian_null(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def run_snapshot_table(store, compute: bool = True) -> tuple[pd.DataFrame | None, str]:
     """A run's snapshot table and where it came from: ("stored") snapshots.parquet; ("computed")
     from activations.npy (and final_state.npy) for runs that predate the table, when that costs at
-    most ``ON_READ_MAX_FLOPS``; (None, why) otherwise."""
+    most ``ON_READ_MAX_FLOPS``; (None, why) otherwise.
+
+    A stored table without ``pr_basis`` (written before the participation ratio moved to the
+    correlation matrix) gets its ``participation_ratio`` recomputed from the activations
+    ("stored, PR recomputed"; an N × N Gram product per snapshot), or keeps its covariance values
+    with ``pr_basis`` = "covariance" when the activations are gone.
+    """
     if store.has_table("snapshots"):
-        return store.read_table("snapshots"), "stored"
+        table = store.read_table("snapshots")
+        if "pr_basis" in table.columns:
+            return table, "stored"
+        if not compute or not store.has_array("activations"):
+            return table.assign(pr_basis="covariance"), "stored"
+        acts = store.read_array("activations")
+        final = store.read_array("final_state") if store.has_array("final_state") else None
+        with _one_thread():
+            pr = [correlation_participation_ratio(np.asarray(final if s == acts.shape[1] else acts[:, s, :]))
+                  for s in table["snapshot"].astype(int)]
+        return table.assign(participation_ratio=np.asarray(pr, dtype=np.float64),
+                            pr_basis=PR_BASIS), "stored, PR recomputed"
     if not compute or not store.has_array("activations"):
         return None, "no activations"
     acts = store.read_array("activations")

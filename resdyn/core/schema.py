@@ -93,13 +93,14 @@ def _t(name: str, spec: str) -> Table:
 TABLES: dict[str, Table] = {t.name: t for t in (
     # activations (METHODS §1)
     _t("passages", "sample:int32 n_tokens:int32 position:int32 token:int32 token_text:string text:string"),
-    _t("snapshots", "snapshot:int32 n_distinct:int32 rank:int32 participation_ratio:float64"),
+    _t("snapshots", "snapshot:int32 n_distinct:int32 rank:int32 participation_ratio:float64 pr_basis:string"),
     # named scalars of every stage
     _t("summary", "name:string value:float64"),
     # spectra (METHODS §3–§4)
     _t("layers", "layer:int32 operator:string self_alignment:float64 forward_alignment:float64 henrici:float64 "
                  "frac_expanding:float64 frac_complex:float64 mean_abs_eig:float64 spectral_radius:float64 "
-                 "residual_norm_ratio:float64 frac_complex_null:float64"),
+                 "residual_norm_ratio:float64 frac_complex_null:float64 tau:float64 frac_complex_null_elliptic:float64 "
+                 "frac_complex_null_elliptic_sd:float64"),
     _t("eigenvalues", "layer:int32 operator:string idx:int32 re:float64 im:float64"),
     # sample_stats (METHODS §2)
     _t("samples", "layer:int32 sample:int32 sigma_max:float64 sigma_min:float64 kappa:float64 fro:float64 "
@@ -123,12 +124,14 @@ TABLES: dict[str, Table] = {t.name: t for t in (
     _t("nmi", "method:string snapshot_a:int32 snapshot_b:int32 nmi:float64"),
     _t("graph_edges", "snapshot:int32 i:int32 j:int32 weight:float32"),
     _t("community_null", "snapshot:int32 method:string n_communities:int32 n_multi:int32 quality:float64 "
-                         "null_n_communities:int32 null_n_multi:int32 null_quality:float64"),
+                         "null_n_communities:int32 null_n_multi:int32 null_quality:float64 null_kind:string "
+                         "participation_ratio:float64 null_participation_ratio:float64"),
     _t("corr_blocks", "panel:int32 order:string f:int32"),
     _t("mesoscale", "layer:int32 method:string null:string operator:string snapshot_in:int32 snapshot_out:int32 "
                     "n_comm_in:int32 n_comm_out:int32 variance_captured:float64 sigma_max_K:float64 "
                     "null_mean:float64 null_std:float64 null_q05:float64 null_q95:float64 z:float64 p_z:float64 "
-                    "p_empirical:float64 disruption:float64 d_sigma_max:float64 d_variance_captured:float64"),
+                    "p_empirical:float64 disruption:float64 d_sigma_max:float64 d_variance_captured:float64 "
+                    "q_bh:float64 bh_significant:bool"),
     _t("coupling", "layer:int32 method:string snapshot:int32 cohens_d:float64 p_perm:float64 q_bh:float64 "
                    "fdr_significant:bool n_top:int32 n_bottom:int32 spearman_rho:float64 spearman_p:float64 "
                    "self_alignment:float64"),

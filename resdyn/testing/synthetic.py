@@ -451,6 +451,7 @@ def make_synthetic_run(runs_dir, run_id: str, *, n_layers: int = 4, d: int = 32,
         else:
             layers_df, eig_df = _operator_table_blocks(blocks, norms, k)
         layers_df = nulls.with_frac_complex_null(layers_df, d)
+        layers_df = nulls.elliptic_columns(layers_df, nulls.residual_taus(store.read_array("jacobians")), d)
         store.write_table("layers", layers_df)
         store.write_table("eigenvalues", eig_df)
         timings["spectra"] = time.perf_counter() - t0

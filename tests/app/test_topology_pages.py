@@ -122,7 +122,7 @@ def test_topology_dynamics_page_shows_every_view(topo_root, monkeypatch):
     figs = _figures(at)
     assert len(figs) == 6  # scatter, Cohen's d, self-alignment, mesoscale, mesoscale z (4 panels), rate-level
     assert "R, joint null" in figs[3]["layout"]["title"]["text"]
-    assert len([a for a in figs[4]["layout"]["annotations"] if "layers z > 3" in a["text"]]) == 4
+    assert len([a for a in figs[4]["layout"]["annotations"] if "layers BH-significant" in a["text"]]) == 4
     assert any("Only the joint null on R supports" in c.value for c in at.caption)
     assert not at.info
     coup = RunStore(topo_root / TRAINED_RUN).read_table("coupling")
@@ -154,3 +154,17 @@ def test_topology_dynamics_page_reads_a_mesoscale_table_from_before_the_joint_nu
     assert len(figs) == 6
     assert "J̄, independent null" in figs[3]["layout"]["title"]["text"]
     assert [i.value for i in at.info] and "--redo topology_coupling" in at.info[0].value
+
+
+def test_topology_dynamics_page_notes_a_mesoscale_table_from_before_bh(topo_root, monkeypatch, tmp_path):
+    # A table of the unstratified 100-draw null (no q_bh / bh_significant): BH on read, and a note.
+    root = tmp_path / "runs"
+    shutil.copytree(topo_root / TRAINED_RUN, root / TRAINED_RUN)
+    store = RunStore(root / TRAINED_RUN)
+    meso = store.read_table("mesoscale")
+    write_old_table(store, "mesoscale", meso.drop(columns=["q_bh", "bh_significant"]))
+    at = _page("topology_dynamics.py", root, monkeypatch, run=TRAINED_RUN, layer="1")
+    assert not at.exception and not at.error
+    assert any("predates the stratified null" in c.value for c in at.caption)
+    figs = _figures(at)
+    assert len([a for a in figs[4]["layout"]["annotations"] if "layers BH-significant" in a["text"]]) == 4

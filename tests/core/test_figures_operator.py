@@ -124,6 +124,10 @@ def test_complex_fraction_profile_has_the_ginibre_line(layers):
         np.testing.assert_allclose(t[operator.OPERATOR_NAMES[op]]["y"], _rows(layers, op)["frac_complex"])
     assert fig["layout"]["yaxis"]["range"][0] <= null and fig["layout"]["yaxis"]["tickformat"] == ".0%"
     assert len(fig["layout"]["shapes"]) == 1  # the highlighted layer
-    # An older table without the column: the profile alone, no line, no error.
-    old = plain(operator.frac_complex_profile(layers.drop(columns="frac_complex_null")))
-    assert not any("Ginibre" in tr["name"] for tr in old["data"])
+    # The matched elliptic null, per layer (the same on both operators' rows).
+    ell = t["real elliptic null at the layer's τ of R"]
+    np.testing.assert_allclose(ell["y"], _rows(layers, "J")["frac_complex_null_elliptic"])
+    np.testing.assert_allclose(ell["y"], _rows(layers, "R")["frac_complex_null_elliptic"])
+    # An older table without the columns: the profile alone, no line, no error.
+    old = plain(operator.frac_complex_profile(layers.drop(columns=["frac_complex_null", *nulls.ELLIPTIC_COLUMNS])))
+    assert not any("Ginibre" in tr["name"] or "elliptic" in tr["name"] for tr in old["data"])

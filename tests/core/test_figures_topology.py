@@ -164,44 +164,52 @@ def test_method_table_fractions_and_medians():
     assert tab.loc[F.method_label("infomap"), "communities / snapshot (median)"] == 0
 
 
-def test_mesoscale_figure_counts_layers_above_null():
+def test_mesoscale_figure_counts_bh_significant_layers():
     meso = pd.DataFrame({"layer": [0, 1, 2], "variance_captured": [0.3, 0.1, 0.4], "null_mean": [0.1] * 3,
-                         "null_q05": [0.08] * 3, "null_q95": [0.12] * 3, "z": [10.0, 0.5, 12.0]})
+                         "null_q05": [0.08] * 3, "null_q95": [0.12] * 3, "z": [10.0, 0.5, 12.0],
+                         "p_empirical": [0.001, 0.5, 0.02], "bh_significant": [True, False, False]})
     fig = plain(F.mesoscale_figure(meso, n_layers=3))
-    assert "2/3 layers" in fig["layout"]["title"]["text"]
+    assert "1/3 layers above the null (BH, α = 0.05)" in fig["layout"]["title"]["text"]  # z = 12 alone is not enough
     band = fig["data"][0]
     assert list(band["y"]) == [0.12, 0.12, 0.12, 0.08, 0.08, 0.08]
+    assert fig["data"][2]["marker"]["symbol"] == ["circle", "circle-open", "circle-open"]
+    # A table from before the column: BH on its p on read (0.001·3 and 0.02·3/2 ≤ 0.05; 0.5 is not).
+    old = plain(F.mesoscale_figure(meso.drop(columns="bh_significant"), n_layers=3))
+    assert "2/3 layers above the null" in old["layout"]["title"]["text"]
 
 
-def _meso_rows(z_by_panel: dict, n_layers: int = 3) -> pd.DataFrame:
+def _meso_rows(p_by_panel: dict, n_layers: int = 3) -> pd.DataFrame:
     rows = []
-    for (null, op), zs in z_by_panel.items():
-        for layer, z in zip(range(n_layers), zs):
-            rows.append({"layer": layer, "null": null, "operator": op, "z": z, "variance_captured": 0.2,
+    for (null, op), ps in p_by_panel.items():
+        for layer, p in zip(range(n_layers), ps):
+            rows.append({"layer": layer, "null": null, "operator": op, "z": float(-np.log10(p)),
+                         "p_empirical": p, "variance_captured": 0.2,
                          "null_mean": 0.1, "null_q05": 0.08, "null_q95": 0.12})
     return pd.DataFrame(rows)
 
 
-def test_mesoscale_z_figure_has_four_panels_with_the_z3_line():
-    meso = _meso_rows({("independent", "J"): [40, 35, 50], ("independent", "R"): [4, 1, 0.5],
-                       ("joint", "J"): [0.1, -1, 2], ("joint", "R"): [3.5, 0.2, 5.0]})
+def test_mesoscale_z_figure_has_four_panels_that_count_bh_significant_layers():
+    meso = _meso_rows({("independent", "J"): [0.001, 0.001, 0.001], ("independent", "R"): [0.001, 0.3, 0.6],
+                       ("joint", "J"): [0.5, 0.9, 0.2], ("joint", "R"): [0.01, 0.4, 0.02]})
     fig = plain(F.mesoscale_z_figure(meso, n_layers=3, highlight=1))
     titles = [a["text"] for a in fig["layout"]["annotations"]]
-    assert titles[0].endswith("independent null: 3/3 layers z > 3") and titles[0].startswith("J̄_l")
-    assert titles[1].endswith("joint null: 0/3 layers z > 3")
-    assert titles[2].startswith("R_l") and titles[2].endswith("independent null: 1/3 layers z > 3")
-    assert titles[3].endswith("joint null: 2/3 layers z > 3")
-    assert [list(t["y"]) for t in fig["data"]] == [[40, 35, 50], [0.1, -1, 2], [4, 1, 0.5], [3.5, 0.2, 5.0]]
+    assert titles[0].endswith("independent null: 3/3 layers BH-significant") and titles[0].startswith("J̄_l")
+    assert titles[1].endswith("joint null: 0/3 layers BH-significant")
+    assert titles[2].startswith("R_l") and titles[2].endswith("independent null: 1/3 layers BH-significant")
+    assert titles[3].endswith("joint null: 2/3 layers BH-significant")
+    assert [list(t["customdata"]) for t in fig["data"]] == [[0.001] * 3, [0.5, 0.9, 0.2], [0.001, 0.3, 0.6],
+                                                             [0.01, 0.4, 0.02]]
+    assert fig["data"][3]["marker"]["symbol"] == ["circle", "circle-open", "circle"]
     lines = [s for s in fig["layout"]["shapes"] if s["type"] == "line"]
-    assert len(lines) == 4 and all(s["y0"] == s["y1"] == 3.0 for s in lines)
+    assert len(lines) == 4 and all(s["y0"] == s["y1"] == 0 for s in lines)
     assert sorted(s["yref"] for s in lines) == ["y", "y2", "y3", "y4"]
 
 
 def test_mesoscale_z_figure_on_a_table_from_before_the_joint_null():
-    old = _meso_rows({("independent", "J"): [40, 35, 50]}).drop(columns=["null", "operator"])
+    old = _meso_rows({("independent", "J"): [0.01, 0.01, 0.01]}).drop(columns=["null", "operator"])
     fig = plain(F.mesoscale_z_figure(old, n_layers=3))
     titles = [a["text"] for a in fig["layout"]["annotations"]]
-    assert titles[0].endswith("3/3 layers z > 3")
+    assert titles[0].endswith("3/3 layers BH-significant")
     assert sum("not computed (--redo topology_coupling)" in t for t in titles) == 3
     assert len(fig["data"]) == 1
 

@@ -130,3 +130,74 @@ def test_run_k_reads_the_manifest_or_the_default_an_older_run_used():
     assert nulls.run_k({"k": 7, "d_model": 576}) == 7
     assert nulls.run_k({"d_model": 576}) == 64  # min(64, d // 4)
     assert nulls.run_k({"k": None, "d_model": 32}) == 8
+
+
+# -- the real elliptic law (METHODS §12) -------------------------------------------------------------
+
+def test_elliptic_matrices_have_the_requested_tau():
+    rng = np.random.default_rng(0)
+    for tau in (-0.6, 0.0, 0.5, 0.9):
+        t = [nulls.operator_tau(nulls.elliptic_matrix(60, tau, rng)) for _ in range(40)]
+        assert np.mean(t) == pytest.approx(tau, abs=0.02)
+    assert nulls.operator_tau(np.eye(3)) == 1.0 and nulls.operator_tau(np.array([[0, 1], [-1, 0.0]])) == -1.0
+    assert np.isnan(nulls.operator_tau(np.zeros((2, 2))))
+    assert nulls.elliptic_parameter(1.0, 50) == 1.0 and nulls.elliptic_parameter(-1.0, 50) == -1.0
+
+
+def test_elliptic_real_counts_match_the_figure_in_methods():
+    # METHODS §12: n = 200, 20.1 real eigenvalues at τ = 0.5 against 11.9 at τ = 0. Direct simulation
+    # (24 matrices: standard errors ≈ 0.7 and 0.5) and the table-based null both reproduce it.
+    from threadpoolctl import threadpool_limits
+
+    for tau, want in ((0.5, 20.1), (0.0, 11.9)):
+        with threadpool_limits(1):  # small eigensolves: threads only contend
+            mean, sd = nulls.elliptic_real_mc(200, tau, n_mat=24, seed=1)
+        assert mean == pytest.approx(want, abs=3 * sd / np.sqrt(24))
+        frac, frac_sd = nulls.elliptic_real_fraction([tau], 200)
+        assert frac[0] * 200 == pytest.approx(want, abs=0.35)
+        assert frac_sd[0] * 200 == pytest.approx(np.sqrt((2 - np.sqrt(2)) * want), rel=0.15)
+    # τ = 0 is Ginibre exactly (the strong-non-Hermiticity branch is anchored on it).
+    g, _ = nulls.complex_fraction_null(np.array([0.0]), 576)
+    assert g[0] == pytest.approx(nulls.ginibre_complex_fraction(576), abs=1e-12)
+
+
+def test_elliptic_null_is_monotone_fast_and_deterministic():
+    import time
+
+    taus = np.linspace(-0.95, 0.999, 30)
+    t0 = time.perf_counter()
+    mean, sd = nulls.complex_fraction_null(taus, 576)
+    assert time.perf_counter() - t0 < 0.2  # the Claims page reads it at d = 576, L = 30
+    assert (np.diff(mean) < 0).all()  # a larger symmetric part, more real eigenvalues
+    assert mean[0] > nulls.ginibre_complex_fraction(576) > mean[-1] and mean[-1] < 0.6
+    assert (sd > 0).all() and (sd < 0.05).all()
+    again = nulls.complex_fraction_null(taus, 576)
+    np.testing.assert_array_equal(again[0], mean)
+    np.testing.assert_array_equal(nulls.complex_fraction_null(np.array([1.0]), 576)[0], [0.0])
+    # Near τ = 1 (the table's regime), against direct simulation at a width other than the table's.
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        mc, mc_sd = nulls.elliptic_real_mc(160, 0.97, n_mat=24, seed=2)
+    assert nulls.elliptic_real_fraction([0.97], 160)[0][0] * 160 == pytest.approx(mc, abs=3 * mc_sd / np.sqrt(24) + 1.0)
+
+
+def test_elliptic_columns_written_by_the_spectra_code_and_added_on_read(tmp_path):
+    from resdyn.core.headlines import RunTables
+    from resdyn.testing.synthetic import make_synthetic_run
+
+    store = make_synthetic_run(tmp_path, "r", n_layers=3, d=16, n_samples=8)
+    lay = store.read_table("layers")
+    jac = store.read_array("jacobians")
+    taus = np.array([nulls.operator_tau(jac[l].astype(np.float64) - np.eye(16)) for l in range(3)])
+    for op in ("J", "R"):
+        rows = lay[lay.operator == op].sort_values("layer")
+        np.testing.assert_allclose(rows["tau"], taus, rtol=1e-12)
+        np.testing.assert_allclose(rows["frac_complex_null_elliptic"], nulls.complex_fraction_null(taus, 16)[0])
+    write_old_table(store, "layers", lay.drop(columns=list(nulls.ELLIPTIC_COLUMNS)))  # an older run's table
+    got = RunTables.from_store(store).layers
+    key = ["operator", "layer"]
+    np.testing.assert_allclose(got.sort_values(key)["frac_complex_null_elliptic"],
+                               lay.sort_values(key)["frac_complex_null_elliptic"], rtol=1e-12)
+    old = lay.drop(columns=list(nulls.ELLIPTIC_COLUMNS))
+    assert nulls.with_elliptic_null(old, 16, None)[list(nulls.ELLIPTIC_COLUMNS)].isna().all().all()

@@ -16,15 +16,48 @@ def _cloud(rng, n: int, d: int, r: int, scale=1.0) -> np.ndarray:
     return (rng.standard_normal((n, r)) * scale) @ q.T + 50.0 * rng.standard_normal(d)
 
 
+def _factor_blocks(rng, n: int, d: int, r: int, noise: float = 0.0) -> np.ndarray:
+    """n samples where the d units fall in r equal groups, each group copying one latent factor
+    (plus independent noise): the correlation matrix is r all-ones blocks when noise = 0."""
+    f = rng.standard_normal((n, r))
+    f, _ = np.linalg.qr(f - f.mean(axis=0))  # centred, exactly uncorrelated factors
+    x = f[:, np.arange(d) % r] * rng.uniform(0.5, 50.0, d)  # unequal unit scales: the PR ignores them
+    return x + noise * rng.standard_normal((n, d)) + 50.0 * rng.standard_normal(d)
+
+
 @pytest.mark.parametrize("r", [1, 3, 8, 20])
-def test_participation_ratio_of_r_equal_variance_directions_is_r(r):
+def test_participation_ratio_of_r_equal_factor_blocks_is_r(r):
     rng = np.random.default_rng(r)
-    x = _cloud(rng, 4000, 64, r)
+    x = _factor_blocks(rng, 400, 120, r)
     st = samples.snapshot_stats(x)
-    assert st["rank"] == r
-    # The sample covariance of 4000 draws: PR within a few % of r (it is r exactly for the population).
-    assert st["participation_ratio"] == pytest.approx(r, rel=0.03)
+    assert st["rank"] == r and st["pr_basis"] == "correlation"
+    # C is r blocks of ones (eigenvalues d/r, r times) whatever the units' scales: PR = r.
+    assert st["participation_ratio"] == pytest.approx(r, rel=1e-9)
     assert samples.participation_ratio(np.r_[np.ones(r), np.zeros(5)]) == pytest.approx(r, rel=1e-12)
+
+
+def test_one_heavy_unit_does_not_make_a_rich_sample_degenerate():
+    # METHODS §1: a covariance PR of a rich sample with one unit of 50x the spread collapses to
+    # about 1.5; the correlation PR does not see the scale at all.
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((128, 100))
+    x[:, 7] *= 50.0
+    cov_pr = samples.participation_ratio(samples.covariance_spectrum(x) ** 2)
+    assert cov_pr < 2.0
+    st = samples.snapshot_stats(x)
+    assert st["participation_ratio"] > 30.0
+    table = pd.DataFrame([{"snapshot": 0, **st}])
+    assert samples.degenerate_snapshots(table, 128) == []
+    # A sample of a few distinct states is degenerate, heavy unit or not.
+    few = x[rng.integers(0, 3, 128)]
+    st = samples.snapshot_stats(few)
+    assert st["n_distinct"] == 3 and st["participation_ratio"] <= 2.0 + 1e-9
+    assert samples.degenerate_snapshots(pd.DataFrame([{"snapshot": 0, **st}]), 128) == [0]
+    # A richer cloud that still spans only two directions is degenerate by its PR alone.
+    two = _factor_blocks(rng, 128, 100, 2, noise=0.01)
+    st = samples.snapshot_stats(two)
+    assert st["n_distinct"] == 128 and st["participation_ratio"] < samples.DEGENERATE_PR
+    assert samples.degenerate_snapshots(pd.DataFrame([{"snapshot": 0, **st}]), 128) == [0]
 
 
 def test_participation_ratio_weighs_unequal_directions():
@@ -53,7 +86,7 @@ def test_distinct_states_merge_within_the_tolerance_only():
     assert samples.distinct_states(np.vstack([base, far])) == 10
     assert samples.distinct_states(np.zeros((4, 3))) == 1
     st = samples.snapshot_stats(np.ones((6, 5)))
-    assert st == {"n_distinct": 1, "rank": 0, "participation_ratio": 0.0}
+    assert st == {"n_distinct": 1, "rank": 0, "participation_ratio": 0.0, "pr_basis": "correlation"}
 
 
 def test_rank_is_bounded_by_n_minus_one():
@@ -105,23 +138,44 @@ def test_random_positions_are_seeded_in_range_and_short_passages_use_the_last_to
         samples.choose_positions(n_tokens, "middle")
 
 
-def test_gaussian_null_has_the_covariance_spectrum_and_random_axes():
+def test_rotation_null_keeps_the_correlation_spectrum_and_randomises_the_axes():
     rng = np.random.default_rng(4)
     x = _cloud(rng, 128, 200, 6, scale=3.0)
     x[:, :6] += 5.0 * rng.standard_normal((128, 1))  # a direction aligned with units 0..5
-    null = samples.gaussian_null(x, np.random.default_rng(0))
-    assert null.shape == x.shape
+    x[:, 199] = 7.0  # a constant unit stays constant (0) in the null
+    null = samples.rotation_null(x, np.random.default_rng(0))
+    assert null.shape == x.shape and (null[:, 199] == 0).all()
+    np.testing.assert_allclose(null[:, :199].mean(0), 0, atol=1e-6)
+    np.testing.assert_allclose(null[:, :199].std(0), 1, rtol=1e-5)  # z-scored again
     sx, sn = samples.snapshot_stats(x), samples.snapshot_stats(null)
     assert sn["rank"] == sx["rank"] == 7
-    # Same population spectrum: the PR of a 128-sample draw lands near the real one.
-    assert sn["participation_ratio"] == pytest.approx(sx["participation_ratio"], rel=0.25)
+    # The samples' own Gram matrix, re-z-scored: the correlation PR moves by a few % only.
+    assert sn["participation_ratio"] == pytest.approx(sx["participation_ratio"], rel=0.1)
     # Random axes: the real cloud's strongest direction sits on units 0..5, the null's anywhere.
     def top_mass(y):
         v = np.linalg.svd(y - y.mean(0), full_matrices=False)[2][0]
         return float((v[:6] ** 2).sum())
 
     assert top_mass(x) > 0.9 and top_mass(null) < 0.3
-    np.testing.assert_array_equal(null, samples.gaussian_null(x, np.random.default_rng(0)))
+    np.testing.assert_array_equal(null, samples.rotation_null(x, np.random.default_rng(0)))
+    draws = samples.rotation_nulls(x, np.random.default_rng(0), 2)
+    np.testing.assert_array_equal(draws[0], null)
+    assert not np.allclose(draws[1], null)
+
+
+def test_rotation_null_matches_heavy_independent_units_where_a_covariance_null_does_not():
+    # METHODS §7: 5 units of 30x the variance on independent data. A Gaussian with the covariance
+    # spectrum has a correlation PR of a handful; the rotation keeps the data's.
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((128, 150))
+    x[:, :5] *= np.sqrt(30.0)
+    pr = samples.correlation_participation_ratio(x)
+    s = samples.covariance_spectrum(x)
+    q, _ = np.linalg.qr(rng.standard_normal((150, len(s))))
+    gauss = (rng.standard_normal((128, len(s))) * s / np.sqrt(127)) @ q.T
+    assert samples.correlation_participation_ratio(gauss) < 0.5 * pr
+    rot = samples.rotation_null(x, rng)
+    assert samples.correlation_participation_ratio(rot) == pytest.approx(pr, rel=0.05)
 
 
 def test_run_snapshot_table_is_stored_or_computed_on_read(tmp_path):
@@ -135,3 +189,17 @@ def test_run_snapshot_table_is_stored_or_computed_on_read(tmp_path):
     assert how == "computed"
     pd.testing.assert_frame_equal(stored, computed)
     assert samples.run_snapshot_table(store, compute=False) == (None, "no activations")
+
+
+def test_a_stored_covariance_pr_is_recomputed_on_read(tmp_path):
+    from resdyn.testing.synthetic import make_synthetic_run
+
+    store = make_synthetic_run(tmp_path, "r", n_layers=2, d=16, n_samples=8)
+    current, _ = samples.run_snapshot_table(store)
+    old = current.drop(columns="pr_basis").assign(participation_ratio=-1.0)  # an older run's table
+    old.to_parquet(store.table_path("snapshots"), index=False)
+    again, how = samples.run_snapshot_table(store)
+    assert how == "stored, PR recomputed"
+    pd.testing.assert_frame_equal(again, current)
+    kept, how = samples.run_snapshot_table(store, compute=False)
+    assert how == "stored" and (kept["pr_basis"] == "covariance").all() and (kept["participation_ratio"] == -1).all()

@@ -16,7 +16,8 @@ from tests.conftest import RANDOM_RUN, SYNTHETIC_SIZES, TRAINED_RUN
 MANIFEST_KEYS = {"run_id", "model", "revision", "init", "architecture", "n_layers", "d_model", "n_samples",
                  "corpus", "mode", "dtype", "seed", "k", "status", "stages_done", "timings", "versions"}
 LAYER_COLUMNS = ["layer", "operator", "self_alignment", "forward_alignment", "henrici", "frac_expanding",
-                 "frac_complex", "mean_abs_eig", "spectral_radius", "residual_norm_ratio", "frac_complex_null"]
+                 "frac_complex", "mean_abs_eig", "spectral_radius", "residual_norm_ratio", "frac_complex_null",
+                 "tau", "frac_complex_null_elliptic", "frac_complex_null_elliptic_sd"]
 L, D, N = SYNTHETIC_SIZES["n_layers"], SYNTHETIC_SIZES["d"], SYNTHETIC_SIZES["n_samples"]
 
 
@@ -52,6 +53,8 @@ def test_tables_are_linalg_of_the_stored_arrays(synthetic_runs_dir):
     store = RunStore(synthetic_runs_dir / TRAINED_RUN)
     ref_layers, ref_eig = linalg.operator_table(store.read_array("jacobians", mmap=False), store.manifest()["k"])
     ref_layers = nulls.with_frac_complex_null(ref_layers, store.manifest()["d_model"])  # as the spectra stage
+    ref_layers = nulls.elliptic_columns(ref_layers, nulls.residual_taus(store.read_array("jacobians")),
+                                        store.manifest()["d_model"])
     pd.testing.assert_frame_equal(store.read_table("layers"), ref_layers, check_dtype=False, atol=1e-12)
     pd.testing.assert_frame_equal(store.read_table("sample_profiles"),
                                   sample_stats.layer_profiles(store.read_table("samples")), check_exact=True)

@@ -61,9 +61,11 @@ def test_r_test_equals_the_j_test_of_j_minus_identity():
     lab_in, lab_out = _labels(7), _labels_uneven(8)
     jac = np.eye(D) + rng.standard_normal((D, D)) / np.sqrt(D)
     for null in TC.NULLS:
-        via_r = TC.mesoscale_null(jac, lab_out, lab_in, null=null, n_null=30, rng=np.random.default_rng(9))["R"]
+        # Unstratified: the norm strata are of R, which is not the same matrix in the two calls.
+        via_r = TC.mesoscale_null(jac, lab_out, lab_in, null=null, n_null=30, rng=np.random.default_rng(9),
+                                  n_strata=1)["R"]
         direct = TC.mesoscale_null(jac - np.eye(D), lab_out, lab_in, null=null, n_null=30,
-                                   rng=np.random.default_rng(9))["J"]
+                                   rng=np.random.default_rng(9), n_strata=1)["J"]
         for key, value in direct.items():
             assert via_r[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
         assert via_r["variance_captured"] == pytest.approx(TC.variance_captured(jac - np.eye(D), lab_out, lab_in))
@@ -129,3 +131,42 @@ def test_boundary_test_uses_the_seeded_tails():
     assert out["cohens_d"] == pytest.approx((norms[top].mean() - norms[bottom].mean()) / norms.std(ddof=1))
     out_all_tied = TC.boundary_test(np.zeros(d), norms)
     assert np.isnan(out_all_tied["cohens_d"])
+
+
+def test_batched_block_sums_equal_one_draw_at_a_time():
+    rng = np.random.default_rng(12)
+    d, m_out, m_in = 37, 5, 4
+    jac = rng.standard_normal((d, d))
+    lo, li = rng.integers(0, m_out, (6, d)), rng.integers(0, m_in, (6, d))
+    got = TC._batched_block_sums(np.ascontiguousarray(jac.T), lo, li, m_out, m_in)
+    over = TC._batched_overlap(lo, li, m_out, m_in)
+    for b in range(6):
+        want = np.zeros((m_out, m_in))
+        np.add.at(want, (lo[b][:, None], li[b][None, :]), jac)
+        np.testing.assert_allclose(got[b], want, rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(over[b], TC._overlap(lo[b], li[b], m_out, m_in))
+
+
+def test_relabellings_stay_within_norm_strata_and_singletons():
+    rng = np.random.default_rng(13)
+    d = 50
+    r = rng.standard_normal((d, d))
+    heavy = np.array([3, 17, 41])
+    r[heavy] *= 30.0
+    strata = TC.norm_strata(r, 10)
+    assert np.bincount(strata).tolist() == [5] * 10
+    assert set(np.flatnonzero(strata == 9)) >= set(heavy)  # row + column norm: the heavy rows rank top
+    lab = np.arange(d) % 6
+    lab[heavy] = [6, 7, 8]  # singletons
+    lo, li = TC._null_label_draws(lab, lab, "joint", 200, rng, strata)
+    for b in range(200):
+        assert sorted(lo[b]) == sorted(lab)  # a permutation of the labels
+    singles = np.isin(lab, [6, 7, 8])
+    assert np.isin(lo[:, singles], [6, 7, 8]).all() and not np.isin(lo[:, ~singles], [6, 7, 8]).any()
+    # Labels move, but only among units of one stratum: each stratum keeps its multiset of labels.
+    assert (lo != lab).mean() > 0.5
+    for s in range(10):
+        units = strata == s
+        assert all(sorted(lo[b, units]) == sorted(lab[units]) for b in range(200))
+    with pytest.raises(ValueError):
+        TC._null_label_draws(lab, lab, "shuffled", 1, rng, strata)

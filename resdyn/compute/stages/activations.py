@@ -7,8 +7,8 @@ Writes ``activations.npy`` (N, 2L, d) float32 (snapshot 2l = pre-attention, 2l+1
 block l), ``final_state.npy`` (N, d) float32 (after the last block, before the final norm),
 ``passages.parquet`` (sample, n_tokens, position, token, token_text, text: position is the
 0-based index of the analysed token, token its id), ``snapshots.parquet`` (snapshot, n_distinct,
-rank, participation_ratio; snapshot 2L is the final state) and the ``samples.*`` rows of
-``summary.parquet`` (``resdyn.core.samples``).
+rank, participation_ratio of the correlation matrix, pr_basis; snapshot 2L is the final state) and
+the ``samples.*`` rows of ``summary.parquet`` (``resdyn.core.samples``).
 
 When the ``trajectories`` stage is planned (``RunContext.planned``), its forward pass also builds
 that stage's per-token tables and leaves them under ``.partial/trajectories/``

@@ -1,6 +1,6 @@
 """Stage "communities" (METHODS §7): the top-k correlation graph of every snapshot, its signed
 Leiden (or Infomap) communities and participation coefficients, NMI between snapshots, and a
-Gaussian null with each snapshot's covariance spectrum.
+null: each snapshot's z-scored sample in random axes (``resdyn.core.samples.rotation_null``).
 
 Writes ``units``, ``communities``, ``nmi``, ``graph_edges``, ``community_null`` and, above
 d = 512, the dashboard's overview images ``corr_blocks`` (.npy and .parquet); per-snapshot
@@ -21,7 +21,7 @@ from resdyn.compute.stages import stages_in
 from resdyn.core.communities import (TOP_K, cpm_quality, detect, methods_for, nmi_matrix, participation,
                                      snapshot_sources, top_k_graph)
 from resdyn.core.correlation import HEATMAP_MAX, correlation, overview_blocks, standardize
-from resdyn.core.samples import gaussian_null
+from resdyn.core.samples import correlation_participation_ratio, rotation_null
 from resdyn.core.topology_coupling import column_norms
 
 
@@ -44,30 +44,38 @@ def _load_npz(path: Path) -> dict | None:
         return None  # a damaged checkpoint is recomputed
 
 
-NULL_STREAM = 0x6E756C  # 'nul': the seed stream of the Gaussian null's draws
+NULL_STREAM = 0x6E756C  # 'nul': the seed stream of the null's draws
+NULL_KIND = "rotation"
+"""community_null.parquet's ``null_kind``; tables without the column hold the older Gaussian null
+(N Gaussian draws with the snapshot's covariance spectrum), which is not a null for a correlation
+graph (METHODS §7)."""
+NULL_VERSION = 2  # in the checkpoint stamp: checkpoints of the Gaussian null (version 1) are stale
 
 
 def _snapshot_job(job) -> dict:
-    """One snapshot's graph and partitions, and its Gaussian null: job = (snapshot, X (N, d) or
-    None, saved, methods, d, seed), where ``saved`` holds what an earlier checkpoint already has
-    (the graph i, j, w, some ``lab_<method>``, ``null_lab_<method>``). Returns the completed dict.
-    Pure, so it may run on a Ray worker.
+    """One snapshot's graph and partitions, and its null: job = (snapshot, X (N, d) or None, saved,
+    methods, d, seed), where ``saved`` holds what an earlier checkpoint already has (the graph
+    i, j, w, some ``lab_<method>``, ``null_lab_<method>``, the correlation participation ratios
+    ``pr`` and ``null_pr``). Returns the completed dict. Pure, so it may run on a Ray worker.
 
-    The null (``resdyn.core.samples.gaussian_null``): N Gaussian samples with the covariance
-    spectrum of this snapshot and random axes, drawn from (seed, snapshot, NULL_STREAM), put
-    through the same top-k graph and the same methods: how many communities a structureless cloud
-    of this dimensionality yields."""
+    The null (``resdyn.core.samples.rotation_null``): the snapshot's z-scored sample rotated by a
+    Haar-random orthogonal matrix drawn from (seed, snapshot, NULL_STREAM) and z-scored again, put
+    through the same top-k graph and the same methods with the same seed: what the cloud's shape
+    alone yields once its alignment with the units is gone (METHODS §7)."""
     snap, x, saved, methods, d, seed = job
     out = dict(saved) if saved is not None else {}
     if "i" not in out:
         out["i"], out["j"], out["w"] = top_k_graph(correlation(x))
+    if "pr" not in out:
+        out["pr"] = np.float64(correlation_participation_ratio(x))
     for m in methods:
         if f"lab_{m}" not in out:
             out[f"lab_{m}"] = detect(m, d, out["i"], out["j"], out["w"], seed=seed)
     if not all(f"null_lab_{m}" in out for m in methods):
         if "null_i" not in out:
-            xn = gaussian_null(x, np.random.default_rng([int(seed), int(snap), NULL_STREAM]))
+            xn = rotation_null(x, np.random.default_rng([int(seed), int(snap), NULL_STREAM]))
             out["null_i"], out["null_j"], out["null_w"] = top_k_graph(correlation(xn))
+            out["null_pr"] = np.float64(correlation_participation_ratio(xn))
         for m in methods:
             if f"null_lab_{m}" not in out:
                 out[f"null_lab_{m}"] = detect(m, d, out["null_i"], out["null_j"], out["null_w"], seed=seed)
@@ -76,13 +84,16 @@ def _snapshot_job(job) -> dict:
 
 def _needs_states(saved: dict | None, methods: list[str]) -> bool:
     """Whether a snapshot's job must read its states: no graph yet, or a null still to draw."""
-    return saved is None or "i" not in saved or (
+    return saved is None or "i" not in saved or "pr" not in saved or (
         "null_i" not in saved and not all(f"null_lab_{m}" in saved for m in methods))
 
 
 def null_rows(snapshot: int, saved: dict, methods: list[str], d: int) -> list[dict]:
     """community_null.parquet rows of one snapshot: per method the community count, the count
-    with ≥ 2 units and (CPM only) the quality of the real partition and of the null's."""
+    with ≥ 2 units and (CPM only) the quality of the real partition and of the null's, with the
+    correlation participation ratios of the sample and of its null (the same on every method's
+    row; the rotation keeps the correlation spectrum up to the second z-scoring, which raises a
+    strongly structured cloud's PR somewhat: by 15–30 % on the planted synthetic run)."""
     rows = []
     for m in methods:
         real, null = saved[f"lab_{m}"], saved[f"null_lab_{m}"]
@@ -95,6 +106,9 @@ def null_rows(snapshot: int, saved: dict, methods: list[str], d: int) -> list[di
             "null_n_communities": np.int32(len(sn)), "null_n_multi": np.int32((sn >= 2).sum()),
             "null_quality": (cpm_quality(d, saved["null_i"], saved["null_j"], saved["null_w"], null)
                              if cpm else np.nan),
+            "null_kind": NULL_KIND,
+            "participation_ratio": float(saved.get("pr", np.nan)),
+            "null_participation_ratio": float(saved.get("null_pr", np.nan)),
         })
     return rows
 
@@ -107,8 +121,9 @@ def run(ctx) -> None:
     participation, column_norm), communities (snapshot, method, community, size),
     nmi (method, snapshot_a, snapshot_b, nmi; both orders and the diagonal) and community_null
     (snapshot, method, n_communities, n_multi, quality, null_n_communities, null_n_multi,
-    null_quality: the Gaussian null of ``_snapshot_job``; quality is ``cpm_quality``, NaN for the
-    other methods).
+    null_quality, null_kind = "rotation", participation_ratio, null_participation_ratio: the null of
+    ``_snapshot_job``; quality is ``cpm_quality``, NaN for the other methods; the participation
+    ratios are of the correlation matrices of the sample and of the null).
     """
     store, cfg = ctx.store, ctx.cfg
     methods = methods_for(cfg.communities)
@@ -120,7 +135,8 @@ def run(ctx) -> None:
     part_dir = store.partial_dir("communities")
     # Checkpoints are only valid for the activations, seed and k they were computed with.
     src = [store.array_path("activations")] + ([store.array_path("final_state")] if has_final else [])
-    stamp = np.array([[p.stat().st_mtime_ns, p.stat().st_size] for p in src] + [[cfg.seed, TOP_K]],
+    stamp = np.array([[p.stat().st_mtime_ns, p.stat().st_size] for p in src] + [[cfg.seed, TOP_K],
+                                                                                 [NULL_VERSION, 0]],
                      dtype=np.int64)
 
     # Pass 1: the snapshots whose checkpoint is missing, stale or short of a method, through the

@@ -165,7 +165,9 @@ def frac_complex_profile(layers: pd.DataFrame, *, highlight: int | None = None,
 
     The dotted line is ``frac_complex_null`` (METHODS §3): what a random real d×d matrix gives
     (0.966 at d = 576). A profile at or under it is no evidence of learned rotation. Tables
-    without the column (older runs read outside ``queries.layers``) get no line.
+    without the column (older runs read outside ``queries.layers``) get no line. Where the table
+    has ``frac_complex_null_elliptic`` (METHODS §12: the real elliptic law at each layer's τ of R,
+    the matched reference), a dashed per-layer line shows it too.
     """
     fig = _profile(layers, "frac_complex", title="Complex-pair eigenvalues",
                    y_title="#{|Im λ| > 10<sup>−6</sup>} / d", label="complex-pair fraction", highlight=None,
@@ -181,6 +183,16 @@ def frac_complex_profile(layers: pd.DataFrame, *, highlight: int | None = None,
         hovertemplate=f"a random real matrix of this width: {null:.2%} complex<extra></extra>",
     ))
     vals = layers["frac_complex"].to_numpy(dtype=float)
+    if "frac_complex_null_elliptic" in layers and np.isfinite(layers["frac_complex_null_elliptic"]).any():
+        ell = layers[layers["operator"] == layers["operator"].iloc[0]].sort_values("layer")
+        fig.add_trace(go.Scatter(
+            x=ell["layer"], y=ell["frac_complex_null_elliptic"], mode="lines",
+            name="real elliptic null at the layer's τ of R",
+            line={"color": BASELINE_COLOR, "dash": "dash", "width": line_width(presentation)},
+            customdata=ell["tau"] if "tau" in ell else None,
+            hovertemplate="layer %{x}: τ = %{customdata:.3f}, null %{y:.2%} complex<extra></extra>",
+        ))
+        vals = np.append(vals, ell["frac_complex_null_elliptic"].to_numpy(dtype=float))
     lo = float(np.nanmin(np.append(vals, null)))
     fig.update_yaxes(range=[max(0.0, lo - 0.05), 1.005])
     fig.update_layout(showlegend=True)

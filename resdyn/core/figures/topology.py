@@ -24,7 +24,7 @@ from scipy import stats
 from resdyn.core.correlation import HEATMAP_MAX, IMAGE_MAX_PX, community_order  # noqa: F401  (re-exported)
 from resdyn.core.figures.common import (PALETTE, empty_figure, highlight_band, highlight_layer,
                                         layer_axis_props, line_width, marker_size, style, subplots)
-from resdyn.core.topology_coupling import (NULLS, OPERATORS, TAIL, Z_ABOVE, participation_tails,
+from resdyn.core.topology_coupling import (NULLS, OPERATORS, TAIL, participation_tails, with_bh_columns,
                                            with_null_columns)
 
 CORR_SCALE = "RdBu_r"   # negative blue, positive red, 0 white
@@ -371,27 +371,30 @@ def selfalign_vs_d_figure(coupling: pd.DataFrame, n_layers: int, title: str = ""
 
 def mesoscale_figure(meso: pd.DataFrame, n_layers: int, highlight: int | None = None, title: str = "",
                      presentation: bool = False) -> go.Figure:
-    """Variance captured by the community basis against the 5–95 % band and the mean of 100
-    size-matched random partitions, per layer, for the rows of one method, null and operator; the
-    title counts layers with z > 3 (``Z_ABOVE``)."""
-    g = meso.sort_values("layer")
+    """Variance captured by the community basis against the 5–95 % band and the mean of the
+    size-matched relabellings, per layer, for the rows of one method, null and operator; the title
+    counts the BH-significant layers (empirical p, α = 0.05 over the layers; older tables get BH
+    on read, ``with_bh_columns``), which are drawn filled."""
+    g = with_bh_columns(meso).sort_values("layer")
     if g.empty:
         return empty_figure("no mesoscale table", presentation)
     x = g["layer"].to_numpy()
+    sig = g["bh_significant"].to_numpy(bool)
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]),
                              y=np.concatenate([g["null_q95"].to_numpy(), g["null_q05"].to_numpy()[::-1]]),
                              fill="toself", fillcolor=NULL_BAND, line=dict(width=0), hoverinfo="skip",
-                             name="random partitions, 5–95 %"))
-    fig.add_trace(go.Scatter(x=x, y=g["null_mean"], mode="lines", name="random partitions, mean",
+                             name="random relabellings, 5–95 %"))
+    fig.add_trace(go.Scatter(x=x, y=g["null_mean"], mode="lines", name="random relabellings, mean",
                              line=dict(color=NULL_COLOR, dash="dot", width=line_width(presentation))))
     fig.add_trace(go.Scatter(x=x, y=g["variance_captured"], mode="lines+markers", name="communities",
                              line=dict(color=OBS_COLOR, width=line_width(presentation)),
-                             marker=dict(size=marker_size(presentation) + 1), customdata=g["z"],
-                             hovertemplate="layer %{x}<br>captured %{y:.4f}<br>z = %{customdata:.1f}"
-                                           "<extra></extra>"))
-    above = int((g["z"] > Z_ABOVE).sum())
-    style(fig, title=f"{title}  {above}/{len(g)} layers above the null (z > {Z_ABOVE:g})".strip(),
+                             marker=dict(size=marker_size(presentation) + 3,
+                                         symbol=np.where(sig, "circle", "circle-open").tolist()),
+                             customdata=np.c_[g["z"].to_numpy(float), g["p_empirical"].to_numpy(float)],
+                             hovertemplate="layer %{x}<br>captured %{y:.4f}<br>z = %{customdata[0]:.1f}, "
+                                           "p = %{customdata[1]:.3g}<extra></extra>"))
+    style(fig, title=f"{title}  {int(sig.sum())}/{len(g)} layers above the null (BH, α = 0.05)".strip(),
           presentation=presentation, height=440, xaxis=layer_axis_props(n_layers),
           yaxis={"title": {"text": "variance captured ‖K‖²_F / ‖op‖²_F"}})
     highlight_layer(fig, highlight, presentation)
@@ -405,18 +408,19 @@ OPERATOR_LABELS = {"J": "J̄_l", "R": "R_l = J̄_l − I"}
 def mesoscale_z_figure(meso: pd.DataFrame, n_layers: int, highlight: int | None = None,
                        presentation: bool = False) -> go.Figure:
     """z of the mesoscale test per layer in four panels: rows operator J, R; columns null
-    independent, joint (METHODS §8), with the z = 3 line. Rows of one method; a (null, operator)
-    the table lacks (runs from before the joint null) is an empty panel that says so."""
-    meso = with_null_columns(meso)
+    independent, joint (METHODS §8). z is for display: the test is BH on the empirical p over the
+    layers (α = 0.05), and the BH-significant layers are drawn filled and counted in the panel
+    titles. Rows of one method; a (null, operator) the table lacks (runs from before the joint
+    null) is an empty panel that says so."""
+    meso = with_bh_columns(meso)
     if meso.empty:
         return empty_figure("no mesoscale table", presentation)
     titles, panels = [], []
     for op in OPERATORS:
         for null in NULLS:
             g = meso[(meso["null"] == null) & (meso["operator"] == op)].sort_values("layer")
-            z = g["z"].to_numpy(float)
             name = f"{OPERATOR_LABELS[op]}, {NULL_LABELS[null]}"
-            titles.append(f"{name}: {int((z > Z_ABOVE).sum())}/{len(g)} layers z > {Z_ABOVE:g}" if len(g)
+            titles.append(f"{name}: {int(g['bh_significant'].sum())}/{len(g)} layers BH-significant" if len(g)
                           else f"{name}: not computed (--redo topology_coupling)")
             panels.append(g)
     fig = subplots(rows=2, cols=2, subplot_titles=titles, shared_xaxes=True, vertical_spacing=0.14,
@@ -426,18 +430,22 @@ def mesoscale_z_figure(meso: pd.DataFrame, n_layers: int, highlight: int | None 
         row, col = i // 2 + 1, i % 2 + 1
         ax = "" if i == 0 else str(i + 1)  # make_subplots numbers the axes row by row
         if len(g):
+            sig = g["bh_significant"].to_numpy(bool)
             fig.add_trace(go.Scatter(x=g["layer"], y=g["z"], mode="lines+markers", showlegend=False,
                                      line=dict(color=OBS_COLOR, width=line_width(presentation)),
-                                     marker=dict(size=marker_size(presentation)),
-                                     hovertemplate="layer %{x}<br>z = %{y:.1f}<extra></extra>"),
+                                     marker=dict(size=marker_size(presentation) + 2,
+                                                 symbol=np.where(sig, "circle", "circle-open").tolist()),
+                                     customdata=g["p_empirical"].to_numpy(float),
+                                     hovertemplate="layer %{x}<br>z = %{y:.1f}, p = %{customdata:.3g}<extra></extra>"),
                           row=row, col=col)
         # Plain shapes: add_hline / add_vrect resolve subplot references at ~5 ms each.
         shapes.append({"type": "line", "xref": f"x{ax} domain", "x0": 0, "x1": 1, "yref": f"y{ax}",
-                       "y0": Z_ABOVE, "y1": Z_ABOVE, "line": {"color": NULL_COLOR, "dash": "dot"}})
+                       "y0": 0, "y1": 0, "line": {"color": NULL_COLOR, "dash": "dot"}})
         if highlight is not None:
             shapes.append({**highlight_band(highlight), "xref": f"x{ax}", "yref": f"y{ax} domain"})
     fig.layout.shapes = shapes
-    style(fig, title="Mesoscale z against each null", presentation=presentation, height=560, legend=False)
+    style(fig, title="Mesoscale z against each null (filled: BH-significant, α = 0.05)", presentation=presentation,
+          height=560, legend=False)
     fig.update_xaxes(range=[-0.5, n_layers - 0.5])
     fig.update_xaxes(title_text="layer l", row=2)
     fig.update_yaxes(title_text="z", col=1)
