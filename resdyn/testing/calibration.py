@@ -256,6 +256,42 @@ def complex_fraction(n_rep: int, seed: int = 0, large: bool = False) -> Calibrat
                        fp / n_rep, hits / n_pow, f"blocks at τ = 0.95 and −0.5 (d = {d})", n_pow)
 
 
+# -- the claim rule itself (METHODS §12, resdyn.core.claims.judge) --------------------------------------
+
+def _claim_rule(n_rep: int, seed: int, shift: float, n_seeds: int = 3) -> float:
+    """Share of "holds" when a statistic of one run is judged against ``n_seeds`` random-init seeds.
+
+    Each run's value is μ + a seed effect (sd 1) + sampling noise (sd 0.5); the judged run's noise
+    is estimated as |θ_A − θ| from a simulated split half (θ_A − θ has the sampling sd), and its
+    value is shifted by ``shift`` seed sds. Half the replicates claim "higher" (a null at μ − 3), half
+    "lower" (no null), so both branches of the rule are exercised."""
+    from resdyn.core import claims
+
+    rng = np.random.default_rng([seed, 12])
+    holds = 0
+    for r in range(n_rep):
+        ens = rng.standard_normal(n_seeds) + 0.5 * rng.standard_normal(n_seeds)
+        sampling = 0.5 * rng.standard_normal()
+        value = rng.standard_normal() + sampling
+        noise_est = abs(0.5 * rng.standard_normal())
+        if r % 2:
+            v = claims.judge(value + shift, noise_est, ens, claims.Null(-3.0, 0.0), +1).verdict
+        else:
+            v = claims.judge(value - shift, noise_est, ens, None, -1).verdict
+        holds += v == claims.HOLDS
+    return holds / n_rep
+
+
+def claim_rule(n_rep: int, seed: int = 0, large: bool = False) -> Calibration:
+    """The claim rule: a run drawn like its 3 seeds must not "hold"; a run 10 seed-sds away must."""
+    t0 = time.perf_counter()
+    n = n_rep * (5 if large else 1)
+    fpr = _claim_rule(n, seed, 0.0)
+    power = _claim_rule(n, seed + 1, 10.0)
+    return Calibration("claim_rule", n, fpr, power, "the run 10 seed-sds beyond its 3 seeds (σ_noise = 0.5)", n,
+                       time.perf_counter() - t0)
+
+
 CHECKS = [
     ("community_null", community_null),
     ("mesoscale", mesoscale),
@@ -263,6 +299,7 @@ CHECKS = [
     ("boundary", boundary),
     ("boundary_per_layer", boundary_per_layer),
     ("complex_fraction", complex_fraction),
+    ("claim_rule", claim_rule),
 ]
 """(name, function) of every calibrated test; the benchmark adds the record-only rows of ``EXTRA``."""
 EXTRA = [("mesoscale_heavy_unstratified", mesoscale_heavy_unstratified)]
