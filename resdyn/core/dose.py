@@ -222,15 +222,22 @@ def grid_values(store: RunStore, c: float, beta: float = 1.0) -> tuple[float, fl
 def order_band(df: pd.DataFrame, metric: str = "erank") -> pd.DataFrame | None:
     """The ordering band of METHODS §6 per stored c: columns c, dose (the canonical order's value),
     lo, hi (min and max of ``metric`` over the ``order_draw`` rows). None when the table has no
-    order draws (runs computed before the canonical order)."""
+    order draws (runs computed before the canonical order).
+
+    In every eigenvalue order the dose at c = 1 is J̄ itself, so the band has zero width there by
+    algebra: tables written since the surrogates store no order draws at c = 1, and the band's
+    row at c = 1 is the dose's own value (lo = hi = dose), so interpolation across c = 1 works."""
     draws = df[(df["mode"] == "J") & (df["construction"] == "order_draw")]
     if draws.empty:
         return None
     g = draws.groupby("c")[metric]
     dose = _curve(df, "dose").set_index("c")[metric]
     out = pd.DataFrame({"lo": g.min(), "hi": g.max()})
+    if 1.0 not in out.index and 1.0 in dose.index:
+        out.loc[1.0] = [dose.loc[1.0], dose.loc[1.0]]
+    out.index.name = "c"
     out["dose"] = dose.reindex(out.index)
-    return out.reset_index().sort_values("c")
+    return out.reset_index().sort_values("c").reset_index(drop=True)
 
 
 def band_at(df: pd.DataFrame, c: float) -> dict[str, tuple[float, float]] | None:
