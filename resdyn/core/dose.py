@@ -19,7 +19,10 @@ Two paths, and the result says which one ran:
 
 The stored factors' eigenvalue order matters for c ≠ 1 (METHODS §6): runs computed since the
 canonical order record it as the manifest's ``schur_order`` and store the dose in random orders
-(``order_draw`` rows), whose spread ``order_band`` reports.
+(``order_draw`` rows, c ≠ 1), whose spread ``order_band`` reports. Every function takes a
+``surrogate``: "descending" (the stored order, the default), "ascending" or "polar"
+(``resdyn.core.surrogates``); the live path of the last two is built once per run from the stored
+factors or jacobians.npy (a few seconds at d = 576), possibly in the background (``live_dose``).
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,7 +40,7 @@ import pandas as pd
 import scipy.linalg as sl
 from threadpoolctl import threadpool_limits
 
-from resdyn.core import spectral
+from resdyn.core import spectral, surrogates
 from resdyn.core.store import RunStore
 from resdyn.errors import ResdynError
 
@@ -55,6 +59,9 @@ LIVE_BLAS_THREADS: int | None = 1
 PATHS = ("auto", "live", "interpolated")
 SCHUR_NAMES = ("schur_Q", "schur_T")
 METRICS = ("erank", "log10_fro", "henrici")
+SURROGATES = surrogates.SURROGATES  # "descending" (the stored Schur order), "ascending", "polar"
+# Live runs kept in memory (each 2·L·d² complex64 values, 160 MB at L = 30, d = 576; polar 3·L·d² float32).
+LIVE_CACHE = 4
 
 
 def has_schur(store: RunStore) -> bool:
@@ -74,19 +81,55 @@ def live_threads():
     return contextlib.nullcontext()
 
 
+def _check_surrogate(surrogate: str) -> str:
+    if surrogate not in SURROGATES:
+        raise ResdynError(f"surrogate must be one of {', '.join(SURROGATES)}, got {surrogate!r}")
+    return surrogate
+
+
 def _sigma_of(t: np.ndarray, layer: int, c: float, beta: float) -> np.ndarray:
     """Singular values of J_l(c, β): those of (β − 1)I + Λ + cN (unitary invariance), float64, descending."""
     return sl.svdvals(spectral.dosed_schur_factor(t[layer], c, beta - 1.0), check_finite=False).astype(np.float64)
 
 
-def layer_sigma(store: RunStore, layer: int, c: float, beta: float = 1.0) -> np.ndarray:
-    """(d,) float64 singular values of J_l(c, β) of one layer (one d×d SVD; ~0.1 s at d = 576)."""
+def _stamp(store: RunStore) -> tuple:
+    return tuple(os.stat(store.array_path(n)).st_mtime_ns for n in (*SCHUR_NAMES, "jacobians"))
+
+
+@functools.lru_cache(maxsize=64)
+def _layer_factor(path: str, stamp: tuple, surrogate: str, layer: int):
+    """One layer's factors of a surrogate other than the stored order, for its singular values:
+    the ascending Schur factor T' (d, d) complex128, or the ``surrogates.PolarLayer``. ~0.2–0.4 s
+    at d = 576, cached per run and layer."""
+    store = RunStore(path)
+    if surrogate == "ascending":
+        q, t = store.read_array("schur_Q")[layer], store.read_array("schur_T")[layer]
+        return spectral.reorder_schur(q, t, np.arange(t.shape[0])[::-1], fast=True)[1]
+    return surrogates.polar_layer(store.read_array("jacobians")[layer])
+
+
+def _layer_matrix(store: RunStore, surrogate: str, layer: int, c: float, beta: float, t=None) -> np.ndarray:
+    """A (d, d) matrix with the singular values of J_l(c, β) under ``surrogate`` (J_l(c) itself up
+    to unitary factors): the dosed Schur factor, or S^c K S^{−c} + (β − 1)I for the polar dose."""
+    if surrogate == "descending":
+        t = store.read_array("schur_T") if t is None else t
+        return spectral.dosed_schur_factor(t[layer], c, beta - 1.0)
+    f = _layer_factor(str(store.path), _stamp(store), surrogate, int(layer))
+    if surrogate == "ascending":
+        return spectral.dosed_schur_factor(f, c, beta - 1.0)
+    return surrogates.PolarFamily([f])._m(0, c, beta - 1.0)
+
+
+def layer_sigma(store: RunStore, layer: int, c: float, beta: float = 1.0, surrogate: str = "descending") -> np.ndarray:
+    """(d,) float64 singular values of J_l(c, β) of one layer (one d×d SVD; ~0.1 s at d = 576) under
+    ``surrogate`` (the ascending and polar factors of the layer are computed once and cached)."""
     with live_threads():
-        return _sigma_of(store.read_array("schur_T"), int(layer), _check_c(c), _check_beta(beta))
+        m = _layer_matrix(store, _check_surrogate(surrogate), int(layer), _check_c(c), _check_beta(beta))
+        return sl.svdvals(m, check_finite=False).astype(np.float64)
 
 
 def layer_eigenvalues(store: RunStore, layer: int, beta: float = 1.0) -> np.ndarray:
-    """(d,) complex128 eigenvalues of J_l(c, β) = λ(J̄_l) + β − 1, the same for every c."""
+    """(d,) complex128 eigenvalues of J_l(c, β) = λ(J̄_l) + β − 1, the same for every c and surrogate."""
     t = store.read_array("schur_T")
     return np.diag(t[int(layer)]).astype(np.complex128) + (_check_beta(beta) - 1.0)
 
@@ -106,6 +149,8 @@ class DoseResult:
     path: str
     """"live" (exact at c) or "interpolated" (from the stored dose grid)."""
     seconds: float
+    surrogate: str = "descending"
+    """the normal surrogate of the dose (``SURROGATES``)."""
 
 
 def _check_c(c: float) -> float:
@@ -122,21 +167,64 @@ def _check_beta(beta: float) -> float:
     return beta
 
 
-class LiveDose:
-    """Everything about one run's dose that depends on neither c nor β, for repeated evaluation."""
+def _threaded_map(fn, items):
+    """``[fn(x) for x in items]`` on two threads (numpy's LAPACK and BLAS calls release the GIL)."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(fn, items))
 
-    def __init__(self, store: RunStore):
+
+def _descending_layer(job):
+    q, t, j = job
+    a, b = spectral.dose_layer(q, t, j)
+    return a.astype(np.complex64), b.astype(np.complex64)
+
+
+class LiveDose:
+    """Everything about one run's dose under one surrogate that depends on neither c nor β.
+
+    descending: A_l = QΛQ*, B_l = J̄_l − A_l from the stored factors (~0.6 s at L = 30, d = 576 on
+    two threads); ascending: the same after reversing the order (``surrogates.ascending_layer``,
+    ~3 s); polar: ``surrogates.PolarFamily`` from jacobians.npy (~5 s). Raises ResdynError when a
+    layer fails the polar conditioning rule.
+    """
+
+    def __init__(self, store: RunStore, surrogate: str = "descending"):
         if not has_schur(store):
             raise ResdynError(f"run {store.run_id} has no Schur factors; compute its 'schur' stage first")
         self.run_id = store.run_id
+        self.surrogate = _check_surrogate(surrogate)
+        self.store = store
         jac = store.read_array("jacobians")
         q = store.read_array("schur_Q")
         self.t = store.read_array("schur_T")  # (L, d, d) complex64, memory-mapped
         self.n_layers, self.d, _ = self.t.shape
         with live_threads():
-            self.family = spectral.family_from_layers(
-                (spectral.dose_layer(q[l], self.t[l], jac[l]) for l in range(self.n_layers)),
-                self.n_layers, self.d)
+            if surrogate == "descending":
+                self.family = spectral.family_from_layers(
+                    _threaded_map(_descending_layer, [(q[l], self.t[l], jac[l]) for l in range(self.n_layers)]),
+                    self.n_layers, self.d)
+            elif surrogate == "ascending":
+                a = np.stack([x for x, _ in _threaded_map(
+                    surrogates.ascending_layer, [(q[l], self.t[l]) for l in range(self.n_layers)])])
+                self.family = spectral.DoseFamily(a, (np.asarray(jac) - a).astype(np.complex64))
+            else:
+                self.family = surrogates.polar_family(jac, _threaded_map)
+                bad = np.flatnonzero(~self.family.ok)
+                if len(bad):
+                    raise ResdynError(
+                        f"run {store.run_id}: the polar surrogate is undefined at layer(s) "
+                        f"{', '.join(map(str, bad))} (eigenvector matrix cond(V) up to {self.family.cond.max():.2g}, "
+                        f"limit {surrogates.POLAR_COND_MAX:.1g}: J̄ is nearly defective there)")
+
+    def _sigma(self, layer: int, c: float, beta: float) -> np.ndarray:
+        if self.surrogate == "descending":
+            m = spectral.dosed_schur_factor(self.t[layer], c, beta - 1.0)
+        elif self.surrogate == "polar":
+            m = self.family._m(layer, c, beta - 1.0)
+        else:
+            m = self.family.layer(layer, c)
+            m.flat[:: self.d + 1] += np.complex64(beta - 1.0)
+        return sl.svdvals(m, check_finite=False).astype(np.float64)
 
     def evaluate(self, c: float, layers=None, beta: float = 1.0) -> DoseResult:
         """Exact readouts at (c, β); ``layers`` (default all) get their singular values."""
@@ -145,27 +233,40 @@ class LiveDose:
         layers = range(self.n_layers) if layers is None else layers
         # The layers' SVDs do not depend on the product: run them beside it (numpy frees the GIL).
         with live_threads(), ThreadPoolExecutor(max_workers=2) as pool:
-            futures = {int(l): pool.submit(_sigma_of, self.t, int(l), c, beta) for l in layers}
+            futures = {int(l): pool.submit(self._sigma, int(l), c, beta) for l in layers}
             st = spectral.family_stats(self.family, c, beta)
             sigma = {l: f.result() for l, f in futures.items()}
         return DoseResult(self.run_id, c, beta, st.erank, st.log10_fro, st.henrici, sigma, "live",
-                          time.perf_counter() - t0)
+                          time.perf_counter() - t0, self.surrogate)
 
 
-@functools.lru_cache(maxsize=4)
-def _cached_live(path: str, stamp: tuple) -> LiveDose:
-    return LiveDose(RunStore(path))
+# Live runs being built or built, keyed by (run path, file stamps, surrogate), oldest first. A build
+# runs on the pool, so a page can start it without waiting (``live_dose(..., wait=False)``).
+_LIVE: dict[tuple, Future] = {}
+_LIVE_LOCK = threading.Lock()
+_LIVE_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="resdyn-live-dose")
 
 
-def live_dose(store: RunStore) -> LiveDose:
-    """The cached ``LiveDose`` of a run (rebuilt when its Schur files change).
+def live_dose(store: RunStore, surrogate: str = "descending", wait: bool = True) -> LiveDose | None:
+    """The cached ``LiveDose`` of a run under ``surrogate`` (rebuilt when its files change).
 
-    Memory: 2·L·d² complex64 values per entry (160 MB at L = 30, d = 576); at most 4 entries.
+    With ``wait=False`` it returns None while the build is still running (and starts it if needed),
+    so a page can prefetch. Memory: about 2·L·d² complex64 values per entry (160 MB at L = 30,
+    d = 576); at most ``LIVE_CACHE`` entries. A failed build raises its error on every call.
     """
     if not has_schur(store):
         raise ResdynError(f"run {store.run_id} has no Schur factors; compute its 'schur' stage first")
-    stamp = tuple(os.stat(store.array_path(n)).st_mtime_ns for n in (*SCHUR_NAMES, "jacobians"))
-    return _cached_live(str(store.path), stamp)
+    key = (str(store.path), _stamp(store), _check_surrogate(surrogate))
+    with _LIVE_LOCK:
+        fut = _LIVE.pop(key, None)
+        if fut is None:
+            fut = _LIVE_POOL.submit(LiveDose, RunStore(store.path), surrogate)
+        _LIVE[key] = fut  # now the newest
+        for old in [k for k, f in _LIVE.items() if f.done() and k != key][: max(0, len(_LIVE) - LIVE_CACHE)]:
+            del _LIVE[old]
+    if not wait and not fut.done():
+        return None
+    return fut.result()
 
 
 def _interp(c: float, cs: np.ndarray, values: np.ndarray, metric: str) -> float:
@@ -174,6 +275,17 @@ def _interp(c: float, cs: np.ndarray, values: np.ndarray, metric: str) -> float:
     if metric == "erank":
         return float(np.exp(np.interp(c, cs, np.log(values))))
     return float(np.interp(c, cs, values))
+
+
+def has_surrogates(df: pd.DataFrame) -> bool:
+    """Whether a ``schur_dose`` table holds the ascending and polar doses (runs since the surrogates)."""
+    return bool(df["construction"].isin(["dose_ascending", "dose_polar"]).any())
+
+
+def stored_surrogates(df: pd.DataFrame) -> list[str]:
+    """The surrogates whose dose curve the table stores (["descending"] for older runs)."""
+    have = set(df["construction"])
+    return [s for s in SURROGATES if surrogates.DOSE_CONSTRUCTION[s] in have]
 
 
 def _curve(df: pd.DataFrame, construction: str, beta: float | None = None) -> pd.DataFrame:
@@ -191,17 +303,31 @@ def stored_betas(df: pd.DataFrame) -> list[float]:
     return sorted({1.0, *rows["beta"].astype(float)}) if "beta" in rows else [1.0]
 
 
-def grid_values(store: RunStore, c: float, beta: float = 1.0) -> tuple[float, float, float]:
-    """(erank, log10_fro, henrici) at (c, β) interpolated from ``schur_dose.parquet``.
+def grid_values(store: RunStore, c: float, beta: float = 1.0, surrogate: str = "descending",
+                table: pd.DataFrame | None = None) -> tuple[float, float, float]:
+    """(erank, log10_fro, henrici) at (c, β) interpolated from ``schur_dose.parquet`` (or ``table``).
 
-    In c along the stored curves ("dose" at β = 1, "skip" at the other stored β), then linearly in
-    β between the two stored curves around it. Raises ResdynError for β ≠ 1 on runs without skip
-    rows (computed before the skip dose: ``--redo schur`` adds them).
+    In c along the stored curves ("dose" at β = 1, "skip" at the other stored β; the surrogate's
+    own dose construction for "ascending" and "polar", stored at β = 1 only), then linearly in β
+    between the two stored curves around it. Raises ResdynError for β ≠ 1 on runs without skip
+    rows (computed before the skip dose: ``--redo schur`` adds them) or for another surrogate, and
+    for a surrogate the table lacks (runs from before the surrogates).
     """
     c, beta = _check_c(c), _check_beta(beta)
-    if not store.has_table("schur_dose"):
-        raise ResdynError(f"run {store.run_id} has no schur_dose table; compute its 'schur' stage first")
-    df = store.read_table("schur_dose")
+    _check_surrogate(surrogate)
+    if table is None:
+        if not store.has_table("schur_dose"):
+            raise ResdynError(f"run {store.run_id} has no schur_dose table; compute its 'schur' stage first")
+        table = store.read_table("schur_dose")
+    df = table
+    if surrogate != "descending":
+        rows = _curve(df, surrogates.DOSE_CONSTRUCTION[surrogate])
+        if rows.empty:
+            raise ResdynError(f"run {store.run_id} stores no {surrogate} dose; recompute it with `--redo schur`")
+        if beta != 1.0:
+            raise ResdynError(f"the stored grid has the {surrogate} dose at β = 1 only")
+        cs = rows["c"].to_numpy(float)
+        return tuple(_interp(c, cs, rows[m].to_numpy(float), m) for m in METRICS)
     betas = stored_betas(df)
     if beta not in betas and len(betas) < 2:
         raise ResdynError(f"run {store.run_id} stores no skip-dose rows (β ≠ 1); recompute it with "
@@ -217,6 +343,19 @@ def grid_values(store: RunStore, c: float, beta: float = 1.0) -> tuple[float, fl
         out.append([_interp(c, cs, rows[m].to_numpy(float), m) for m in METRICS])
     w = 0.0 if hi == lo else (beta - betas[lo]) / (betas[hi] - betas[lo])
     return tuple(float((1 - w) * a + w * b) for a, b in zip(*out))
+
+
+def stored_at(df: pd.DataFrame, c: float, beta: float = 1.0, surrogate: str = "descending") -> bool:
+    """Whether the table stores the dose of ``surrogate`` at exactly (c, β), so that its readouts
+    there need no recomputation (the page then reads them and only prefetches the live path)."""
+    cons = surrogates.DOSE_CONSTRUCTION[_check_surrogate(surrogate)]
+    if beta != 1.0:
+        if surrogate != "descending":
+            return False
+        rows = _curve(df, "skip", beta)
+    else:
+        rows = _curve(df, cons)
+    return bool(np.isclose(rows["c"].to_numpy(float), c, rtol=0, atol=1e-12).any())
 
 
 def order_band(df: pd.DataFrame, metric: str = "erank") -> pd.DataFrame | None:
@@ -255,7 +394,8 @@ def band_at(df: pd.DataFrame, c: float) -> dict[str, tuple[float, float]] | None
 
 
 def dose_response(store: RunStore, c: float, layers=None, path: str = "auto",
-                  max_work: float = LIVE_MAX_WORK, beta: float = 1.0) -> DoseResult:
+                  max_work: float = LIVE_MAX_WORK, beta: float = 1.0, surrogate: str = "descending",
+                  table: pd.DataFrame | None = None) -> DoseResult:
     """Readouts of the Schur dose c ∈ [0, 2] at skip weight β ∈ [0, 1] for one run (the sliders' callback).
 
     Args:
@@ -265,22 +405,26 @@ def dose_response(store: RunStore, c: float, layers=None, path: str = "auto",
             for the selected layer only, one d×d SVD each).
         path: "live", "interpolated", or "auto" (live while L·d³ ≤ ``max_work``).
         beta: weight of the skip connection, J_l(c, β) = βI + R_l(c); 1 = the model.
+        surrogate: the normal surrogate of the dose (``SURROGATES``; resdyn.core.surrogates).
+        table: the run's ``schur_dose`` table, if the caller has it (interpolated path).
     """
     if path not in PATHS:
         raise ResdynError(f"path must be one of {', '.join(PATHS)}, got {path!r}")
     c, beta = _check_c(c), _check_beta(beta)
+    _check_surrogate(surrogate)
     m = store.manifest()
     work = float(m.get("n_layers", 0)) * float(m.get("d_model", 0)) ** 3
     if path == "auto":
         path = "live" if work <= max_work else "interpolated"
     if path == "live":
-        return live_dose(store).evaluate(c, layers, beta)
+        return live_dose(store, surrogate).evaluate(c, layers, beta)
     t0 = time.perf_counter()
-    er, lf, he = grid_values(store, c, beta)
+    er, lf, he = grid_values(store, c, beta, surrogate, table)
     sigma: dict[int, np.ndarray] = {}
     if layers is not None and store.has_array("schur_T"):
         t = store.read_array("schur_T")
         if t.shape[1] <= SIGMA_MAX_D:
             with live_threads():
-                sigma = {int(l): _sigma_of(t, int(l), c, beta) for l in layers}
-    return DoseResult(store.run_id, c, beta, er, lf, he, sigma, "interpolated", time.perf_counter() - t0)
+                sigma = {int(l): sl.svdvals(_layer_matrix(store, surrogate, int(l), c, beta, t),
+                                            check_finite=False).astype(np.float64) for l in layers}
+    return DoseResult(store.run_id, c, beta, er, lf, he, sigma, "interpolated", time.perf_counter() - t0, surrogate)

@@ -508,6 +508,47 @@ def test_live_dose_reproduces_the_stored_grid(run):
         assert res.henrici == pytest.approx(grid.loc[c, "henrici"], abs=1e-6)
 
 
+@pytest.mark.parametrize("surrogate", ["ascending", "polar"])
+def test_live_dose_of_each_surrogate_reproduces_its_stored_curve(run, jac, surrogate):
+    df = run.read_table("schur_dose")
+    grid = df[df["construction"] == surrogates.DOSE_CONSTRUCTION[surrogate]].set_index("c")
+    for c in (0.0, 0.5, 2.0):
+        res = dose.dose_response(run, c, layers=[1], surrogate=surrogate)
+        assert res.path == "live" and res.surrogate == surrogate
+        assert res.erank == pytest.approx(grid.loc[c, "erank"], rel=1e-5)
+        assert res.henrici == pytest.approx(grid.loc[c, "henrici"], abs=1e-5)
+        # The layer's singular values: those of the surrogate's J_1(c), live and from the per-layer cache.
+        if surrogate == "polar":
+            ref = surrogates.polar_layer(jac[1])
+            mat = surrogates.PolarFamily([ref]).layer(0, c)
+        else:
+            q, t = run.read_array("schur_Q")[1], run.read_array("schur_T")[1]
+            mat = spectral.dose_matrix(*spectral.reorder_schur(q, t, np.arange(D)[::-1]), c)
+        want = np.linalg.svd(mat.astype(np.complex128), compute_uv=False)
+        np.testing.assert_allclose(res.sigma[1], want, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(dose.layer_sigma(run, 1, c, surrogate=surrogate), want, rtol=1e-4, atol=1e-6)
+    # Interpolated from its own stored curve; exact at the stored doses.
+    res = dose.dose_response(run, 0.5, layers=[], path="interpolated", surrogate=surrogate)
+    assert res.erank == pytest.approx(grid.loc[0.5, "erank"])
+    assert dose.stored_at(df, 0.5, 1.0, surrogate) and not dose.stored_at(df, 0.37, 1.0, surrogate)
+    assert not dose.stored_at(df, 0.5, 0.5, surrogate) and dose.stored_at(df, 0.5, 0.5, "descending")
+    with pytest.raises(ResdynError, match="β = 1 only"):
+        dose.grid_values(run, 0.5, 0.5, surrogate)
+    assert dose.stored_surrogates(df) == list(surrogates.SURROGATES)
+
+
+def test_live_dose_can_be_prefetched_without_waiting(run):
+    """``live_dose(wait=False)`` starts the build and returns None until it is done, then the same
+    object as a waiting call; an unknown surrogate is one clear error."""
+    dose._LIVE.clear()
+    first = dose.live_dose(run, "polar", wait=False)
+    built = dose.live_dose(run, "polar")
+    assert first is None or first is built
+    assert dose.live_dose(run, "polar", wait=False) is built
+    with pytest.raises(ResdynError, match="surrogate must be one of"):
+        dose.dose_response(run, 0.5, surrogate="sideways")
+
+
 def test_live_skip_dose_is_beta_identity_plus_residual(run, jac):
     """Live (c, β): β = 1 is the dose; any β is the dense product of βI + R_l(c), and the layer's
     singular values are those of βI + R_l(c)."""
