@@ -110,8 +110,9 @@ def _layer_factor(path: str, stamp: tuple, surrogate: str, layer: int):
 
 def _layer_matrix(store: RunStore, surrogate: str, layer: int, c: float, beta: float, t=None) -> np.ndarray:
     """A (d, d) matrix with the singular values of J_l(c, β) under ``surrogate`` (J_l(c) itself up
-    to unitary factors): the dosed Schur factor, or S^c K S^{−c} + (β − 1)I for the polar dose."""
-    if surrogate == "descending":
+    to unitary factors): the dosed Schur factor, or S^c K S^{−c} + (β − 1)I for the polar dose.
+    At c = 1 every surrogate is J̄_l itself, so the stored factor serves."""
+    if surrogate == "descending" or c == 1.0:
         t = store.read_array("schur_T") if t is None else t
         return spectral.dosed_schur_factor(t[layer], c, beta - 1.0)
     f = _layer_factor(str(store.path), _stamp(store), surrogate, int(layer))
