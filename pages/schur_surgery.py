@@ -96,14 +96,20 @@ elif offered == ["descending"]:
     st.caption(f"Run `{store.run_id}` was computed before the ascending and polar surrogates: only the "
                f"descending dose is stored; `python -m resdyn.compute run --run-id {store.run_id} --redo schur` "
                "adds them.")
-# At a stored dose the readouts are the stored grid's exact values (no live factors needed, so the
-# first render does not wait for them); the live factors are then built in the background.
+# At a stored dose the readouts are the stored grid's exact values, so no render waits for the live
+# factors, which are built in the background once the page is drawn (bottom of this file). Off the
+# grid the readouts are live once those factors exist, and interpolated from the grid until then.
 stored = dose.stored_at(table, c, beta, surrogate)
+live_ok = dose.live_allowed(store)
+building = False
 try:
     if stored:
         res = dose.dose_response(store, c, layers=[layer], path="interpolated", beta=beta, surrogate=surrogate,
                                  table=table)
-        dose.live_dose(store, surrogate, wait=False)
+    elif live_ok and dose.live_dose(store, surrogate, wait=False) is None and (beta == 1.0 or surrogate == "descending"):
+        building = True
+        res = dose.dose_response(store, c, layers=[layer], path="interpolated", beta=beta, surrogate=surrogate,
+                                 table=table)
     else:
         with st.spinner(f"Building the {surrogate} surrogate's live factors (once per run) ..."):
             res = dose.dose_response(store, c, layers=[layer], beta=beta, surrogate=surrogate)
@@ -137,6 +143,8 @@ for col, key, label, fmt in ((cols[0], "erank", "erank(P_{0:L−1})", "{:.3g}"),
 source = "the stored Schur factors" if surrogate != "polar" else "the polar factors of J̄"
 how = ("read from the stored dose grid (exact: this dose is stored)" if stored
        else f"recomputed live from {source}" if res.path == "live"
+       else "interpolated from the stored dose grid while the live factors are computed (once per run; "
+            "the next move is live)" if building
        else "interpolated from the stored dose grid (the run is too large to recompute live here)")
 order_note = (f"eigenvalue order: {order}" if order else "eigenvalue order: LAPACK's")
 st.caption(f"Run `{store.run_id}`, {surrogates.SURROGATE_LABELS[surrogate]} surrogate ({order_note}): {how} "
@@ -165,7 +173,9 @@ st.subheader(f"Layer {layer} at {at}")
 if int(m["d_model"]) <= dose.SIGMA_MAX_D:  # one d×d SVD per move: live
     sigma, c_sigma = res.sigma.get(layer), c
     t_file = store.array_path("schur_T")
-    reference = _trained_sigma(str(store.path.parent), store.run_id, layer, t_file.stat().st_mtime_ns)
+    # At c = β = 1 the layer is J̄_l itself under every surrogate: its σ is the reference, no second SVD.
+    reference = (sigma if c == 1.0 and beta == 1.0 and sigma is not None
+                 else _trained_sigma(str(store.path.parent), store.run_id, layer, t_file.stat().st_mtime_ns))
 else:  # too wide for a live SVD: the singular values stored by the pseudospectra stage
     sigma = reference = c_sigma = None
     sv = ui.load_table(store, "layer_sigma", "layer = ?", (layer,))
@@ -210,3 +220,6 @@ with right:
     ui.plot(surgery.layer_complex_plane(eigs, layer=layer, pseudo=ps, numrange=nr, c_shown=c_shown,
                                         shift=beta - 1.0, presentation=present),
             key="surgery-plane")
+
+if live_ok:  # prefetch after drawing, so the build does not compete with this render
+    dose.live_dose(store, surrogate, wait=False)

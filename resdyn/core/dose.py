@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import scipy.linalg as sl
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from resdyn.core import spectral, surrogates
 from resdyn.core.store import RunStore
@@ -74,11 +74,25 @@ def schur_order(store: RunStore) -> str | None:
     return store.manifest().get("schur_order")
 
 
+@functools.lru_cache(maxsize=1)
+def _controller() -> ThreadpoolController:
+    """threadpoolctl's view of the loaded BLAS libraries, taken once: ``threadpool_limits`` takes it
+    anew on every call, 0.1 s each under load on the shared 2-core machine (measured: two of them
+    were 0.24 s of a 3.4 s page render)."""
+    return ThreadpoolController()
+
+
 def live_threads():
     """Context capping BLAS threads at ``LIVE_BLAS_THREADS`` (no cap when None)."""
     if LIVE_BLAS_THREADS:
-        return threadpool_limits(limits=LIVE_BLAS_THREADS, user_api="blas")
+        return _controller().limit(limits=LIVE_BLAS_THREADS, user_api="blas")
     return contextlib.nullcontext()
+
+
+def live_allowed(store: RunStore, max_work: float = LIVE_MAX_WORK) -> bool:
+    """Whether "auto" recomputes this run live (L·d³ ≤ ``max_work``, from its manifest)."""
+    m = store.manifest()
+    return float(m.get("n_layers", 0)) * float(m.get("d_model", 0)) ** 3 <= max_work
 
 
 def _check_surrogate(surrogate: str) -> str:
@@ -168,9 +182,17 @@ def _check_beta(beta: float) -> float:
     return beta
 
 
-def _threaded_map(fn, items):
-    """``[fn(x) for x in items]`` on two threads (numpy's LAPACK and BLAS calls release the GIL)."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
+# Threads of one LiveDose build. One: the build usually runs in the background while the page that
+# started it keeps serving, and on the shared 2-core machine a two-thread build slowed the moves
+# made meanwhile from ~0.6 s to 2–5 s (benchmarks/surgery_page.py).
+BUILD_THREADS = 1
+
+
+def _build_map(fn, items):
+    """``[fn(x) for x in items]`` on ``BUILD_THREADS`` threads (numpy's LAPACK calls release the GIL)."""
+    if BUILD_THREADS <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=BUILD_THREADS) as pool:
         return list(pool.map(fn, items))
 
 
@@ -183,9 +205,9 @@ def _descending_layer(job):
 class LiveDose:
     """Everything about one run's dose under one surrogate that depends on neither c nor β.
 
-    descending: A_l = QΛQ*, B_l = J̄_l − A_l from the stored factors (~0.6 s at L = 30, d = 576 on
-    two threads); ascending: the same after reversing the order (``surrogates.ascending_layer``,
-    ~3 s); polar: ``surrogates.PolarFamily`` from jacobians.npy (~5 s). Raises ResdynError when a
+    descending: A_l = QΛQ*, B_l = J̄_l − A_l from the stored factors (~1.3 s at L = 30, d = 576 on
+    one core); ascending: the same after reversing the order (``surrogates.ascending_layer``,
+    ~7 s); polar: ``surrogates.PolarFamily`` from jacobians.npy (~10 s). Raises ResdynError when a
     layer fails the polar conditioning rule.
     """
 
@@ -202,14 +224,14 @@ class LiveDose:
         with live_threads():
             if surrogate == "descending":
                 self.family = spectral.family_from_layers(
-                    _threaded_map(_descending_layer, [(q[l], self.t[l], jac[l]) for l in range(self.n_layers)]),
+                    _build_map(_descending_layer, [(q[l], self.t[l], jac[l]) for l in range(self.n_layers)]),
                     self.n_layers, self.d)
             elif surrogate == "ascending":
-                a = np.stack([x for x, _ in _threaded_map(
+                a = np.stack([x for x, _ in _build_map(
                     surrogates.ascending_layer, [(q[l], self.t[l]) for l in range(self.n_layers)])])
                 self.family = spectral.DoseFamily(a, (np.asarray(jac) - a).astype(np.complex64))
             else:
-                self.family = surrogates.polar_family(jac, _threaded_map)
+                self.family = surrogates.polar_family(jac, _build_map)
                 bad = np.flatnonzero(~self.family.ok)
                 if len(bad):
                     raise ResdynError(
@@ -245,7 +267,7 @@ class LiveDose:
 # runs on the pool, so a page can start it without waiting (``live_dose(..., wait=False)``).
 _LIVE: dict[tuple, Future] = {}
 _LIVE_LOCK = threading.Lock()
-_LIVE_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="resdyn-live-dose")
+_LIVE_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="resdyn-live-dose")  # one build at a time
 
 
 def live_dose(store: RunStore, surrogate: str = "descending", wait: bool = True) -> LiveDose | None:
@@ -413,10 +435,8 @@ def dose_response(store: RunStore, c: float, layers=None, path: str = "auto",
         raise ResdynError(f"path must be one of {', '.join(PATHS)}, got {path!r}")
     c, beta = _check_c(c), _check_beta(beta)
     _check_surrogate(surrogate)
-    m = store.manifest()
-    work = float(m.get("n_layers", 0)) * float(m.get("d_model", 0)) ** 3
     if path == "auto":
-        path = "live" if work <= max_work else "interpolated"
+        path = "live" if live_allowed(store, max_work) else "interpolated"
     if path == "live":
         return live_dose(store, surrogate).evaluate(c, layers, beta)
     t0 = time.perf_counter()

@@ -125,6 +125,7 @@ def test_moving_the_dose_slider_changes_the_live_readouts(env):
     assert _metric(at, "erank") == f"{grid.loc[0.0, 'erank']:.3g}"
     assert _metric(at, "Henrici") == f"{grid.loc[0.0, 'henrici']:.3f}"
     assert any("read from the stored dose grid" in c.value for c in at.caption)
+    dose.live_dose(RunStore(env / TRAINED_RUN), "polar")  # the render started it; a reader's pause
     at.slider(key="_sel_c").set_value(0.37).run()
     _ok(at)
     live = dose.dose_response(RunStore(env / TRAINED_RUN), 0.37, layers=[], surrogate="polar")
@@ -154,6 +155,7 @@ def test_the_surrogate_switch_moves_readouts_curves_and_link(env):
         _ok(at)
         assert at.query_params["surrogate"] == sur
         assert _metric(at, "erank") == f"{_grid(env, TRAINED_RUN, cons).loc[0.0, 'erank']:.3g}"
+    dose.live_dose(store, "ascending")  # the render started it; a reader's pause
     at.slider(key="_sel_c").set_value(0.63).run()
     _ok(at)
     live = dose.dose_response(store, 0.63, layers=[], surrogate="ascending")
@@ -162,6 +164,18 @@ def test_the_surrogate_switch_moves_readouts_curves_and_link(env):
     np.testing.assert_allclose(sigma, dose.layer_sigma(store, 1, 0.63, surrogate="ascending"), rtol=1e-6)
     names = " ".join(t.get("name", "") for t in _charts(at)[0]["data"])
     assert "control A, ascending" in names and "control A, polar" not in names
+
+
+def test_a_move_off_the_grid_before_the_live_factors_exist_is_interpolated_and_says_so(env, monkeypatch):
+    """While the background build runs, an off-grid dose reads the stored curve (interpolated) and
+    the caption says the next move is live; it never blocks the page."""
+    monkeypatch.setattr(dose, "live_dose", lambda store, surrogate="descending", wait=True: None)
+    grid = _grid(env, TRAINED_RUN)
+    at = _app("pages/schur_surgery.py", run=TRAINED_RUN, c="0.6")
+    _ok(at)
+    want = dose.grid_values(RunStore(env / TRAINED_RUN), 0.6, surrogate="polar")
+    assert _metric(at, "erank") == f"{want[0]:.3g}" and grid.loc[0.5, "erank"] != grid.loc[0.75, "erank"]
+    assert any("while the live factors are computed" in c.value for c in at.caption)
 
 
 def test_runs_from_before_the_surrogates_render_the_descending_dose_with_a_note(env, tmp_path, monkeypatch):

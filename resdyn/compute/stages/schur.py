@@ -186,8 +186,9 @@ def summary_values(df: pd.DataFrame, worst: float, polar: surrogates.PolarFamily
             values[f"schur.erank.{suffix}.c{c:g}"] = rows.loc[c, "erank"]
         con = surrogates.CONTROL_CONSTRUCTION[sur]
         values[f"schur.erank.{con}.c1"] = df.loc[(df["construction"] == con) & (df["c"] == 1.0), "erank"].mean()
-    for c in (0.0, 2.0):
-        # The ordering band's width relative to the canonical value (its width at c = 1 is 0 by algebra).
+    for c in (0.0, 1.0, 2.0):
+        # The ordering band's width relative to the canonical value; at c = 1 it is 0 by algebra (no
+        # order draws are stored there, ``dose.order_band`` puts the dose's own value).
         values[f"schur.order_band.erank.c{c:g}"] = (band.loc[c, "hi"] - band.loc[c, "lo"]) / band.loc[c, "dose"]
     if polar is not None:
         values["schur.polar.cond_max"] = float(np.max(polar.cond))
