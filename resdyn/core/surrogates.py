@@ -34,7 +34,8 @@ at the grid's c = 2 for cond(V) = 1e8, the end of float64; near a defective J̄ 
 basis) the eigenvectors themselves are inaccurate. A layer whose cond(V) exceeds POLAR_COND_MAX,
 or whose factors reproduce J̄ at c = 1 only beyond POLAR_RTOL, is rejected: the run's polar
 constructions are then NaN (not approximated), and cond(V) and the reconstruction error of every
-layer are reported (summary rows ``schur.polar.*``). Measured on SmolLM2-135M: cond(V) 9e2–2e3.
+layer are reported (summary rows ``schur.polar.*``). Measured on SmolLM2-135M: cond(V) 455–6,600,
+reconstruction error ≤ 5e-14.
 """
 
 from __future__ import annotations
@@ -389,7 +390,8 @@ def surrogate_doses(jac: np.ndarray, cs=(0.0, 1.0), seed: int = 0, control_draws
     Returns a DataFrame with rows (construction ∈ {dose, dose_ascending, dose_polar, control_a,
     control_a_ascending, control_a_polar}, draw, c, erank, log10_fro, henrici) of
     P_{0:L−1}(c). Polar rows are NaN when a layer fails the conditioning rule (``POLAR_COND_MAX``).
-    Cost at L = 30, d = 576 on one core: about 50 s for cs = (0, 1) and 4 draws.
+    Cost at L = 30, d = 576 on one core: about 45 s for cs = (0, 1) and 4 draws (measured on
+    SmolLM2-135M, trained and random-init).
     """
     jac = np.asarray(jac)
     if jac.ndim != 3 or jac.shape[1] != jac.shape[2] or len(jac) == 0:

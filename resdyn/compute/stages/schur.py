@@ -9,8 +9,8 @@ each, control B, the dose in random eigenvalue orders and the skip dose βI + R(
 rows ``schur.*``. numpy/scipy only; the math is ``resdyn.core.spectral``, ``resdyn.core.surrogates``
 and ``resdyn.core.dose`` (shared with the dashboard's live slider).
 
-Cost at L = 30, d = 576 (one core, measured): the Schur forms ~0.6 s a layer, the ascending
-reorders ~0.3 s and the polar factors (one real eigendecomposition and one SVD) ~0.5 s a layer,
+Cost at L = 30, d = 576 (one core under load, measured): the Schur forms ~0.5 s a layer, the ascending
+reorders ~0.2 s and the polar factors (one real eigendecomposition and one SVD) 0.3–0.5 s a layer,
 then 118 chains of L − 1 products and their statistics, ~0.5 s each (the polar ones in real float32).
 """
 
