@@ -132,7 +132,7 @@ def _layer_matrix(store: RunStore, surrogate: str, layer: int, c: float, beta: f
     f = _layer_factor(str(store.path), _stamp(store), surrogate, int(layer))
     if surrogate == "ascending":
         return spectral.dosed_schur_factor(f, c, beta - 1.0)
-    return surrogates.PolarFamily([f])._m(0, c, beta - 1.0)
+    return surrogates.PolarFamily([f]).in_basis(0, c, beta - 1.0)
 
 
 def layer_sigma(store: RunStore, layer: int, c: float, beta: float = 1.0, surrogate: str = "descending") -> np.ndarray:
@@ -243,7 +243,7 @@ class LiveDose:
         if self.surrogate == "descending":
             m = spectral.dosed_schur_factor(self.t[layer], c, beta - 1.0)
         elif self.surrogate == "polar":
-            m = self.family._m(layer, c, beta - 1.0)
+            m = self.family.in_basis(layer, c, beta - 1.0)
         else:
             m = self.family.layer(layer, c)
             m.flat[:: self.d + 1] += np.complex64(beta - 1.0)

@@ -182,8 +182,9 @@ class PolarFamily:
     def n_layers(self) -> int:
         return self.w.shape[0]
 
-    def _m(self, l: int, c: float, shift: float = 0.0) -> np.ndarray:
-        """S^c K S^{−c} + shift·I (d, d): J_l(c) in the basis W_l."""
+    def in_basis(self, l: int, c: float, shift: float = 0.0) -> np.ndarray:
+        """S^c K S^{−c} + shift·I (d, d): J_l(c) + shift·I in the basis W_l (the same singular values
+        and eigenvalues: W_l is unitary)."""
         x = self.log_s[l] * float(c)
         x = x - x.mean()  # the scaling is a similarity: any common factor cancels
         e = np.exp(x)
@@ -195,7 +196,7 @@ class PolarFamily:
 
     def layer(self, l: int, c: float) -> np.ndarray:
         """J_l(c) (d, d), float32 for a real stack (complex64 otherwise)."""
-        return (self.w[l] @ self._m(l, c)) @ self.w[l].conj().T
+        return (self.w[l] @ self.in_basis(l, c)) @ self.w[l].conj().T
 
     def normal_parts(self) -> np.ndarray:
         """(L, d, d) U_l Λ_l U_l* (J_l(0)), the surrogate of every layer, 32-bit."""
@@ -204,10 +205,10 @@ class PolarFamily:
     def segment(self, c: float, start: int, stop: int, shift: float = 0.0) -> tuple[np.ndarray, float]:
         """(J_{stop−1}(c) + shift·I) ··· (J_start(c) + shift·I) as (P̂, log10 scale), max-normalised
         per step (``spectral.chain_product``'s contract)."""
-        p = self._m(start, c, shift)
+        p = self.in_basis(start, c, shift)
         scale = 0.0
         for l in range(start + 1, stop):
-            p = self._m(l, c, shift) @ (self.g[l] @ p)
+            p = self.in_basis(l, c, shift) @ (self.g[l] @ p)
             top = float(np.abs(p).max())
             if top == 0.0 or not np.isfinite(top):
                 return p, scale
