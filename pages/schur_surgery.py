@@ -106,7 +106,8 @@ try:
     if stored:
         res = dose.dose_response(store, c, layers=[layer], path="interpolated", beta=beta, surrogate=surrogate,
                                  table=table)
-    elif live_ok and dose.live_dose(store, surrogate, wait=False) is None and (beta == 1.0 or surrogate == "descending"):
+    elif (live_ok and dose.grid_answers(table, beta, surrogate)
+          and dose.live_dose(store, surrogate, wait=False) is None):
         building = True
         res = dose.dose_response(store, c, layers=[layer], path="interpolated", beta=beta, surrogate=surrogate,
                                  table=table)

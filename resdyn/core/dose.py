@@ -368,6 +368,16 @@ def grid_values(store: RunStore, c: float, beta: float = 1.0, surrogate: str = "
     return tuple(float((1 - w) * a + w * b) for a, b in zip(*out))
 
 
+def grid_answers(df: pd.DataFrame, beta: float = 1.0, surrogate: str = "descending") -> bool:
+    """Whether ``grid_values`` can interpolate the table at skip weight β under ``surrogate``: the
+    surrogate's curve is stored and, for β ≠ 1, skip curves around β (descending order only)."""
+    if surrogate not in stored_surrogates(df):
+        return False
+    if beta == 1.0:
+        return True
+    return surrogate == "descending" and len(stored_betas(df)) >= 2
+
+
 def stored_at(df: pd.DataFrame, c: float, beta: float = 1.0, surrogate: str = "descending") -> bool:
     """Whether the table stores the dose of ``surrogate`` at exactly (c, β), so that its readouts
     there need no recomputation (the page then reads them and only prefetches the live path)."""

@@ -359,7 +359,8 @@ def evaluate_jobs(jobs: Iterable[FamilyJob], on_stats: Callable | None = None) -
             if key in COPIES:
                 src = (COPIES[key], float(c))
                 if src not in done:
-                    raise ResdynError(f"{job.construction} at c = {c:g} copies {COPIES[key]}, which was not computed first")
+                    raise ResdynError(f"{job.construction} at c = {c:g} copies {COPIES[key]}, "
+                                      "which was not computed first")
                 s = done[src]
             elif job.family is None:
                 s = NAN_STATS

@@ -349,7 +349,8 @@ def test_surrogate_doses_are_the_dense_products_of_each_surrogate(run, jac):
         assert len(ctl) == spectral.N_DRAWS and (ctl["erank"] == own).all()
     summary = run.read_table("summary").set_index("name")["value"]
     for suffix, cons in (("J_ascending", "dose_ascending"), ("J_polar", "dose_polar")):
-        assert summary[f"schur.erank.{suffix}.c0"] == df[(df["construction"] == cons) & (df["c"] == 0.0)]["erank"].iloc[0]
+        at0 = df[(df["construction"] == cons) & (df["c"] == 0.0)]["erank"].iloc[0]
+        assert summary[f"schur.erank.{suffix}.c0"] == at0
     assert summary["schur.polar.rejected_layers"] == 0 and summary["schur.polar.cond_max"] >= 1.0
     assert summary["schur.polar.error_max"] < surrogates.POLAR_RTOL
 
@@ -535,6 +536,8 @@ def test_live_dose_of_each_surrogate_reproduces_its_stored_curve(run, jac, surro
     with pytest.raises(ResdynError, match="β = 1 only"):
         dose.grid_values(run, 0.5, 0.5, surrogate)
     assert dose.stored_surrogates(df) == list(surrogates.SURROGATES)
+    assert dose.grid_answers(df, 1.0, surrogate) and not dose.grid_answers(df, 0.3, surrogate)
+    assert dose.grid_answers(df, 0.3, "descending")
 
 
 def test_live_dose_can_be_prefetched_without_waiting(run):
@@ -604,6 +607,10 @@ def test_older_tables_without_band_or_skip_rows_still_read():
     old = pd.DataFrame(rows)
     assert dose.band_at(old, 0.5) is None and dose.order_band(old) is None
     assert dose.stored_betas(old) == [1.0]
+    # What the stored grid can answer (the page interpolates it only then, while live factors build).
+    assert dose.stored_surrogates(old) == ["descending"]
+    assert dose.grid_answers(old, 1.0) and not dose.grid_answers(old, 0.5)
+    assert not dose.grid_answers(old, 1.0, "polar")
 
 
 def test_old_run_reads_at_beta_one_and_says_how_to_add_the_skip_grid(run, tmp_path):

@@ -192,7 +192,8 @@ def summary_values(df: pd.DataFrame, worst: float, polar: surrogates.PolarFamily
         values[f"schur.order_band.erank.c{c:g}"] = (band.loc[c, "hi"] - band.loc[c, "lo"]) / band.loc[c, "dose"]
     if polar is not None:
         values["schur.polar.cond_max"] = float(np.max(polar.cond))
-        values["schur.polar.error_max"] = float(np.nanmax(polar.error)) if np.isfinite(polar.error).any() else float("nan")
+        finite = polar.error[np.isfinite(polar.error)]
+        values["schur.polar.error_max"] = float(finite.max()) if len(finite) else float("nan")
         values["schur.polar.rejected_layers"] = float(np.count_nonzero(~polar.ok))
     return values
 
