@@ -5,7 +5,7 @@ import numpy as np
 import streamlit as st
 
 from resdyn import ui
-from resdyn.core import dose, queries
+from resdyn.core import dose, queries, surrogates
 from resdyn.core.figures import surgery
 from resdyn.core.figures.common import empty_figure
 from resdyn.core.store import open_run
@@ -16,6 +16,13 @@ from resdyn.errors import ResdynError
 def _trained_sigma(root: str, run_id: str, layer: int, stamp: int):
     """σ of J̄_l itself (c = 1, β = 1), the reference curve; one SVD, cached per run and layer."""
     return dose.layer_sigma(open_run(root, run_id), layer, 1.0)
+
+
+SURROGATE_HELP = ("Which normal matrix replaces J̄_l at c = 0. descending / ascending: the Schur dose "
+                  "Q(Λ + cN)Q* with the eigenvalues in descending |λ| (a right flag: q_1 is the dominant "
+                  "right eigenvector) or ascending |λ| (a left flag); polar: J̄ = VΛV⁻¹, V = UH, dose "
+                  "U H^c Λ H^−c U*, independent of any order or phase. A dose claim is a finding only "
+                  "where the three agree.")
 
 
 def nearest_stored(table, c: float, column: str = "c") -> tuple[np.ndarray, float]:
@@ -61,34 +68,63 @@ for s in runs:
 if store.run_id not in tables:
     st.stop()
 table = tables[store.run_id]
+# The polar surrogate is the default where the run stores it: it is the one normal surrogate that
+# depends on no choice (eigenvalue order, eigenvector phases), so the first view is not an artefact.
+offered = dose.stored_surrogates(table)
+surrogate = ui.select_choice("Normal surrogate", offered, key="surrogate",
+                             default="polar" if "polar" in offered else "descending",
+                             format_func=lambda x: surrogates.SURROGATE_LABELS[x], help=SURROGATE_HELP)
 
 st.caption(
-    "Each mean Jacobian is written in complex Schur form J̄_l = Q(Λ + N)Q* and only its strictly "
-    "upper-triangular part N is scaled: J_l(c) = Q(Λ + cN)Q*. The spectrum never changes; c = 0 "
-    "removes all non-normality, c = 1 is the trained model. The readouts are for the whole "
-    "linearised stack P_{0:L−1}(c, β) = J_{L−1}(c, β)···J_0(c, β), with J_l(c, β) = βI + R_l(c) "
-    "and R_l(c) = J_l(c) − I the residual branch (β = 1: the model's skip). A Schur form exists for "
-    "every order of the eigenvalues on T's diagonal and J_l(c) depends on it for c ≠ 1: the dose "
-    "uses one fixed order, and the band shows the dose in random orders."
+    "Each mean Jacobian is replaced by J_l(c), a path from a normal matrix with J̄_l's spectrum (c = 0) "
+    "to J̄_l itself (c = 1): the spectrum never changes. Schur surrogates write J̄_l = Q(Λ + N)Q* and scale "
+    "the strictly upper-triangular part, J_l(c) = Q(Λ + cN)Q*; a Schur form exists for every order of the "
+    "eigenvalues on T's diagonal and J_l(c) depends on it for c ≠ 1, so the page shows the descending-|λ| "
+    "order (a right flag), the ascending one (a left flag) and the band of random orders. The polar "
+    "surrogate needs no order: J̄_l = VΛV⁻¹ with unit eigenvectors, V = UH (polar), J_l(c) = U H^c Λ H^−c U*. "
+    "The readouts are for the whole linearised stack P_{0:L−1}(c, β) = J_{L−1}(c, β)···J_0(c, β), with "
+    "J_l(c, β) = βI + R_l(c) and R_l(c) = J_l(c) − I the residual branch (β = 1: the model's skip)."
 )
 order = dose.schur_order(store)
 band = dose.band_at(table, c)
 if band is None:
     st.caption(f"Run `{store.run_id}` was computed before the canonical eigenvalue order: its dose uses "
-               "LAPACK's arbitrary order and it stores no ordering band or skip-dose grid; recompute it with "
-               f"`python -m resdyn.compute run --run-id {store.run_id} --redo schur` to add them.")
+               "LAPACK's arbitrary order and it stores no ordering band, skip-dose grid or ascending and polar "
+               f"surrogates; recompute it with `python -m resdyn.compute run --run-id {store.run_id} --redo schur` "
+               "to add them.")
+elif offered == ["descending"]:
+    st.caption(f"Run `{store.run_id}` was computed before the ascending and polar surrogates: only the "
+               f"descending dose is stored; `python -m resdyn.compute run --run-id {store.run_id} --redo schur` "
+               "adds them.")
+# At a stored dose the readouts are the stored grid's exact values, so no render waits for the live
+# factors, which are built in the background once the page is drawn (bottom of this file). Off the
+# grid the readouts are live once those factors exist, and interpolated from the grid until then.
+stored = dose.stored_at(table, c, beta, surrogate)
+live_ok = dose.live_allowed(store)
+building = False
 try:
-    res = dose.dose_response(store, c, layers=[layer], beta=beta)
+    if stored:
+        res = dose.dose_response(store, c, layers=[layer], path="interpolated", beta=beta, surrogate=surrogate,
+                                 table=table)
+    elif (live_ok and dose.grid_answers(table, beta, surrogate)
+          and dose.live_dose(store, surrogate, wait=False) is None):
+        building = True
+        res = dose.dose_response(store, c, layers=[layer], path="interpolated", beta=beta, surrogate=surrogate,
+                                 table=table)
+    else:
+        with st.spinner(f"Building the {surrogate} surrogate's live factors (once per run) ..."):
+            res = dose.dose_response(store, c, layers=[layer], beta=beta, surrogate=surrogate)
 except ResdynError as exc:
     st.error(str(exc))
     st.stop()
 readouts[store.run_id] = {"erank": res.erank, "log10_fro": res.log10_fro, "henrici": res.henrici,
-                          "path": res.path, "beta": beta}
+                          "path": "live" if stored else res.path, "beta": beta}
 missing = []
 for s in runs[1:]:
     if s.run_id in tables:
         try:
-            r = dose.dose_response(s, c, layers=[], path="interpolated", beta=beta)
+            r = dose.dose_response(s, c, layers=[], path="interpolated", beta=beta, surrogate=surrogate,
+                                   table=tables[s.run_id])
         except ResdynError:
             missing.append(s.run_id)
             continue
@@ -105,19 +141,25 @@ for col, key, label, fmt in ((cols[0], "erank", "erank(P_{0:L−1})", "{:.3g}"),
     value = getattr(res, key)
     delta = None if ref is None or not np.isfinite(value) else f"{value - ref[key]:+.3g} vs trained"
     col.metric(f"{label} at {at}", fmt.format(value), delta=delta, delta_color="off")
-how = ("recomputed live from the stored Schur factors" if res.path == "live"
+source = "the stored Schur factors" if surrogate != "polar" else "the polar factors of J̄"
+how = ("read from the stored dose grid (exact: this dose is stored)" if stored
+       else f"recomputed live from {source}" if res.path == "live"
+       else "interpolated from the stored dose grid while the live factors are computed (once per run; "
+            "the next move is live)" if building
        else "interpolated from the stored dose grid (the run is too large to recompute live here)")
-order_note = f"eigenvalue order: {order}" if order else "eigenvalue order: LAPACK's"
-st.caption(f"Run `{store.run_id}` ({order_note}): {how} in {res.seconds:.2f} s. Overlaid runs are interpolated."
-           + (f" Runs without a skip-dose grid have no readout at β ≠ 1: {', '.join(missing)}." if missing else ""))
+order_note = (f"eigenvalue order: {order}" if order else "eigenvalue order: LAPACK's")
+st.caption(f"Run `{store.run_id}`, {surrogates.SURROGATE_LABELS[surrogate]} surrogate ({order_note}): {how} "
+           f"in {res.seconds:.2f} s. Overlaid runs are interpolated."
+           + (f" Runs without this surrogate or without a skip-dose grid at β ≠ 1 have no readout: "
+              f"{', '.join(missing)}." if missing else ""))
 if band is not None:
     n_draws = table.loc[table["construction"] == "order_draw", "draw"].nunique()
     lo, hi = band["erank"]
-    canon = dose.grid_values(store, c)[0]
+    canon = dose.grid_values(store, c, table=table)[0]
     st.caption(
         f"Ordering band at c = {c:.2f} (min–max over {n_draws} random eigenvalue orders, interpolated from the "
         f"stored grid{', at β = 1' if beta != 1.0 else ''}): erank {lo:.3g}–{hi:.3g}, a width of "
-        f"{100 * (hi - lo) / canon:.1f} % of the fixed order's {canon:.3g}; log10 ‖P‖_F "
+        f"{100 * (hi - lo) / canon:.1f} % of the descending order's {canon:.3g}; log10 ‖P‖_F "
         f"{band['log10_fro'][0]:.2f}–{band['log10_fro'][1]:.2f}; Henrici {band['henrici'][0]:.3f}–"
         f"{band['henrici'][1]:.3f}. Differences smaller than this are the eigenvalue order, not the model.")
 
@@ -125,14 +167,16 @@ skip_betas = []
 if beta != 1.0:
     betas = dose.stored_betas(table)
     skip_betas = [min(betas, key=lambda b: abs(b - beta))]
-ui.plot(surgery.dose_curves(tables, c=c, readouts=readouts, skip_betas=skip_betas, presentation=present),
-        key="surgery-dose")
+ui.plot(surgery.dose_curves(tables, c=c, readouts=readouts, skip_betas=skip_betas, surrogate=surrogate,
+                            presentation=present), key="surgery-dose")
 
 st.subheader(f"Layer {layer} at {at}")
 if int(m["d_model"]) <= dose.SIGMA_MAX_D:  # one d×d SVD per move: live
     sigma, c_sigma = res.sigma.get(layer), c
     t_file = store.array_path("schur_T")
-    reference = _trained_sigma(str(store.path.parent), store.run_id, layer, t_file.stat().st_mtime_ns)
+    # At c = β = 1 the layer is J̄_l itself under every surrogate: its σ is the reference, no second SVD.
+    reference = (sigma if c == 1.0 and beta == 1.0 and sigma is not None
+                 else _trained_sigma(str(store.path.parent), store.run_id, layer, t_file.stat().st_mtime_ns))
 else:  # too wide for a live SVD: the singular values stored by the pseudospectra stage
     sigma = reference = c_sigma = None
     sv = ui.load_table(store, "layer_sigma", "layer = ?", (layer,))
@@ -177,3 +221,6 @@ with right:
     ui.plot(surgery.layer_complex_plane(eigs, layer=layer, pseudo=ps, numrange=nr, c_shown=c_shown,
                                         shift=beta - 1.0, presentation=present),
             key="surgery-plane")
+
+if live_ok:  # prefetch after drawing, so the build does not compete with this render
+    dose.live_dose(store, surrogate, wait=False)

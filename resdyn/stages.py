@@ -65,7 +65,8 @@ STAGES: tuple[StageSpec, ...] = (
               "resdyn.compute.stages.cumulative:run", shared=SUMMARY),
     StageSpec("schur", ("jacobians",),
               ("schur_Q.npy", "schur_T.npy", "schur_dose.parquet"),
-              "complex Schur forms in canonical eigenvalue order and the dose grid: dose, controls A and B, "
+              "complex Schur forms in canonical eigenvalue order and the dose grid in three normal "
+              "surrogates (descending and ascending order, polar) with a control A each, control B, "
               "random-order band, skip dose (METHODS §6)",
               "resdyn.compute.stages.schur:run", shared=SUMMARY),
     StageSpec("noise", ("jacobians",), ("noise.parquet",),

@@ -11,15 +11,17 @@ tests share one implementation. Sections of /work/shared/METHODS.md:
 Shapes and dtypes are stated per function. Mean Jacobians come in as (L, d, d) float32 (the run
 store's ``jacobians.npy``); all reductions are done in float64 / complex128 unless stated.
 
-Every dose-type construction is affine in c per layer, J_l(c) = A_l + c B_l, so it is held as a
+Every Schur-type construction is affine in c per layer, J_l(c) = A_l + c B_l, so it is held as a
 ``DoseFamily`` (A, B). For the dose itself A = QΛQ* and B = QNQ* = J̄ − A; the skip dose adds
-(β − 1)I to every layer (``chain_product``'s ``shift``).
+(β − 1)I to every layer (``chain_product``'s ``shift``). The polar dose of
+``resdyn.core.surrogates`` is not affine; it implements the same ``Family`` protocol.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -46,8 +48,10 @@ PSEUDO_PAD = 0.08  # margin around the numerical range, as a fraction of its lar
 NR_ANGLES = 72  # boundary points of the numerical range
 N_DRAWS = 4
 # Rows of schur_dose.parquet: "dose" (canonical order), controls A and B, "order_draw" (the dose in
-# N_DRAWS seeded random eigenvalue orders) and "skip" (βI + R(c) at SKIP_BETAS).
-CONSTRUCTIONS = ("dose", "control_a", "control_b", "order_draw", "skip")
+# N_DRAWS seeded random eigenvalue orders, c ≠ 1), "skip" (βI + R(c) at SKIP_BETAS), and the other
+# normal surrogates' doses and Controls A (resdyn.core.surrogates: ascending order, polar).
+CONSTRUCTIONS = ("dose", "control_a", "control_b", "order_draw", "skip", "dose_ascending", "dose_polar",
+                 "control_a_ascending", "control_a_polar")
 SKIP_BETAS = (0.0, 0.5, 1.0)
 # METHODS §6: the documented order of the eigenvalues on T's diagonal (the manifest's schur_order).
 SCHUR_ORDER = "descending |λ|, then ascending arg λ"
@@ -490,22 +494,37 @@ def haar_unitary(d: int, rng: np.random.Generator) -> np.ndarray:
     return stats.unitary_group.rvs(d, random_state=rng)
 
 
+class Family(Protocol):
+    """Per-layer operators J_l(c) of one dose construction, for ``chain_product``.
+
+    ``DoseFamily`` (affine in c) has its own fast chain; a family that is not affine (the polar
+    dose, ``resdyn.core.surrogates.PolarFamily``) may provide ``segment(c, start, stop, shift)``
+    with ``_segment_product``'s contract, else its layers are multiplied one by one.
+    """
+
+    @property
+    def n_layers(self) -> int: ...
+
+    def layer(self, l: int, c: float) -> np.ndarray:
+        """J_l(c) (d, d)."""
+
+
 @dataclass(frozen=True)
 class DoseFamily:
     """Per-layer affine operators J_l(c) = A_l + c·B_l of one dose construction."""
 
     a: np.ndarray
-    """(L, d, d) complex64, J_l(0)."""
+    """(L, d, d) complex64 (float32 for a real construction), J_l(0)."""
     b: np.ndarray
-    """(L, d, d) complex64, dJ_l/dc."""
+    """(L, d, d) same dtype, dJ_l/dc."""
 
     @property
     def n_layers(self) -> int:
         return self.a.shape[0]
 
     def layer(self, l: int, c: float) -> np.ndarray:
-        """J_l(c) (d, d) complex64."""
-        return self.a[l] + np.complex64(c) * self.b[l]
+        """J_l(c) (d, d), the family's dtype."""
+        return self.a[l] + self.a.dtype.type(c) * self.b[l]
 
 
 def family_from_layers(layers: Iterable[tuple[np.ndarray, np.ndarray]], n_layers: int, d: int) -> DoseFamily:
@@ -553,11 +572,16 @@ def control_b_layer(q: np.ndarray, t: np.ndarray, rng: np.random.Generator, shif
 # Products of a dose family and their statistics
 # ------------------------------------------------------------------------------------------------
 
-def _segment_product(family: DoseFamily, c: float, start: int, stop: int, shift: float = 0.0,
+def _segment_product(family: Family, c: float, start: int, stop: int, shift: float = 0.0,
                      ) -> tuple[np.ndarray, float]:
-    """(J_{stop−1}(c) + shift·I) ··· (J_start(c) + shift·I) as (P̂ complex64, log10 scale),
-    max-normalised per step."""
-    cc, sh = np.complex64(c), np.complex64(shift)
+    """(J_{stop−1}(c) + shift·I) ··· (J_start(c) + shift·I) as (P̂ in the family's dtype, log10
+    scale), max-normalised per step."""
+    if not isinstance(family, DoseFamily):
+        if hasattr(family, "segment"):
+            return family.segment(c, start, stop, shift)
+        return _generic_segment(family, c, start, stop, shift)
+    dt = family.a.dtype.type
+    cc, sh = dt(c), dt(shift)
     p = family.a[start] + cc * family.b[start]
     d = p.shape[0]
     if shift:
@@ -578,14 +602,35 @@ def _segment_product(family: DoseFamily, c: float, start: int, stop: int, shift:
     return p, scale
 
 
-def chain_product(family: DoseFamily, c: float, workers: int = 2, shift: float = 0.0) -> tuple[np.ndarray, float]:
+def _generic_segment(family: Family, c: float, start: int, stop: int, shift: float = 0.0,
+                     ) -> tuple[np.ndarray, float]:
+    """``_segment_product`` for any family, through its ``layer(l, c)``."""
+    p = np.array(family.layer(start, c))
+    d = p.shape[0]
+    if shift:
+        p.flat[:: d + 1] += shift
+    scale = 0.0
+    for l in range(start + 1, stop):
+        m = np.array(family.layer(l, c))
+        if shift:
+            m.flat[:: d + 1] += shift
+        p = m @ p
+        top = float(np.abs(p).max())
+        if top == 0.0 or not np.isfinite(top):
+            return p, scale
+        scale += np.log10(top)
+        p /= top
+    return p, scale
+
+
+def chain_product(family: Family, c: float, workers: int = 2, shift: float = 0.0) -> tuple[np.ndarray, float]:
     """P(c) = (J_{L−1}(c) + shift·I) ··· (J_0(c) + shift·I), dense, with per-step max-normalisation.
 
     ``shift`` = β − 1 gives the skip dose J_l(c, β) = βI + R_l(c) = (β − 1)I + J_l(c) (METHODS §6:
     R_l(c) = Q(Λ − I + cN)Q* shares J_l(c)'s Schur vectors), so β = 1 is the dose itself and
     β = 0 the residual branches alone.
 
-    Returns (P̂ (d, d) complex64, log10 scale) with P(c) = 10**scale · P̂. Cost: L−1 complex64
+    Returns (P̂ (d, d) in the family's dtype, complex64 or float32, log10 scale) with P(c) = 10**scale · P̂. Cost: L−1 complex64
     d×d products (20 ms each at d = 576 on one core). The chain is cut into ``workers``
     contiguous segments multiplied in parallel Python threads (numpy releases the GIL), each
     with single-threaded BLAS where the caller capped it: on the 2-core machine this uses both
@@ -629,8 +674,8 @@ def product_stats(p: np.ndarray, log10_scale: float = 0.0, mass_tol: float = COR
     products (erank ~ 10) need an r ≪ d eigensolve. When r > 0.7 d the full eigvals is cheaper.
     """
     p = np.asarray(p)
-    if not np.iscomplexobj(p):
-        p = p.astype(np.complex128)
+    if not np.iscomplexobj(p) and p.dtype not in (np.float32, np.float64):
+        p = p.astype(np.float64)  # a real product stays real: its SVD is 4× cheaper than a complex one
     top = float(np.abs(p).max(initial=0.0))
     if top == 0.0 or not np.isfinite(top):
         return ProductStats(float("nan"), float("-inf") if top == 0.0 else float("nan"), float("nan"), 0)
@@ -655,7 +700,7 @@ def product_stats(p: np.ndarray, log10_scale: float = 0.0, mass_tol: float = COR
     return ProductStats(erank=erank(s), log10_fro=float(scale + 0.5 * np.log10(fro2)), henrici=hen, rank_used=r)
 
 
-def family_stats(family: DoseFamily, c: float, beta: float = 1.0) -> ProductStats:
+def family_stats(family: Family, c: float, beta: float = 1.0) -> ProductStats:
     """``product_stats`` of the full product P_{0:L−1}(c, β) of ``family``, each layer βI + R_l(c)."""
     return product_stats(*chain_product(family, c, shift=float(beta) - 1.0))
 

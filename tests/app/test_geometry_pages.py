@@ -53,9 +53,10 @@ def _metric(at: AppTest, label_start: str) -> str:
     return next(m.value for m in at.metric if m.label.startswith(label_start))
 
 
-def _grid(root: Path, run_id: str):
+def _grid(root: Path, run_id: str, construction: str = "dose_polar"):
+    """The stored dose curve of a run, by c: the polar surrogate's (the page's default) unless asked."""
     df = RunStore(root / run_id).read_table("schur_dose")
-    return df[(df["mode"] == "J") & (df["construction"] == "dose")].set_index("c")
+    return df[(df["mode"] == "J") & (df["construction"] == construction)].set_index("c")
 
 
 # -- Bottleneck -----------------------------------------------------------------------------------
@@ -123,15 +124,79 @@ def test_moving_the_dose_slider_changes_the_live_readouts(env):
     assert at.query_params["c"] == "0.00"  # the link follows the slider
     assert _metric(at, "erank") == f"{grid.loc[0.0, 'erank']:.3g}"
     assert _metric(at, "Henrici") == f"{grid.loc[0.0, 'henrici']:.3f}"
+    assert any("read from the stored dose grid" in c.value for c in at.caption)
+    dose.live_dose(RunStore(env / TRAINED_RUN), "polar")  # the render started it; a reader's pause
     at.slider(key="_sel_c").set_value(0.37).run()
     _ok(at)
-    live = dose.dose_response(RunStore(env / TRAINED_RUN), 0.37, layers=[])
+    live = dose.dose_response(RunStore(env / TRAINED_RUN), 0.37, layers=[], surrogate="polar")
     assert _metric(at, "log10") == f"{live.log10_fro:.2f}"
     assert _metric(at, "log10") != f"{grid.loc[0.0, 'log10_fro']:.2f}"
-    # The per-layer panel follows the slider: σ of J_1(0.37).
+    # The per-layer panel follows the slider: σ of the polar J_1(0.37).
     sigma = _charts(at)[1]["data"][-1]["y"]
-    np.testing.assert_allclose(sigma, dose.layer_sigma(RunStore(env / TRAINED_RUN), 1, 0.37), rtol=1e-6)
-    assert any("recomputed live" in c.value for c in at.caption)
+    np.testing.assert_allclose(sigma, dose.layer_sigma(RunStore(env / TRAINED_RUN), 1, 0.37, surrogate="polar"),
+                               rtol=1e-6)
+    assert any("recomputed live from the polar factors" in c.value for c in at.caption)
+
+
+def test_the_surrogate_switch_moves_readouts_curves_and_link(env):
+    """Polar is the default where stored; switching to the Schur orders reads their own curves and
+    recomputes them live off the grid; all three curves and the band are drawn whichever is chosen."""
+    store = RunStore(env / TRAINED_RUN)
+    at = _app("pages/schur_surgery.py", run=TRAINED_RUN, layer="1", c="0")
+    _ok(at)
+    assert at.selectbox(key="_sel_surrogate").value == "polar"
+    assert _metric(at, "erank") == f"{_grid(env, TRAINED_RUN).loc[0.0, 'erank']:.3g}"
+    names = " ".join(t.get("name", "") for t in _charts(at)[0]["data"])
+    for label in ("descending |λ| (right flag)", "ascending |λ| (left flag)", "polar U H^c Λ H^−c U*",
+                  "ordering band", "control A, polar"):
+        assert label in names
+    for sur, cons in (("descending", "dose"), ("ascending", "dose_ascending")):
+        at.selectbox(key="_sel_surrogate").set_value(sur).run()
+        _ok(at)
+        assert at.query_params["surrogate"] == sur
+        assert _metric(at, "erank") == f"{_grid(env, TRAINED_RUN, cons).loc[0.0, 'erank']:.3g}"
+    dose.live_dose(store, "ascending")  # the render started it; a reader's pause
+    at.slider(key="_sel_c").set_value(0.63).run()
+    _ok(at)
+    live = dose.dose_response(store, 0.63, layers=[], surrogate="ascending")
+    assert _metric(at, "erank") == f"{live.erank:.3g}"
+    sigma = _charts(at)[1]["data"][-1]["y"]
+    np.testing.assert_allclose(sigma, dose.layer_sigma(store, 1, 0.63, surrogate="ascending"), rtol=1e-6)
+    names = " ".join(t.get("name", "") for t in _charts(at)[0]["data"])
+    assert "control A, ascending" in names and "control A, polar" not in names
+
+
+def test_a_move_off_the_grid_before_the_live_factors_exist_is_interpolated_and_says_so(env, monkeypatch):
+    """While the background build runs, an off-grid dose reads the stored curve (interpolated) and
+    the caption says the next move is live; it never blocks the page."""
+    monkeypatch.setattr(dose, "live_dose", lambda store, surrogate="descending", wait=True: None)
+    grid = _grid(env, TRAINED_RUN)
+    at = _app("pages/schur_surgery.py", run=TRAINED_RUN, c="0.6")
+    _ok(at)
+    want = dose.grid_values(RunStore(env / TRAINED_RUN), 0.6, surrogate="polar")
+    assert _metric(at, "erank") == f"{want[0]:.3g}" and grid.loc[0.5, "erank"] != grid.loc[0.75, "erank"]
+    assert any("while the live factors are computed" in c.value for c in at.caption)
+
+
+def test_runs_from_before_the_surrogates_render_the_descending_dose_with_a_note(env, tmp_path, monkeypatch):
+    root = tmp_path / "runs"
+    shutil.copytree(env / TRAINED_RUN, root / "pre")
+    pre = RunStore(root / "pre")
+    df = pre.read_table("schur_dose")
+    df = df[~df["construction"].str.contains("ascending|polar")]
+    pre.write_table("schur_dose", df)
+    m = pre.manifest()
+    m["run_id"] = "pre"
+    pre.write_manifest(m)
+    monkeypatch.setenv("RESDYN_RUNS_DIR", str(root))
+    at = _app("pages/schur_surgery.py", run="pre", c="0.5", surrogate="polar")
+    _ok(at)
+    assert at.selectbox(key="_sel_surrogate").options == ["descending |λ| (right flag)"]
+    notes = [c.value for c in at.caption if "--redo schur" in c.value]
+    assert len(notes) == 1 and "before the ascending and polar surrogates" in notes[0]
+    assert _metric(at, "erank") == f"{_grid(root, 'pre', 'dose').loc[0.5, 'erank']:.3g}"
+    names = " ".join(t.get("name", "") for t in _charts(at)[0]["data"])
+    assert "descending" in names and "polar" not in names and "ordering band" in names
 
 
 def test_wide_runs_draw_the_stored_singular_values_without_an_svd(env, monkeypatch):
@@ -210,18 +275,18 @@ def test_beta_slider_gives_the_live_skip_dose_and_follows_the_link(env):
     at = _app("pages/schur_surgery.py", run=TRAINED_RUN, layer="1", c="0.6", beta="0.3")
     _ok(at)
     assert not [r for r in at.sidebar.radio if "mode" in r.label.lower()]
-    want = dose.dose_response(store, 0.6, layers=[], beta=0.3)
+    want = dose.dose_response(store, 0.6, layers=[], beta=0.3, surrogate="polar")
     assert _metric(at, "erank") == f"{want.erank:.3g}"
     assert _metric(at, "log10") == f"{want.log10_fro:.2f}"
     assert "β = 0.30" in at.metric[0].label
     names = " ".join(t.get("name", "") for t in _charts(at)[0]["data"])
     assert "skip dose βI + R(c), β = 0.5" in names
     sigma = _charts(at)[1]["data"][-1]["y"]
-    np.testing.assert_allclose(sigma, dose.layer_sigma(store, 1, 0.6, 0.3), rtol=1e-6)
+    np.testing.assert_allclose(sigma, dose.layer_sigma(store, 1, 0.6, 0.3, surrogate="polar"), rtol=1e-6)
     at.slider(key="_sel_beta").set_value(1.0).run()
     _ok(at)
     assert at.query_params["beta"] == "1.00"
-    assert _metric(at, "log10") == f"{dose.dose_response(store, 0.6, layers=[]).log10_fro:.2f}"
+    assert _metric(at, "log10") == f"{dose.dose_response(store, 0.6, layers=[], surrogate='polar').log10_fro:.2f}"
     assert "skip dose" not in " ".join(t.get("name", "") for t in _charts(at)[0]["data"])
 
 
@@ -232,7 +297,7 @@ def test_readouts_say_how_wide_the_ordering_band_is(env):
     lo, hi = dose.band_at(df, 0.25)["erank"]
     (cap,) = [c.value for c in at.caption if c.value.startswith("Ordering band at c = 0.25")]
     assert f"erank {lo:.3g}–{hi:.3g}" in cap and "4 random eigenvalue orders" in cap
-    canon = _grid(env, TRAINED_RUN).loc[0.25, "erank"]
+    canon = _grid(env, TRAINED_RUN, "dose").loc[0.25, "erank"]
     assert f"{100 * (hi - lo) / canon:.1f} %" in cap
     assert any("descending |λ|, then ascending arg λ" in c.value for c in at.caption)
 

@@ -17,7 +17,7 @@ from resdyn.compute.stages import cumulative, schur, stages_named
 from resdyn.core.spectral import NR_ANGLES, PSEUDO_DOSES, PSEUDO_GRID
 from resdyn.compute.context import RunContext
 from resdyn.config import RunConfig
-from resdyn.core import dose, linalg, spectral
+from resdyn.core import dose, linalg, spectral, surrogates
 from resdyn.core.store import RunStore
 from resdyn.errors import ResdynError
 from tests.conftest import SYNTHETIC_SIZES, TRAINED_RUN
@@ -252,12 +252,19 @@ def test_schur_dose_table_covers_the_grid_controls_draws_and_skip(run):
     assert list(df.columns) == ["mode", "construction", "draw", "c", "beta", "erank", "log10_fro", "henrici"]
     n_c = len(spectral.DOSE_GRID)
     size = df.groupby("construction").size().to_dict()
+    n_ctl = len(surrogates.CONTROL_CS)
     assert size == {"dose": n_c, "control_a": spectral.N_DRAWS * n_c, "control_b": spectral.N_DRAWS * n_c,
-                    "order_draw": spectral.N_DRAWS * n_c, "skip": len(spectral.SKIP_BETAS) * n_c}
+                    "order_draw": spectral.N_DRAWS * (n_c - 1), "skip": len(spectral.SKIP_BETAS) * n_c,
+                    "dose_ascending": n_c, "dose_polar": n_c, "control_a_ascending": spectral.N_DRAWS * n_ctl,
+                    "control_a_polar": spectral.N_DRAWS * n_ctl}
     assert set(df["mode"]) == {"J"}
     assert set(df["construction"]) == set(spectral.CONSTRUCTIONS)
-    for cons in ("control_b", "order_draw"):
+    for cons in ("control_b", "order_draw", "control_a_ascending", "control_a_polar"):
         assert sorted(df.loc[df["construction"] == cons, "draw"].unique()) == list(range(spectral.N_DRAWS))
+    for cons in ("dose", "dose_ascending", "dose_polar"):
+        assert sorted(df.loc[df["construction"] == cons, "c"]) == list(spectral.DOSE_GRID)
+    # The ordering band stores no c = 1: its width there is zero by algebra.
+    assert 1.0 not in set(df.loc[df["construction"] == "order_draw", "c"])
     assert sorted(df["c"].unique()) == list(spectral.DOSE_GRID)
     assert (df.loc[df["construction"] != "skip", "beta"] == 1.0).all()
     assert sorted(df.loc[df["construction"] == "skip", "beta"].unique()) == list(spectral.SKIP_BETAS)
@@ -290,17 +297,14 @@ def test_order_draws_agree_at_one_and_are_normal_at_zero(run, jac):
     every order, but a different one per order, so the band is wide there."""
     df = run.read_table("schur_dose")
     draws = df[df["construction"] == "order_draw"]
-    p = _product(list(jac))
-    one = draws[draws["c"] == 1.0]
-    np.testing.assert_allclose(one["erank"], spectral.erank(np.linalg.svd(p, compute_uv=False)), rtol=1e-4)
-    np.testing.assert_allclose(one["log10_fro"], np.log10(np.linalg.norm(p)), atol=1e-5)
-    np.testing.assert_allclose(one["henrici"], linalg.henrici(p), atol=1e-4)
+    assert draws[draws["c"] == 1.0].empty  # not stored: every order gives J̄ there
     at0 = []
     for draw in range(spectral.N_DRAWS):
         layers = _draw_layers(run, jac, draw)
         for l, (a, b) in enumerate(layers):
             a = a.astype(np.complex128)
             assert linalg.henrici(a) < 1e-3  # normal (float32 storage of A)
+            # c = 1 is J̄ in every order (why the table omits the band there).
             np.testing.assert_allclose(a + b.astype(np.complex128), jac[l], atol=1e-5 * np.abs(jac[l]).max())
             lam = np.linalg.eigvals(a)
             ref = np.linalg.eigvals(jac[l])
@@ -313,11 +317,54 @@ def test_order_draws_agree_at_one_and_are_normal_at_zero(run, jac):
         at0.append(layers[0][0])
     assert np.linalg.norm(at0[0] - at0[1]) > 1e-3 * np.linalg.norm(at0[0])  # the orders really differ
     band = dose.order_band(df).set_index("c")
-    assert band.loc[1.0, "hi"] - band.loc[1.0, "lo"] < 1e-4 * band.loc[1.0, "dose"]
+    assert band.loc[1.0, "hi"] == band.loc[1.0, "lo"] == band.loc[1.0, "dose"]  # the dose's own row
     assert band.loc[0.0, "hi"] - band.loc[0.0, "lo"] > 1e-3 * band.loc[0.0, "dose"]
     summary = run.read_table("summary").set_index("name")["value"]
     assert summary["schur.order_band.erank.c0"] == pytest.approx(
         (band.loc[0.0, "hi"] - band.loc[0.0, "lo"]) / band.loc[0.0, "dose"])
+    assert summary["schur.order_band.erank.c1"] == 0.0  # by algebra, not measured
+
+
+def test_surrogate_doses_are_the_dense_products_of_each_surrogate(run, jac):
+    """dose_ascending: the Schur dose in the reversed canonical order; dose_polar: U H^c Λ H^{−c} U*;
+    at c = 1 both are J̄'s product, and each Control A at c = 0 is its surrogate's dose."""
+    df = run.read_table("schur_dose")
+    q, t = run.read_array("schur_Q").astype(np.complex128), run.read_array("schur_T").astype(np.complex128)
+    asc = [spectral.reorder_schur(q[l], t[l], np.arange(D)[::-1]) for l in range(L)]
+    polar = surrogates.polar_family(jac)
+    for cons, layer in (("dose_ascending", lambda l, c: spectral.dose_matrix(*asc[l], c)),
+                        ("dose_polar", lambda l, c: polar.layer(l, c).astype(np.float64))):
+        rows = df[df["construction"] == cons].set_index("c")
+        for c in (0.0, 0.5, 1.0, 2.0):
+            p = _product([layer(l, c) for l in range(L)])
+            assert rows.loc[c, "erank"] == pytest.approx(spectral.erank(np.linalg.svd(p, compute_uv=False)), rel=1e-4)
+            assert rows.loc[c, "log10_fro"] == pytest.approx(np.log10(np.linalg.norm(p)), abs=1e-5)
+            assert rows.loc[c, "henrici"] == pytest.approx(linalg.henrici(p), abs=1e-4)
+    dose_j = df[df["construction"] == "dose"].set_index("c")
+    assert df[(df["construction"] == "dose_polar") & (df["c"] == 1.0)]["erank"].iloc[0] == pytest.approx(
+        dose_j.loc[1.0, "erank"], rel=1e-4)
+    for sur in surrogates.SURROGATES:
+        ctl = df[(df["construction"] == surrogates.CONTROL_CONSTRUCTION[sur]) & (df["c"] == 0.0)]
+        own = df[(df["construction"] == surrogates.DOSE_CONSTRUCTION[sur]) & (df["c"] == 0.0)]["erank"].iloc[0]
+        assert len(ctl) == spectral.N_DRAWS and (ctl["erank"] == own).all()
+    summary = run.read_table("summary").set_index("name")["value"]
+    for suffix, cons in (("J_ascending", "dose_ascending"), ("J_polar", "dose_polar")):
+        at0 = df[(df["construction"] == cons) & (df["c"] == 0.0)]["erank"].iloc[0]
+        assert summary[f"schur.erank.{suffix}.c0"] == at0
+    assert summary["schur.polar.rejected_layers"] == 0 and summary["schur.polar.cond_max"] >= 1.0
+    assert summary["schur.polar.error_max"] < surrogates.POLAR_RTOL
+
+
+def test_surrogate_doses_function_is_the_stages_code_path(run, jac):
+    """``surrogates.surrogate_doses`` (for split halves) takes its own Schur factors and gives the
+    stage's rows."""
+    df = run.read_table("schur_dose")
+    got = surrogates.surrogate_doses(jac, cs=(0.0, 1.0), seed=0)
+    stored = df[df["construction"].isin(got["construction"].unique()) & df["c"].isin([0.0, 1.0])]
+    merged = got.merge(stored, on=["construction", "draw", "c"], suffixes=("", "_stage"))
+    assert len(merged) == len(got) == 2 * 3 + 2 * 3 * spectral.N_DRAWS
+    np.testing.assert_allclose(merged["erank"], merged["erank_stage"], rtol=1e-9)
+    np.testing.assert_allclose(merged["henrici"], merged["henrici_stage"], rtol=1e-9, atol=1e-12)
 
 
 def test_mode_r_in_the_same_order_is_mode_j(run, jac):
@@ -382,9 +429,13 @@ def test_control_and_order_draws_are_seeded(run, jac):
     stored = run.read_table("schur_dose")
     pd.testing.assert_frame_equal(a, b)
     np.testing.assert_allclose(a["erank"], stored["erank"], rtol=1e-12)
-    drawn = a["construction"].isin(["control_a", "control_b", "order_draw"]) & (a["c"] != 1.0)
+    seeded = ["control_a", "control_a_ascending", "control_a_polar", "control_b", "order_draw"]
+    drawn = a["construction"].isin(seeded) & (a["c"] != 1.0)
     assert not np.allclose(a.loc[drawn & (a["c"] > 0), "erank"], c.loc[drawn & (c["c"] > 0), "erank"])
-    same = ~a["construction"].isin(["control_a", "control_b", "order_draw"])
+    for con in seeded[:3]:  # every Control A moves with the seed at c = 1
+        at1 = (a["construction"] == con) & (a["c"] == 1.0)
+        assert not np.allclose(a.loc[at1, "erank"], c.loc[at1, "erank"])
+    same = ~a["construction"].isin(seeded)
     np.testing.assert_allclose(a.loc[same, "erank"], c.loc[same, "erank"], rtol=1e-12)
 
 
@@ -458,6 +509,49 @@ def test_live_dose_reproduces_the_stored_grid(run):
         assert res.henrici == pytest.approx(grid.loc[c, "henrici"], abs=1e-6)
 
 
+@pytest.mark.parametrize("surrogate", ["ascending", "polar"])
+def test_live_dose_of_each_surrogate_reproduces_its_stored_curve(run, jac, surrogate):
+    df = run.read_table("schur_dose")
+    grid = df[df["construction"] == surrogates.DOSE_CONSTRUCTION[surrogate]].set_index("c")
+    for c in (0.0, 0.5, 2.0):
+        res = dose.dose_response(run, c, layers=[1], surrogate=surrogate)
+        assert res.path == "live" and res.surrogate == surrogate
+        assert res.erank == pytest.approx(grid.loc[c, "erank"], rel=1e-5)
+        assert res.henrici == pytest.approx(grid.loc[c, "henrici"], abs=1e-5)
+        # The layer's singular values: those of the surrogate's J_1(c), live and from the per-layer cache.
+        if surrogate == "polar":
+            ref = surrogates.polar_layer(jac[1])
+            mat = surrogates.PolarFamily([ref]).layer(0, c)
+        else:
+            q, t = run.read_array("schur_Q")[1], run.read_array("schur_T")[1]
+            mat = spectral.dose_matrix(*spectral.reorder_schur(q, t, np.arange(D)[::-1]), c)
+        want = np.linalg.svd(mat.astype(np.complex128), compute_uv=False)
+        np.testing.assert_allclose(res.sigma[1], want, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(dose.layer_sigma(run, 1, c, surrogate=surrogate), want, rtol=1e-4, atol=1e-6)
+    # Interpolated from its own stored curve; exact at the stored doses.
+    res = dose.dose_response(run, 0.5, layers=[], path="interpolated", surrogate=surrogate)
+    assert res.erank == pytest.approx(grid.loc[0.5, "erank"])
+    assert dose.stored_at(df, 0.5, 1.0, surrogate) and not dose.stored_at(df, 0.37, 1.0, surrogate)
+    assert not dose.stored_at(df, 0.5, 0.5, surrogate) and dose.stored_at(df, 0.5, 0.5, "descending")
+    with pytest.raises(ResdynError, match="β = 1 only"):
+        dose.grid_values(run, 0.5, 0.5, surrogate)
+    assert dose.stored_surrogates(df) == list(surrogates.SURROGATES)
+    assert dose.grid_answers(df, 1.0, surrogate) and not dose.grid_answers(df, 0.3, surrogate)
+    assert dose.grid_answers(df, 0.3, "descending")
+
+
+def test_live_dose_can_be_prefetched_without_waiting(run):
+    """``live_dose(wait=False)`` starts the build and returns None until it is done, then the same
+    object as a waiting call; an unknown surrogate is one clear error."""
+    dose._LIVE.clear()
+    first = dose.live_dose(run, "polar", wait=False)
+    built = dose.live_dose(run, "polar")
+    assert first is None or first is built
+    assert dose.live_dose(run, "polar", wait=False) is built
+    with pytest.raises(ResdynError, match="surrogate must be one of"):
+        dose.dose_response(run, 0.5, surrogate="sideways")
+
+
 def test_live_skip_dose_is_beta_identity_plus_residual(run, jac):
     """Live (c, β): β = 1 is the dose; any β is the dense product of βI + R_l(c), and the layer's
     singular values are those of βI + R_l(c)."""
@@ -513,6 +607,10 @@ def test_older_tables_without_band_or_skip_rows_still_read():
     old = pd.DataFrame(rows)
     assert dose.band_at(old, 0.5) is None and dose.order_band(old) is None
     assert dose.stored_betas(old) == [1.0]
+    # What the stored grid can answer (the page interpolates it only then, while live factors build).
+    assert dose.stored_surrogates(old) == ["descending"]
+    assert dose.grid_answers(old, 1.0) and not dose.grid_answers(old, 0.5)
+    assert not dose.grid_answers(old, 1.0, "polar")
 
 
 def test_old_run_reads_at_beta_one_and_says_how_to_add_the_skip_grid(run, tmp_path):

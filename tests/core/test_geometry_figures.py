@@ -73,9 +73,10 @@ def test_transient_growth_marks_the_maximum_over_k():
     assert [(s["x"][0], s["y"][0]) for s in stars] == [(2, 1.4), (2, 0.3)]
 
 
-def _dose_table(old: bool = False) -> pd.DataFrame:
+def _dose_table(old: bool = False, surrogates: bool = False) -> pd.DataFrame:
     """A schur_dose table; ``old``: the schema before the canonical order (mode-R rows, no beta,
-    no order draws or skip rows)."""
+    no order draws or skip rows); ``surrogates``: with the ascending and polar doses, the polar
+    Control A at c = 0, 1, and no order draws at c = 1 (as the stage writes since the surrogates)."""
     rows = []
     for mode in (("J", "R") if old else ("J",)):
         for cons, draws in (("dose", 1), ("control_a", 4), ("control_b", 4)) + (() if old else (("order_draw", 4),)):
@@ -87,6 +88,16 @@ def _dose_table(old: bool = False) -> pd.DataFrame:
                                  "erank": base + (draw if cons.startswith("control") else 0)
                                  + (0.5 if mode == "R" else 0),
                                  "log10_fro": c, "henrici": 0.1 * c})
+    if surrogates:
+        for cons, base in (("dose_ascending", 12.0), ("dose_polar", 14.0)):
+            for c in (0.0, 1.0, 2.0):
+                rows.append({"mode": "J", "construction": cons, "draw": 0, "c": c, "beta": 1.0,
+                             "erank": 7.0 if c == 1.0 else base - 3 * c, "log10_fro": c, "henrici": 0.1 * c})
+        for draw in range(4):
+            for c in (0.0, 1.0):
+                rows.append({"mode": "J", "construction": "control_a_polar", "draw": draw, "c": c, "beta": 1.0,
+                             "erank": (14.0 if c == 0 else 30.0 + draw), "log10_fro": c, "henrici": 0.1})
+        rows = [r for r in rows if not (r["construction"] == "order_draw" and r["c"] == 1.0)]
     if not old:
         for beta in (0.0, 0.5, 1.0):
             for c in (0.0, 1.0, 2.0):
@@ -101,7 +112,7 @@ def test_dose_curves_show_dose_ordering_band_and_control_bands():
     fig = surgery.dose_curves({"run": df}, c=0.5, readouts={"run": {"erank": 8.5, "log10_fro": 0.5,
                                                                       "henrici": 0.05, "path": "live"}})
     d = plain(fig)
-    dose = next(t for t in d["data"] if t.get("name") == "run: dose")
+    dose = next(t for t in d["data"] if t.get("name", "").startswith("run: dose, descending"))
     np.testing.assert_allclose(dose["y"], [10, 7, 4])
     assert not any("mode R" in t.get("name", "") for t in d["data"])
     band = next(t for t in d["data"] if t.get("name", "").startswith("run: ordering band"))
@@ -121,6 +132,29 @@ def test_dose_curves_show_dose_ordering_band_and_control_bands():
     assert d["layout"]["yaxis3"]["range"] == [0, 1.02]  # Henrici panel
 
 
+def test_dose_curves_draw_the_three_surrogates_and_the_band_through_one():
+    df = _dose_table(surrogates=True)
+    d = plain(surgery.dose_curves({"run": df}, c=0.5, surrogate="polar",
+                                  readouts={"run": {"erank": 12.5, "log10_fro": 0.5, "henrici": 0.05}}))
+    by_name = {t.get("name", ""): t for t in d["data"] if t["xaxis"] == "x"}
+    curves = {n: t for n, t in by_name.items() if n.startswith("run: dose")}
+    assert sorted(curves) == ["run: dose, ascending |λ| (left flag)", "run: dose, descending |λ| (right flag)",
+                              "run: dose, polar U H^c Λ H^−c U* (order-free)"]
+    polar = curves["run: dose, polar U H^c Λ H^−c U* (order-free)"]
+    np.testing.assert_allclose(polar["y"], [14, 7, 8])
+    assert polar["line"]["width"] > curves["run: dose, descending |λ| (right flag)"]["line"]["width"]  # selected
+    assert {t["line"]["dash"] for t in curves.values()} == {"solid", "dashdot", "longdashdot"}
+    # The band has no stored c = 1: it passes through the dose's own value there (zero width).
+    band = next(t for n, t in by_name.items() if n.startswith("run: ordering band"))
+    np.testing.assert_allclose(band["x"], [0, 1, 2, 2, 1, 0])
+    np.testing.assert_allclose(band["y"], [11.5, 7, 5.5, 2.5, 7, 8.5])
+    # The selected surrogate's Control A (c = 0 and 1), not the descending one.
+    assert any(n.startswith("run: control A, polar") for n in by_name)
+    assert not any(n.startswith("run: control A (random M") for n in by_name)
+    mean_a = next(t for n, t in by_name.items() if n.startswith("run: control A, polar"))
+    np.testing.assert_allclose(mean_a["y"], [14, 31.5])
+
+
 def test_dose_curves_draw_the_skip_dose_at_the_asked_beta():
     d = plain(surgery.dose_curves({"run": _dose_table()}, c=1.0, skip_betas=[0.5], controls=False))
     (skip,) = [t for t in d["data"] if "skip" in t.get("name", "") and t["xaxis"] == "x"]
@@ -133,7 +167,7 @@ def test_dose_curves_draw_the_skip_dose_at_the_asked_beta():
 def test_dose_curves_of_an_old_run_draw_mode_j_only_and_no_band():
     d = plain(surgery.dose_curves({"run": _dose_table(old=True)}, c=1.0, skip_betas=[0.5]))
     names = [t.get("name", "") for t in d["data"]]
-    dose = next(t for t in d["data"] if t.get("name") == "run: dose")
+    dose = next(t for t in d["data"] if t.get("name", "").startswith("run: dose, descending"))
     np.testing.assert_allclose(dose["y"], [10, 7, 4])  # mode J's rows, not R's (+0.5)
     assert not any("ordering band" in n or "skip" in n or "mode R" in n for n in names)
 

@@ -3,16 +3,18 @@
 Reads ``jacobians.npy`` (L, d, d) float32; writes ``schur_Q.npy``/``schur_T.npy`` (J̄ = Q T Q*,
 eigenvalues on T's diagonal in the canonical order ``spectral.SCHUR_ORDER``, recorded as the
 manifest's ``schur_order``), (L, d, d) complex64, ``schur_dose.parquet`` (mode, construction,
-draw, c, beta, erank, log10_fro, henrici) over the paper's dose grid: the dose, controls A and B,
-the dose in random eigenvalue orders and the skip dose βI + R(c); and summary rows ``schur.*``.
-numpy/scipy only; the math is ``resdyn.core.spectral`` and ``resdyn.core.dose`` (shared with the
-dashboard's live slider).
+draw, c, beta, erank, log10_fro, henrici) over the paper's dose grid: the dose in the three normal
+surrogates (descending order, ascending order, polar; ``resdyn.core.surrogates``) with a Control A
+each, control B, the dose in random eigenvalue orders and the skip dose βI + R(c); and summary
+rows ``schur.*``. numpy/scipy only; the math is ``resdyn.core.spectral``, ``resdyn.core.surrogates``
+and ``resdyn.core.dose`` (shared with the dashboard's live slider).
+
+Cost at L = 30, d = 576 (one core under load, measured): the Schur forms ~0.5 s a layer, the ascending
+reorders ~0.2 s and the polar factors (one real eigendecomposition and one SVD) 0.3–0.5 s a layer,
+then 118 chains of L − 1 products and their statistics, ~0.5 s each (the polar ones in real float32).
 """
 
 from __future__ import annotations
-
-import contextvars
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -21,18 +23,15 @@ from threadpoolctl import threadpool_limits
 from resdyn.compute import executors
 from resdyn.compute.stages import mean_jacobians, stages_in
 from resdyn.core import dose as dose_mod
-from resdyn.core import spectral
+from resdyn.core import spectral, surrogates
 from resdyn.errors import ResdynError
 
 
 def _schur_layer(jac: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """One layer's complex Schur factors in the canonical order, as stored: J̄_l (d, d) -> Q, T
-    (d, d) complex64 and ‖Q T Q* − J̄_l‖_F / ‖J̄_l‖_F. A pure function, so the executor may run
-    layers anywhere (``--executor ray``)."""
-    j = np.asarray(jac, np.float64)
-    q, t = spectral.schur_canonical(j)
-    q, t = q.astype(np.complex64), t.astype(np.complex64)
-    return q, t, spectral.schur_error(q, t, j)
+    (d, d) complex64 and ‖Q T Q* − J̄_l‖_F / ‖J̄_l‖_F (``surrogates.schur_layer_stored``). A pure
+    function, so the executor may run layers anywhere (``--executor ray``)."""
+    return surrogates.schur_layer_stored(jac)
 
 
 def schur_factors(jac: np.ndarray, progress=spectral._no_progress, desc: str = "schur",
@@ -91,77 +90,58 @@ def order_draw_family(q: np.ndarray, t: np.ndarray, jac: np.ndarray, seed: int, 
     return spectral.family_from_layers(executors.parallel_map(_order_draw_layer, jobs), n_layers, d)
 
 
-def _families(q: np.ndarray, t: np.ndarray, jac: np.ndarray, seed: int):
-    """Yield (construction, draw, DoseFamily): the dose, N_DRAWS draws of controls A and B and of
-    random eigenvalue orders (METHODS §6)."""
+def _families(q: np.ndarray, t: np.ndarray, jac: np.ndarray, seed: int, info: dict | None = None):
+    """Yield the ``surrogates.FamilyJob`` of every construction (METHODS §6): the three surrogates'
+    doses and Controls A (``surrogates.surrogate_jobs``, shared with ``surrogates.surrogate_doses``),
+    then N_DRAWS draws of control B and of random eigenvalue orders."""
     n_layers, d, _ = t.shape
-    yield "dose", 0, spectral.family_from_layers(
-        (spectral.dose_layer(q[l], t[l], jac[l]) for l in range(n_layers)), n_layers, d)
-    for ci, (name, make) in enumerate((("control_a", spectral.control_a_layer),
-                                       ("control_b", spectral.control_b_layer))):
-        for draw in range(spectral.N_DRAWS):
-            # One generator per (seed, control, draw): draws are reproducible one by one.
-            rng = np.random.default_rng([seed, 0, ci, draw])
-            yield name, draw, spectral.family_from_layers(
-                (make(q[l], t[l], rng) for l in range(n_layers)), n_layers, d)
+    yield from surrogates.surrogate_jobs(q, t, jac, seed, map_fn=executors.parallel_map, info=info)
     for draw in range(spectral.N_DRAWS):
-        yield "order_draw", draw, order_draw_family(q, t, jac, seed, draw)
+        # One generator per (seed, control, draw): draws are reproducible one by one.
+        rng = np.random.default_rng([seed, 0, 1, draw])
+        yield surrogates.FamilyJob("control_b", draw, spectral.family_from_layers(
+            (spectral.control_b_layer(q[l], t[l], rng) for l in range(n_layers)), n_layers, d), spectral.DOSE_GRID)
+    for draw in range(spectral.N_DRAWS):
+        yield surrogates.FamilyJob("order_draw", draw, order_draw_family(q, t, jac, seed, draw), spectral.DOSE_GRID)
 
 
-def _one_ahead(items):
-    """Yield the items of the iterator ``items``, building the next one in a background thread while
-    the caller works on the current one.
-
-    Building a family (Schur reorders, Haar draws, normal parts) is mostly single-threaded; its
-    statistics (chain products on two threads, an SVD, eigenvalues) mostly run outside the GIL, so
-    the two overlap on the two cores. The items come in their order, so results do not change;
-    the background thread runs in a copy of this context, so it sees the run's executor.
-    """
-    ctx = contextvars.copy_context()
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        it = iter(items)
-        nxt = pool.submit(ctx.run, next, it, None)
-        while (item := nxt.result()) is not None:
-            nxt = pool.submit(ctx.run, next, it, None)
-            yield item
+_one_ahead = surrogates.one_ahead
 
 
 def dose_table(q: np.ndarray, t: np.ndarray, jac: np.ndarray, seed: int,
-               progress=spectral._no_progress) -> pd.DataFrame:
+               progress=spectral._no_progress, info: dict | None = None) -> pd.DataFrame:
     """Rows (mode, construction, draw, c, beta, erank, log10_fro, henrici) over DOSE_GRID.
 
-    Every row is mode "J". construction: "dose" (the stored, canonical order), "control_a",
-    "control_b", "order_draw" (draws 0..N_DRAWS−1) and "skip" (βI + R(c) for β in SKIP_BETAS,
-    draw 0); beta is 1.0 on every row but the skip rows'. Rows equal to another by construction
-    are copied, not recomputed: control A at c = 0, every order draw at c = 1 and the skip
-    dose at β = 1 are the dose's own rows. At the paper's grid that leaves 97 chains of L − 1
-    complex64 products: 7 for the dose, 14 skip, 24 control A, 28 control B, 24 order draws.
+    Every row is mode "J". construction: "dose" (the stored, canonical order: descending |λ|),
+    "dose_ascending" and "dose_polar" (the other normal surrogates, ``resdyn.core.surrogates``),
+    "control_a" (whole grid) with "control_a_ascending" and "control_a_polar" (c ∈
+    ``surrogates.CONTROL_CS``), "control_b", "order_draw" (draws 0..N_DRAWS−1, c ≠ 1) and "skip"
+    (βI + R(c) for β in SKIP_BETAS, draw 0); beta is 1.0 on every row but the skip rows'.
+
+    Rows equal to another by algebra are copied, not recomputed (``surrogates.COPIES``): every
+    Control A at c = 0 is its surrogate's dose there, the ascending dose at c = 1 and the skip dose
+    at β = 1 are the dose's own rows; the order draws at c = 1 (J̄ in any order: the band has zero
+    width there) are not stored. At the paper's grid that leaves 118 chains of L − 1 products:
+    7 for the dose, 14 skip, 6 ascending, 7 polar (float32, real), 24 control A, 8 for the other two
+    Controls A, 28 control B, 24 order draws. ``info`` receives the ``PolarFamily`` ("polar").
     """
-    n_fam = 1 + 3 * spectral.N_DRAWS
     rows = []
 
-    def row(construction, draw, c, beta, s):
-        rows.append({"mode": "J", "construction": construction, "draw": draw, "c": float(c), "beta": float(beta),
-                     "erank": s.erank, "log10_fro": s.log10_fro, "henrici": s.henrici})
+    def skip(job, c, s):
+        if job.construction != "dose":
+            return
+        for beta in spectral.SKIP_BETAS:  # the skip dose shares the dose's family
+            st = s if beta == 1.0 else spectral.family_stats(job.family, c, beta)
+            rows.append({"construction": "skip", "draw": 0, "c": c, "beta": float(beta),
+                         "erank": st.erank, "log10_fro": st.log10_fro, "henrici": st.henrici})
 
-    stats = {}
-    for construction, draw, fam in progress(_one_ahead(_families(q, t, jac, seed)), desc="dose grid",
-                                            total=n_fam, unit="family"):
-        for c in spectral.DOSE_GRID:
-            if (construction == "control_a" and c == 0.0) or (construction == "order_draw" and c == 1.0):
-                # c = 0 adds 0·M: identical to the dose at c = 0. In any eigenvalue order c = 1 is
-                # A + (J̄ − A) = J̄, the dose's own product (the band's width there is 0 by
-                # construction, not by rounding). No need to recompute either.
-                row(construction, draw, c, 1.0, stats[c])
-                continue
-            s = spectral.family_stats(fam, c)
-            row(construction, draw, c, 1.0, s)
-            if construction == "dose":
-                stats[c] = s
-                for beta in spectral.SKIP_BETAS:  # the skip dose shares the dose's family
-                    row("skip", 0, c, beta, s if beta == 1.0 else spectral.family_stats(fam, c, beta))
-        del fam
+    n_fam = 3 + 5 * spectral.N_DRAWS
+    jobs = progress(_one_ahead(_families(q, t, jac, seed, info)), desc="dose grid", total=n_fam, unit="family")
+    rows.extend(surrogates.evaluate_jobs(jobs, on_stats=skip))
     df = pd.DataFrame(rows)
+    df.insert(0, "mode", "J")
+    df["beta"] = df["beta"].fillna(1.0)
+    df = df[["mode", "construction", "draw", "c", "beta", "erank", "log10_fro", "henrici"]]
     df["draw"] = df["draw"].astype(np.int32)
     return df
 
@@ -190,16 +170,32 @@ def _compute_schur(ctx) -> None:
     for stale in ("schur_R_Q", "schur_R_T"):
         store.array_path(stale).unlink(missing_ok=True)
     store.update_manifest(schur_order=spectral.SCHUR_ORDER)
-    df = dose_table(q, t, jac, ctx.cfg.seed, ctx.progress)
+    info = {}
+    df = dose_table(q, t, jac, ctx.cfg.seed, ctx.progress, info)
     store.write_table("schur_dose", df)
-    dose = df[df["construction"] == "dose"].set_index("c")
-    band = dose_mod.order_band(df).set_index("c")
+    store.update_summary(summary_values(df, worst, info.get("polar")))
+
+
+def summary_values(df: pd.DataFrame, worst: float, polar: surrogates.PolarFamily | None) -> dict[str, float]:
+    """The stage's ``schur.*`` summary rows from its dose table (and the polar factors' checks)."""
     values = {"schur.reconstruction_error.J": worst}
+    band = dose_mod.order_band(df).set_index("c")
+    for sur, suffix in (("descending", "J"), ("ascending", "J_ascending"), ("polar", "J_polar")):
+        rows = df[df["construction"] == surrogates.DOSE_CONSTRUCTION[sur]].set_index("c")
+        for c in (0.0, 1.0, 2.0):
+            values[f"schur.erank.{suffix}.c{c:g}"] = rows.loc[c, "erank"]
+        con = surrogates.CONTROL_CONSTRUCTION[sur]
+        values[f"schur.erank.{con}.c1"] = df.loc[(df["construction"] == con) & (df["c"] == 1.0), "erank"].mean()
     for c in (0.0, 1.0, 2.0):
-        values[f"schur.erank.J.c{c:g}"] = dose.loc[c, "erank"]
-        # The ordering band's width relative to the canonical value (0 at c = 1 by construction).
+        # The ordering band's width relative to the canonical value; at c = 1 it is 0 by algebra (no
+        # order draws are stored there, ``dose.order_band`` puts the dose's own value).
         values[f"schur.order_band.erank.c{c:g}"] = (band.loc[c, "hi"] - band.loc[c, "lo"]) / band.loc[c, "dose"]
-    store.update_summary(values)
+    if polar is not None:
+        values["schur.polar.cond_max"] = float(np.max(polar.cond))
+        finite = polar.error[np.isfinite(polar.error)]
+        values["schur.polar.error_max"] = float(finite.max()) if len(finite) else float("nan")
+        values["schur.polar.rejected_layers"] = float(np.count_nonzero(~polar.ok))
+    return values
 
 
 STAGE, = stages_in(__name__)  # the record lives in resdyn/stages.py

@@ -1,8 +1,9 @@
 """Figures of the Schur dose surgery (METHODS §6) and of one layer's J_l(c) (METHODS §11).
 
-Inputs: the ``schur_dose`` table (mode, construction ∈ {dose, control_a, control_b, order_draw,
-skip}, draw, c, beta, erank, log10_fro, henrici; older runs lack beta, order_draw and skip and
-carry mode-R rows, which are not drawn), live readouts at the sliders' (c, β), per-layer singular values and
+Inputs: the ``schur_dose`` table (mode, construction ∈ {dose, dose_ascending, dose_polar,
+control_a, control_a_ascending, control_a_polar, control_b, order_draw, skip}, draw, c, beta,
+erank, log10_fro, henrici; older runs lack the surrogates, beta, order_draw and skip and carry
+mode-R rows, which are not drawn), live readouts at the sliders' (c, β), per-layer singular values and
 eigenvalues (arrays), and the ``pseudospectra`` (layer, c, x, y, log10_sigma_min) and
 ``numerical_range`` (layer, c, idx, x, y) rows of one layer. Pure functions, ``go.Figure`` out.
 """
@@ -24,8 +25,19 @@ METRICS = {
     "henrici": "Henrici δ(P_{0:L−1})",
 }
 CONSTRUCTION_NAMES = {"dose": "dose Q(Λ+cN)Q*", "control_a": "control A (random M, ‖M‖ = c‖N‖)",
-                      "control_b": "control B (Haar-random basis)"}
-CONSTRUCTION_DASH = {"control_a": "dash", "control_b": "dot"}
+                      "control_b": "control B (Haar-random basis)",
+                      "control_a_ascending": "control A, ascending surrogate",
+                      "control_a_polar": "control A, polar surrogate (‖M‖ = c‖J̄ − UΛU*‖)"}
+CONSTRUCTION_DASH = {"control_a": "dash", "control_b": "dot", "control_a_ascending": "dash", "control_a_polar": "dash"}
+# The three normal surrogates' dose curves (resdyn.core.surrogates): line dash and marker per surrogate.
+SURROGATE_CURVES = {
+    "descending": ("dose", "dose, descending |λ| (right flag)", "solid", "circle"),
+    "ascending": ("dose_ascending", "dose, ascending |λ| (left flag)", "dashdot", "triangle-up"),
+    "polar": ("dose_polar", "dose, polar U H^c Λ H^−c U* (order-free)", "longdashdot", "square"),
+}
+
+
+CONTROL_OF = {"descending": "control_a", "ascending": "control_a_ascending", "polar": "control_a_polar"}
 
 
 def _rgba(hex_color: str, alpha: float) -> str:
@@ -50,10 +62,13 @@ def dose_curves(tables: Mapping[str, pd.DataFrame], *, c: float | None = None,
                 readouts: Mapping[str, Mapping[str, float]] | None = None, controls: bool = True,
                 band: bool = True, skip_betas: Sequence[float] = (),
                 metrics: Sequence[str] = ("erank", "log10_fro", "henrici"),
-                presentation: bool = False) -> go.Figure:
-    """One panel per metric against the dose c: the dose in the canonical eigenvalue order (solid),
-    the ordering band (min–max over the random-order draws) around it, controls A/B as mean ± std
-    bands over their draws, and the skip dose βI + R(c) at the stored β in ``skip_betas``.
+                surrogate: str = "descending", presentation: bool = False) -> go.Figure:
+    """One panel per metric against the dose c: the dose under each stored normal surrogate
+    (descending order: solid, circles; ascending order: dash-dot, triangles; polar: long dash-dot,
+    squares; the selected ``surrogate`` drawn thicker), the ordering band (min–max over the
+    random-order draws, around the descending dose), the selected surrogate's Control A and
+    control B as mean ± std bands over their draws, and the skip dose βI + R(c) at the stored β in
+    ``skip_betas``. The readout diamond sits on the selected surrogate's curve.
 
     Only mode J is drawn: mode R (older runs) is the same computation in another eigenvalue order.
 
@@ -64,6 +79,8 @@ def dose_curves(tables: Mapping[str, pd.DataFrame], *, c: float | None = None,
             "interpolated", "beta": β} at ``c``, drawn as a diamond (live) or an open diamond
             (interpolated).
         controls: draw the control bands. band: draw the ordering band (where the table has it).
+        surrogate: "descending", "ascending" or "polar": whose curve is emphasised and whose
+            Control A is drawn (older tables hold the descending one only).
         skip_betas: β values (≠ 1) whose stored skip-dose curves are drawn (long dashes).
     """
     if not tables:
@@ -78,7 +95,7 @@ def dose_curves(tables: Mapping[str, pd.DataFrame], *, c: float | None = None,
         for mi, metric in enumerate(metrics, start=1):
             show = mi == 1
             if controls:
-                for cons in ("control_a", "control_b"):
+                for cons in (CONTROL_OF[surrogate], "control_b"):
                     rows = df[df["construction"] == cons]
                     if rows.empty:
                         continue
@@ -101,20 +118,28 @@ def dose_curves(tables: Mapping[str, pd.DataFrame], *, c: float | None = None,
             draws = df[df["construction"] == "order_draw"]
             if band and not draws.empty:
                 g = draws.groupby("c")[metric]
-                lo, hi = g.min().sort_index(), g.max().sort_index()
+                lo, hi = g.min(), g.max()
+                one = df[(df["construction"] == "dose") & (df["c"] == 1.0)]
+                if 1.0 not in lo.index and len(one):  # zero width at c = 1 by algebra: not stored
+                    lo.loc[1.0] = hi.loc[1.0] = float(one[metric].iloc[0])
+                lo, hi = lo.sort_index(), hi.sort_index()
                 cs = lo.index.to_numpy(np.float64)
                 fig.add_trace(go.Scatter(
                     x=np.concatenate([cs, cs[::-1]]), y=np.concatenate([hi.to_numpy(float), lo.to_numpy(float)[::-1]]),
                     mode="lines", fill="toself", fillcolor=_rgba(color, 0.35), line={"width": 0},
                     name=f"{run_id}: ordering band ({draws['draw'].nunique()} random eigenvalue orders, min–max)",
                     legendgroup=f"{run_id}-order", showlegend=show, hoverinfo="skip"), row=1, col=mi)
-            rows = df[df["construction"] == "dose"].sort_values("c")
-            if not rows.empty:
+            for sur, (cons, label, dash, symbol) in SURROGATE_CURVES.items():
+                rows = df[df["construction"] == cons].sort_values("c")
+                if rows.empty:
+                    continue
+                chosen = sur == surrogate
                 fig.add_trace(go.Scatter(
                     x=rows["c"].to_numpy(np.float64), y=rows[metric].to_numpy(np.float64), mode="lines+markers",
-                    name=f"{run_id}: dose", legendgroup=f"{run_id}-dose", showlegend=show,
-                    line={"color": color, "width": lw}, marker={"size": ms},
-                    hovertemplate="c = %{x}<br>%{y:.4g}<extra>" + f"{run_id} dose</extra>",
+                    name=f"{run_id}: {label}", legendgroup=f"{run_id}-{cons}", showlegend=show,
+                    line={"color": color, "width": lw if chosen else lw * 0.6, "dash": dash},
+                    marker={"size": ms if chosen else ms * 0.7, "symbol": symbol},
+                    hovertemplate="c = %{x}<br>%{y:.4g}<extra>" + f"{run_id} {cons}</extra>",
                 ), row=1, col=mi)
             skip = df[df["construction"] == "skip"]
             for beta in skip_betas:
@@ -148,7 +173,8 @@ def dose_curves(tables: Mapping[str, pd.DataFrame], *, c: float | None = None,
             lines.append({"type": "line", "xref": f"x{sfx}", "yref": f"y{sfx} domain", "x0": c, "x1": c,
                           "y0": 0, "y1": 1, "line": {"color": BASELINE_COLOR, "width": 1, "dash": "dot"}})
     # Room for the figure title above the panel titles (the legend stays where style() puts it).
-    return style(fig, title="Schur dose surgery: J_l(c) = Q(Λ + cN)Q* at every layer", presentation=presentation,
+    return style(fig, title="Schur dose surgery: J_l(c) = Q(Λ + cN)Q* (or U H^c Λ H^−c U*) at every layer",
+                 presentation=presentation,
                  margin={"t": 110 if not presentation else 140}, shapes=lines, **axes)
 
 
