@@ -52,7 +52,7 @@ import pandas as pd
 from scipy import stats
 
 from resdyn.core import noise as noise_mod
-from resdyn.core import nulls, samples
+from resdyn.core import nulls, samples, surrogates
 from resdyn.core.headlines import DEFAULT_METHOD, RunTables, coupling_method
 from resdyn.core.regimes import REGIMES, paper_split, regime_means
 from resdyn.errors import ResdynError, UsageError
@@ -357,7 +357,7 @@ def m_dose(surrogate: str):
     return measure
 
 
-CONTROL_A = {"descending": "control_a", "ascending": "control_a_ascending", "polar": "control_a_polar"}
+CONTROL_A = surrogates.CONTROL_CONSTRUCTION
 """The Control A construction of each surrogate: that surrogate's normal part plus Gaussian mass."""
 
 

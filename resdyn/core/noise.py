@@ -27,10 +27,11 @@ Statistics (``HALF_STATISTICS``), all of J̄^A (L, d, d):
 The three normal surrogates come here from one eigendecomposition J̄ = V Λ V⁻¹ per layer: for an
 eigenvalue order, the QR factorisation of V with its columns in that order, V = Q R, gives a
 Schur basis in that order (J̄ Q = Q (R Λ R⁻¹), upper triangular), hence the normal part Q Λ Q*;
-the polar factor U of V (unit-norm columns) gives U Λ U*. The ``schur`` stage reaches the same
-matrices through a Schur decomposition, which is better conditioned for nearly defective
-operators; for a noise estimate the eigenvector route is several times cheaper and equal to
-rounding where V is well conditioned (a test holds them together).
+the polar surrogate is the schur stage's own (``resdyn.core.surrogates.polar_layer``). For the
+two orders the ``schur`` stage reaches the same matrices through a Schur decomposition and
+reordering, which is better conditioned for nearly defective operators; for a noise estimate the
+eigenvector route is several times cheaper and equal to rounding where V is well conditioned (a
+test holds them together).
 """
 
 from __future__ import annotations
@@ -38,18 +39,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from resdyn.core import spectral
+from resdyn.core import spectral, surrogates
 from resdyn.core.linalg import COMPLEX_TOL, top_singular_vectors
 
 SPLIT_STREAM = 22
 """Stream of the seeded generator that draws the half: ``default_rng([seed, SPLIT_STREAM])``."""
 METHOD = "split half"
 """How the noise of the Jacobian statistics is estimated (shown beside each claim)."""
-SURROGATES = ("descending", "ascending", "polar")
+SURROGATES = surrogates.SURROGATES
 """The normal surrogates of the dose (METHODS §6): the Schur normal part with eigenvalues in
 descending |λ| (the ``schur`` stage's canonical order, a "right flag"), in ascending |λ| (a "left
 flag"), and the order-free polar surrogate."""
-SURROGATE_CONSTRUCTION = {"descending": "dose", "ascending": "dose_ascending", "polar": "dose_polar"}
+SURROGATE_CONSTRUCTION = surrogates.DOSE_CONSTRUCTION
 """The schur_dose.parquet construction that holds each surrogate's dose curve."""
 HALF_STATISTICS = ("frac_complex", "dist_one", "self_alignment", "erank_p0", "dose_erank")
 MIN_HALF = 2
@@ -88,9 +89,11 @@ def surrogate_normal_parts(jac: np.ndarray, eig: tuple[np.ndarray, np.ndarray] |
     desc = spectral.canonical_order(lam)
     out = {"descending": _ordered_normal_part(v, lam, desc),
            "ascending": _ordered_normal_part(v, lam, desc[::-1])}
-    w, _, zh = np.linalg.svd(v)
-    u = w @ zh  # the unitary polar factor of V
-    out["polar"] = (u * lam) @ u.conj().T
+    # The polar surrogate through the schur stage's own factors (one code path, one conditioning
+    # rule): W K Wᴴ = U Λ U*; a layer the rule rejects gives NaN, as its stored polar rows do.
+    p = surrogates.polar_layer(jac)
+    w = p.w.astype(np.complex128)
+    out["polar"] = (w @ p.k.astype(np.complex128)) @ w.conj().T if p.ok else np.full(v.shape, np.nan, complex)
     return out
 
 

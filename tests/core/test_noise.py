@@ -29,17 +29,15 @@ def test_surrogates_are_normal_with_the_spectrum_and_the_schur_order_agrees():
     for s, a in parts.items():
         assert henrici(a) < 1e-6, s
         got = np.linalg.eigvals(a)
-        assert max(np.abs(got - x).min() for x in lam) < 1e-9 and max(np.abs(lam - x).min() for x in got) < 1e-9
+        # (the polar factors are stored in float32 by the schur stage: agreement to 1e-6)
+        assert max(np.abs(got - x).min() for x in lam) < 1e-6 and max(np.abs(lam - x).min() for x in got) < 1e-6
     # The descending surrogate is the schur stage's canonical normal part (Q Λ Q*).
     q, t = spectral.schur_canonical(j)
     np.testing.assert_allclose(parts["descending"], spectral.normal_part(q, t), atol=1e-10)
     assert np.abs(parts["descending"] - parts["ascending"]).max() > 1e-3  # the order matters
-    # Polar is order- and phase-free: the same after permuting and re-phasing the eigenvectors.
-    lam2, v = np.linalg.eig(j)
-    perm = np.random.default_rng(1).permutation(len(lam2))
-    phases = np.exp(1j * np.random.default_rng(2).uniform(0, 2 * np.pi, len(lam2)))
-    again = noise.surrogate_normal_parts(j, (lam2[perm], v[:, perm] * phases))["polar"]
-    np.testing.assert_allclose(again, parts["polar"], atol=1e-10)
+    # The polar surrogate is the schur stage's (order- and phase-freedom: tests/core/test_surrogates.py).
+    p = noise.surrogates.polar_layer(j)
+    np.testing.assert_allclose(parts["polar"], p.w.astype(complex) @ p.k @ p.w.T, atol=1e-12)
 
 
 def test_half_statistics_match_the_stages_definitions():
