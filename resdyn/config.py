@@ -94,6 +94,10 @@ class RunConfig:
     cumulative_rank: int | None = _opt(None, "cumulative stage: rank K kept at every step of the products P_l "
                                        "(METHODS §5); default none = the exact product (K = d); 512 replicates "
                                        "the paper's truncation, which biases erank low unless erank << K")
+    dose_grid: str = _opt("full", "schur stage: 'full' = the paper's dose grid with controls A and B, the random-order "
+                          "band and the skip dose; 'claims' = only what the Claims table reads (each normal "
+                          "surrogate's dose and Control A at c = 0 and 1), for random-init seeds that only join "
+                          "an ensemble (a quarter of the stage's cost)", choices=("full", "claims"))
     batch_size: int = _opt(8, "samples per Jacobian batch (bounds memory; results do not depend on it)",
                            manifest=False)
     communities: str = _opt("cpm", "community methods for the topology stage",
@@ -205,7 +209,7 @@ class RunConfig:
 
 FLAG_GROUPS: dict[str, tuple[str, ...]] = {
     "model and passages": ("model", "revision", "init", "corpus", "samples", "position", "trust_remote_code"),
-    "measurement": ("mode", "dtype", "seed", "k", "cumulative_rank", "communities", "coupling_samples",
+    "measurement": ("mode", "dtype", "seed", "dose_grid", "k", "cumulative_rank", "communities", "coupling_samples",
                     "coupling_window", "coupling_tokens"),
     "run store and stages": ("run_id", "runs_dir", "stages"),
     "where it runs": ("device", "batch_size", "executor", "address", "workers"),

@@ -91,9 +91,11 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def configs(args) -> list[RunConfig]:
-    """The RunConfig of each demo run, in ``RUNS`` order (``stages`` unset: the demo passes them)."""
+    """The RunConfig of each demo run, in ``RUNS`` order (``stages`` unset: the demo passes them). The
+    seeds that only join the ensemble take the claims' dose grid (``--dose-grid claims``)."""
     return [RunConfig(model=args.model, init=r.init, seed=r.seed, corpus=args.corpus, samples=args.samples,
-                      runs_dir=Path(args.runs_dir), run_id=r.run_id) for r in RUNS]
+                      runs_dir=Path(args.runs_dir), run_id=r.run_id,
+                      dose_grid="full" if r.first else "claims") for r in RUNS]
 
 
 def missing(cfg: RunConfig, stages: tuple[str, ...] | None = None) -> list[str]:

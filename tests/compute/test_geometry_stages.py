@@ -677,3 +677,17 @@ def test_dose_rejects_out_of_range_c_beta_and_missing_stage(run, synthetic_runs_
         dose.dose_response(run, 1.0, beta=1.5)
     with pytest.raises(ResdynError, match="schur"):
         dose.dose_response(RunStore(synthetic_runs_dir / TRAINED_RUN), 1.0, path="live")
+
+
+def test_the_claims_grid_holds_the_full_grids_rows_the_claims_read(run, jac):
+    """--dose-grid claims (the ensemble seeds of the demo): each surrogate's dose and Control A at
+    c = 0 and 1, equal to the full grid's rows there; nothing else."""
+    q, t = run.read_array("schur_Q"), run.read_array("schur_T")
+    full = schur.dose_table(q, t, jac, seed=0)
+    small = schur.dose_table(q, t, jac, seed=0, grid="claims")
+    want = {"dose", "dose_ascending", "dose_polar", "control_a", "control_a_ascending", "control_a_polar"}
+    assert set(small["construction"]) == want and set(small["c"]) == {0.0, 1.0}
+    key = ["construction", "draw", "c"]
+    both = small.merge(full[full["beta"] == 1.0], on=key, suffixes=("", "_full"))
+    assert len(both) == len(small)
+    np.testing.assert_allclose(both["erank"], both["erank_full"], rtol=1e-12)

@@ -90,11 +90,21 @@ def order_draw_family(q: np.ndarray, t: np.ndarray, jac: np.ndarray, seed: int, 
     return spectral.family_from_layers(executors.parallel_map(_order_draw_layer, jobs), n_layers, d)
 
 
-def _families(q: np.ndarray, t: np.ndarray, jac: np.ndarray, seed: int, info: dict | None = None):
+CLAIM_CS = (0.0, 1.0)
+"""The doses the Claims table reads (``--dose-grid claims``)."""
+
+
+def _families(q: np.ndarray, t: np.ndarray, jac: np.ndarray, seed: int, info: dict | None = None,
+              grid: str = "full"):
     """Yield the ``surrogates.FamilyJob`` of every construction (METHODS §6): the three surrogates'
     doses and Controls A (``surrogates.surrogate_jobs``, shared with ``surrogates.surrogate_doses``),
-    then N_DRAWS draws of control B and of random eigenvalue orders."""
+    then N_DRAWS draws of control B and of random eigenvalue orders. ``grid`` "claims": the
+    surrogates' doses and Controls A at ``CLAIM_CS`` only."""
     n_layers, d, _ = t.shape
+    if grid == "claims":
+        yield from surrogates.surrogate_jobs(q, t, jac, seed, cs=CLAIM_CS, control_cs=CLAIM_CS,
+                                             map_fn=executors.parallel_map, info=info)
+        return
     yield from surrogates.surrogate_jobs(q, t, jac, seed, map_fn=executors.parallel_map, info=info)
     for draw in range(spectral.N_DRAWS):
         # One generator per (seed, control, draw): draws are reproducible one by one.
@@ -109,7 +119,7 @@ _one_ahead = surrogates.one_ahead
 
 
 def dose_table(q: np.ndarray, t: np.ndarray, jac: np.ndarray, seed: int,
-               progress=spectral._no_progress, info: dict | None = None) -> pd.DataFrame:
+               progress=spectral._no_progress, info: dict | None = None, grid: str = "full") -> pd.DataFrame:
     """Rows (mode, construction, draw, c, beta, erank, log10_fro, henrici) over DOSE_GRID.
 
     Every row is mode "J". construction: "dose" (the stored, canonical order: descending |λ|),
@@ -124,23 +134,26 @@ def dose_table(q: np.ndarray, t: np.ndarray, jac: np.ndarray, seed: int,
     width there) are not stored. At the paper's grid that leaves 118 chains of L − 1 products:
     7 for the dose, 14 skip, 6 ascending, 7 polar (float32, real), 24 control A, 8 for the other two
     Controls A, 28 control B, 24 order draws. ``info`` receives the ``PolarFamily`` ("polar").
+    ``grid`` "claims" (``--dose-grid claims``): only the three surrogates' doses and Controls A at
+    c = 0 and 1, what the Claims table reads (no control B, band or skip dose): 17 chains.
     """
     rows = []
 
     def skip(job, c, s):
-        if job.construction != "dose":
+        if job.construction != "dose" or grid == "claims":
             return
         for beta in spectral.SKIP_BETAS:  # the skip dose shares the dose's family
             st = s if beta == 1.0 else spectral.family_stats(job.family, c, beta)
             rows.append({"construction": "skip", "draw": 0, "c": c, "beta": float(beta),
                          "erank": st.erank, "log10_fro": st.log10_fro, "henrici": st.henrici})
 
-    n_fam = 3 + 5 * spectral.N_DRAWS
-    jobs = progress(_one_ahead(_families(q, t, jac, seed, info)), desc="dose grid", total=n_fam, unit="family")
+    n_fam = 3 + (5 if grid == "full" else 3) * spectral.N_DRAWS
+    jobs = progress(_one_ahead(_families(q, t, jac, seed, info, grid)), desc="dose grid", total=n_fam,
+                    unit="family")
     rows.extend(surrogates.evaluate_jobs(jobs, on_stats=skip))
     df = pd.DataFrame(rows)
     df.insert(0, "mode", "J")
-    df["beta"] = df["beta"].fillna(1.0)
+    df["beta"] = df["beta"].fillna(1.0) if "beta" in df.columns else 1.0  # (no skip rows: claims grid)
     df = df[["mode", "construction", "draw", "c", "beta", "erank", "log10_fro", "henrici"]]
     df["draw"] = df["draw"].astype(np.int32)
     return df
@@ -171,7 +184,7 @@ def _compute_schur(ctx) -> None:
         store.array_path(stale).unlink(missing_ok=True)
     store.update_manifest(schur_order=spectral.SCHUR_ORDER)
     info = {}
-    df = dose_table(q, t, jac, ctx.cfg.seed, ctx.progress, info)
+    df = dose_table(q, t, jac, ctx.cfg.seed, ctx.progress, info, grid=getattr(ctx.cfg, "dose_grid", "full"))
     store.write_table("schur_dose", df)
     store.update_summary(summary_values(df, worst, info.get("polar")))
 
@@ -179,17 +192,19 @@ def _compute_schur(ctx) -> None:
 def summary_values(df: pd.DataFrame, worst: float, polar: surrogates.PolarFamily | None) -> dict[str, float]:
     """The stage's ``schur.*`` summary rows from its dose table (and the polar factors' checks)."""
     values = {"schur.reconstruction_error.J": worst}
-    band = dose_mod.order_band(df).set_index("c")
+    band = dose_mod.order_band(df)
     for sur, suffix in (("descending", "J"), ("ascending", "J_ascending"), ("polar", "J_polar")):
         rows = df[df["construction"] == surrogates.DOSE_CONSTRUCTION[sur]].set_index("c")
         for c in (0.0, 1.0, 2.0):
-            values[f"schur.erank.{suffix}.c{c:g}"] = rows.loc[c, "erank"]
+            if c in rows.index:  # a --dose-grid claims table stops at c = 1
+                values[f"schur.erank.{suffix}.c{c:g}"] = rows.loc[c, "erank"]
         con = surrogates.CONTROL_CONSTRUCTION[sur]
         values[f"schur.erank.{con}.c1"] = df.loc[(df["construction"] == con) & (df["c"] == 1.0), "erank"].mean()
-    for c in (0.0, 1.0, 2.0):
+    for c in (0.0, 1.0, 2.0) if band is not None else ():
         # The ordering band's width relative to the canonical value; at c = 1 it is 0 by algebra (no
         # order draws are stored there, ``dose.order_band`` puts the dose's own value).
-        values[f"schur.order_band.erank.c{c:g}"] = (band.loc[c, "hi"] - band.loc[c, "lo"]) / band.loc[c, "dose"]
+        band_c = band.set_index("c")
+        values[f"schur.order_band.erank.c{c:g}"] = (band_c.loc[c, "hi"] - band_c.loc[c, "lo"]) / band_c.loc[c, "dose"]
     if polar is not None:
         values["schur.polar.cond_max"] = float(np.max(polar.cond))
         finite = polar.error[np.isfinite(polar.error)]
