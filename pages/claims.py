@@ -51,6 +51,8 @@ else:
 
 table = res.table.copy()
 table.insert(0, "n", range(1, len(table) + 1))
+text_columns = ["run", "twin", "null", "noise_method", "note"]
+table[text_columns] = table[text_columns].astype(object).where(table[text_columns].notna(), "—")
 shown = ["n", "claim", "verdict", "run", "twin", "null", "noise_method", "note", "paper", "quantity"]
 st.dataframe(
     table[shown].style.map(_colour, subset=["verdict"]), hide_index=True, width="stretch", key="claims-table",
@@ -58,7 +60,7 @@ st.dataframe(
     column_config={
         "n": st.column_config.NumberColumn("#", width="small"),
         "claim": st.column_config.TextColumn("claim", width="medium"),
-        "verdict": st.column_config.TextColumn("verdict", width="small"),
+        "verdict": st.column_config.TextColumn("verdict", width="medium"),
         "run": st.column_config.TextColumn("this run ± noise"),
         "twin": st.column_config.TextColumn("init ensemble (mean ± sd)",
                                             help=f"random-init runs: {', '.join(ensemble) or 'none'}"),

@@ -534,7 +534,12 @@ def _row(c: Claim, **kw) -> dict:
 
 
 def _pm(m: Measure, x: float, s: float) -> str:
-    return f"{m.text(x)} ± {format(s, '.2g')}" if np.isfinite(s) else m.text(x)
+    """"value ± spread" in the measure's format (a percentage's spread in points); a count of tests,
+    whose noise is none (0), alone."""
+    if not np.isfinite(s) or (s == 0 and m.fmt == ".0f"):
+        return m.text(x)
+    spread = f"{100 * s:.2g}%" if m.fmt.endswith("%") else format(s, ".2g")
+    return f"{m.text(x)} ± {spread}"
 
 
 def _ensemble_text(m: Measure, values: list[float]) -> tuple[str | None, float, float]:
