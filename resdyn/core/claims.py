@@ -14,7 +14,8 @@ METHODS §12), from four numbers:
 
 The verdict, in this order:
 
-1. ``not computed``: the run, or fewer than two ensemble members, lack the stage behind it;
+1. ``not computed``: the run, or fewer than two ensemble members, lack the stage behind it (or
+   the run would hold but its noise is not estimated: no finding without it);
 2. ``indistinguishable from the null`` / ``below the null``: v is not beyond the null in the
    claimed direction at the 5 % level (two-sided, noise and null spread combined), or it is
    significantly on the other side;
@@ -150,8 +151,9 @@ def null_side(value: float, noise: float, null: Null, direction: int, alpha: flo
 def judge(value: float | None, noise: float | None, ensemble: Sequence[float], null: Null | None,
           direction: int) -> Judgement:
     """The one rule of every claim (module docstring). ``noise``: σ of ``value`` (NaN or None:
-    unknown, taken as 0 with a word in the reason); ``ensemble``: the statistic on each matched
-    random-init run (NaN members dropped)."""
+    unknown: taken as 0 for the null and for "fails", but a run whose noise is unknown never
+    "holds": it gets "not computed" and the stage to compute); ``ensemble``: the statistic on each
+    matched random-init run (NaN members dropped)."""
     if value is None or not np.isfinite(value):
         return Judgement(NOT_COMPUTED, "no value")
     known = noise is not None and np.isfinite(noise)
@@ -171,6 +173,9 @@ def judge(value: float | None, noise: float | None, ensemble: Sequence[float], n
     edge = m + direction * half
     beyond = direction * (value - edge)
     if beyond > sigma:
+        if not known:  # "by more than its noise" cannot be checked: no finding without it
+            return Judgement(NOT_COMPUTED, f"beyond the ensemble's 95 % interval by {beyond:.3g}, but the run's "
+                                           "sampling noise is not estimated: compute its `noise` stage")
         return Judgement(HOLDS, f"beyond the ensemble's 95 % interval by {beyond:.3g} ({noise_txt})")
     if null is not None and direction * (m - null.value) > 0:
         return Judgement(AT_INIT, "the random-init ensemble shows the effect as strongly "

@@ -43,8 +43,10 @@ def test_the_rule_reaches_every_verdict(value, noise, ens, null, direction, verd
     assert claims.judge(value, noise, ens, null, direction).verdict == verdict
 
 
-def test_an_unknown_noise_is_said_in_the_reason():
-    assert "noise not estimated" in claims.judge(10.0, np.nan, [1.0, 1.2, 0.9], None, +1).reason
+def test_a_run_whose_noise_is_unknown_never_holds():
+    j = claims.judge(10.0, np.nan, [1.0, 1.2, 0.9], None, +1)
+    assert j.verdict == claims.NOT_COMPUTED and "noise is not estimated" in j.reason and "`noise` stage" in j.reason
+    assert "noise not estimated" in claims.judge(1.1, np.nan, [1.0, 1.2, 0.9], None, +1).reason  # fails, said so
 
 
 def test_a_count_null_uses_its_tail_probability():
@@ -129,6 +131,8 @@ def _trained(**over) -> RunTables:
                                 "z": 20.0, "bh_significant": [True] * 6 + [False] * 2}),
         summary={"block_coupling.coupling_score": 0.4, "trajectories.lss_median": 2.0, "cumulative.k": float(D)},
         noise=_noise(0.994, 0.7, np.linspace(0.3, 0.9, L) + 0.01, 7.5, {s: (41.0, 8.2) for s in SURROGATE_NAMES}),
+        coupling_per_sample=pd.Series([0.58, 0.61, 0.60, 0.62]),  # mean miscoupling per prompt (score 0.4)
+        lss=pd.DataFrame({"sample": np.repeat(np.arange(16), 5), "lss": 2.0 + 0.05 * np.tile(np.arange(5), 16)}),
     )
     kw.update(over)
     return _tables("trained", **kw)
