@@ -1,7 +1,6 @@
 """Claims: each claim of the two papers judged on this run by one rule, against its random-init
 ensemble and a null (the table is ``resdyn.core.claims.claims_table``; this page only renders it)."""
 
-import pandas as pd
 import streamlit as st
 
 from resdyn import ui

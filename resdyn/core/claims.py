@@ -42,7 +42,6 @@ block-coupling paper (arXiv 2407.07810); the paper column quotes numbers only.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -705,19 +704,12 @@ def find_ensemble(run_id: str, root: str | os.PathLike) -> list[str]:
     """The random-init runs in ``root`` that match ``run_id`` on every analysis key, by seed then
     id, leaving out the run itself and damaged runs. For a random-init run these are its sibling
     seeds: judged against them, it is the null-against-null check."""
-    from resdyn.core.store import RunStore, list_runs
-    from resdyn.core.verify import check_run
+    from resdyn.core.headlines import random_init_runs
+    from resdyn.core.store import RunStore
 
-    root = Path(root)
-    m = RunStore(root / run_id).manifest()
-    found = []
-    for store in list_runs(root):
-        if store.run_id == run_id:
-            continue
-        with contextlib.suppress(ResdynError, OSError):
-            o = store.manifest()
-            if o.get("init") == "random" and key_mismatch(m, o) is None and not check_run(store):
-                found.append((int(o.get("seed") or 0), store.run_id))
+    m = RunStore(Path(root) / run_id).manifest()
+    found = [(int(o.get("seed") or 0), store.run_id) for store, o in random_init_runs(root, exclude=run_id)
+             if key_mismatch(m, o) is None]
     return [rid for _, rid in sorted(found)]
 
 

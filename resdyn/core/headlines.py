@@ -169,18 +169,26 @@ def find_twin(run_id: str, root: str | os.PathLike) -> str | None:
     if m.get("init") == "random":
         return None
     key = (m.get("model"), m.get("d_model"), m.get("n_layers"))
-    found = []
-    for store in list_runs(root):
-        if store.run_id == run_id:
+    found = [(o.get("status") != "complete", o.get("n_samples") != m.get("n_samples"), int(o.get("seed") or 0),
+              store.run_id)
+             for store, o in random_init_runs(root, exclude=run_id)
+             if (o.get("model"), o.get("d_model"), o.get("n_layers")) == key]
+    return min(found)[-1] if found else None
+
+
+def random_init_runs(root: str | os.PathLike, exclude: str | None = None) -> list[tuple[RunStore, dict]]:
+    """(store, manifest) of every undamaged random-init run in ``root`` but ``exclude``: the
+    candidates of a twin (``find_twin``) and of an ensemble (``claims.find_ensemble``); a damaged
+    run is no baseline, and one whose manifest cannot be read is left out."""
+    out = []
+    for store in list_runs(Path(root)):
+        if store.run_id == exclude:
             continue
         with contextlib.suppress(ResdynError, OSError):
             o = store.manifest()
-            if o.get("init") == "random" and (o.get("model"), o.get("d_model"), o.get("n_layers")) == key \
-                    and not check_run(store):  # a damaged twin is no baseline
-                seed = int(o.get("seed") or 0)
-                found.append((o.get("status") != "complete", o.get("n_samples") != m.get("n_samples"),
-                              seed, store.run_id))
-    return min(found)[-1] if found else None
+            if o.get("init") == "random" and not check_run(store):
+                out.append((store, o))
+    return out
 
 
 def _fmt_pct(x: float) -> str:

@@ -47,7 +47,7 @@ def claims_figure(table: pd.DataFrame, presentation: bool = False) -> go.Figure:
                                      hovertemplate="ensemble 95 %% interval %{x:.4g}<extra></extra>"), row=k, col=1)
             fig.add_trace(go.Scatter(x=[r["twin_mean"]], y=[0], mode="markers",
                                      marker={"symbol": "diamond", "size": ms, "color": BASELINE_COLOR},
-                                     name=f"ensemble mean", legendgroup="mean", showlegend=k == 1,
+                                     name="ensemble mean", legendgroup="mean", showlegend=k == 1,
                                      hovertemplate=f"ensemble mean %{{x:.4g}} (n = {int(r['twin_n'])})<extra></extra>"),
                           row=k, col=1)
         if np.isfinite(float(r["null_value"])):
