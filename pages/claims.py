@@ -14,8 +14,8 @@ TABLES = ("layers", "eigenvalues", "cumulative", "schur_dose", "coupling", "meso
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _claims(root: str, run_id: str, stamps: tuple) -> claims.ClaimsResult:
-    return claims.claims_table(root, run_id)
+def _claims(root: str, run_id: str, ensemble: tuple[str, ...], stamps: tuple) -> claims.ClaimsResult:
+    return claims.judge_runs(root, run_id, ensemble)
 
 
 def _colour(v: str) -> str:
@@ -28,7 +28,7 @@ present = ui.sidebar_tail(store)
 root = store.path.parent
 ensemble = claims.find_ensemble(store.run_id, root)
 stamps = ui.stamps(store, *TABLES) + tuple(s for t in ensemble for s in ui.stamps(open_run(root, t), *TABLES))
-res = _claims(str(root), store.run_id, stamps + tuple(ensemble))
+res = _claims(str(root), store.run_id, tuple(ensemble), stamps)
 
 st.caption(
     "One row per finding of the residual-stream paper (1–9) and the block-coupling paper (10–11), in our words. "

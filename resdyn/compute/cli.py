@@ -449,20 +449,16 @@ def cmd_claims(ns) -> int:
     how = "given with --twin" if res.explicit else "matched on every analysis key"
     print(f"claims of {res.run_id}, judged against {len(res.ensemble)} random-init run(s) ({how}): "
           + (", ".join(res.ensemble) or "none"))
+    import pandas as pd
+
     show = table[["claim", "verdict", "run", "twin", "null"]].copy()
     show.insert(0, "#", range(1, len(show) + 1))
-    with pd_options():
+    with pd.option_context("display.max_colwidth", 48, "display.width", 200):
         print(show.fillna("—").to_string(index=False))
     print("\nwhy:")
     for i, (claim, verdict, note) in enumerate(zip(table["claim"], table["verdict"], table["note"]), 1):
         print(f"  {i:>2}. {verdict}: {note}")
     return 0
-
-
-def pd_options():
-    import pandas as pd
-
-    return pd.option_context("display.max_colwidth", 48, "display.width", 200)
 
 
 def cmd_report(ns) -> int:

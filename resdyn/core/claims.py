@@ -53,7 +53,7 @@ from scipy import stats
 
 from resdyn.core import noise as noise_mod
 from resdyn.core import nulls, samples, surrogates
-from resdyn.core.headlines import DEFAULT_METHOD, RunTables, coupling_method
+from resdyn.core.headlines import DEFAULT_METHOD, RunTables, coupling_method, erank_p0
 from resdyn.core.regimes import REGIMES, paper_split, regime_means
 from resdyn.errors import ResdynError, UsageError
 
@@ -124,13 +124,18 @@ class Judgement:
     reason: str
 
 
+def prediction_half_width(sd: float, n: int, alpha: float = ALPHA) -> float:
+    """Half-width t_{1−α/2, n−1} · sd · √(1 + 1/n) of the (1 − α) prediction interval of one more
+    draw from an ensemble of n (≥ 2) with standard deviation ``sd`` (METHODS §12)."""
+    return float(stats.t.ppf(1 - alpha / 2, n - 1) * sd * np.sqrt(1 + 1 / n))
+
+
 def prediction_interval(values: Sequence[float], alpha: float = ALPHA) -> tuple[float, float, float]:
     """(mean, sd, half-width) of the (1 − α) prediction interval of one more draw from the
-    ensemble: t_{1−α/2, n−1} · sd · √(1 + 1/n) (METHODS §12). Needs n ≥ 2."""
+    ensemble ``values`` (``prediction_half_width``). Needs n ≥ 2."""
     v = np.asarray(values, float)
-    n = len(v)
     m, s = float(v.mean()), float(v.std(ddof=1))
-    return m, s, float(stats.t.ppf(1 - alpha / 2, n - 1) * s * np.sqrt(1 + 1 / n))
+    return m, s, prediction_half_width(s, len(v), alpha)
 
 
 def null_side(value: float, noise: float, null: Null, direction: int, alpha: float = ALPHA) -> int:
@@ -252,15 +257,13 @@ def n_complex(t: RunTables, drop=()) -> Null | None:
     j = _j_layers(t, drop)
     if j is None or not len(j) or not t.d:
         return None
-    fn = getattr(nulls, "complex_fraction_null", None)
-    if fn is not None and "tau" in j.columns and np.isfinite(j["tau"].astype(float)).all():
-        means, sds = fn(j["tau"].to_numpy(float), t.d)
-        what = "real elliptic law at each layer's τ"
-    else:
-        means = np.full(len(j), nulls.ginibre_complex_fraction(t.d))
-        sds = np.full(len(j), nulls.ginibre_complex_fraction_sd(t.d))
+    if "tau" in j.columns and np.isfinite(j["tau"].astype(float)).all():
+        test = nulls.complex_fraction_test(j["frac_complex"].to_numpy(float), j["tau"].to_numpy(float), t.d)
+        m, sd, what = test["null"], test["se"], "real elliptic law at each layer's τ"
+    else:  # the spread of a mean over L independent matrices, as complex_fraction_test takes it
+        m = float(nulls.ginibre_complex_fraction(t.d))
+        sd = float(nulls.ginibre_complex_fraction_sd(t.d)) / np.sqrt(len(j))
         what = "real Ginibre (τ not stored: `--redo spectra`)"
-    m, sd = float(np.mean(means)), float(np.sqrt(np.sum(np.square(sds))) / len(j))
     return Null(m, sd, f"{m:.1%} ± {sd:.1%} ({what})")
 
 
@@ -312,12 +315,9 @@ def m_gradient(t: RunTables, drop=()) -> Measure | None:
 
 
 def m_funnel(t: RunTables, drop=()) -> Measure | None:
-    if t.cumulative is None:
+    v = erank_p0(t)
+    if v is None:
         return None
-    row = t.cumulative[t.cumulative["layer"] == 0]
-    if not len(row):
-        return None
-    v = float(row["erank"].iloc[0])
     kc = t.cumulative_rank()
     detail = f"truncated at K_cum = {kc} < d = {t.d}, which biases erank low" if kc is not None and kc < t.d else ""
     return Measure(v, _half_noise(v, noise_mod.scalar(t.noise, "erank_p0")), ".3g", detail)
@@ -455,25 +455,30 @@ def n_mesoscale(t: RunTables, drop=()) -> Null | None:
 
 # -- the block-coupling paper ------------------------------------------------------------------------
 
+def _summary(t: RunTables, name: str) -> float | None:
+    v = t.summary.get(name)
+    return float(v) if v is not None and np.isfinite(v) else None
+
+
 def m_coupling(t: RunTables, drop=()) -> Measure | None:
-    v = t.summary.get("block_coupling.coupling_score")
-    if v is None or not np.isfinite(v):
+    v = _summary(t, "block_coupling.coupling_score")
+    if v is None:
         return None
     per = t.coupling_per_sample
     noise = float("nan")
     if per is not None and len(per) > 1:
         noise = noise_mod.bootstrap_sd(1.0 - per.to_numpy(float), None, np.mean)
-    return Measure(float(v), noise, ".3g")
+    return Measure(v, noise, ".3g")
 
 
 def m_lss(t: RunTables, drop=()) -> Measure | None:
-    v = t.summary.get("trajectories.lss_median")
-    if v is None or not np.isfinite(v):
+    v = _summary(t, "trajectories.lss_median")
+    if v is None:
         return None
     noise = float("nan")
     if t.lss is not None and len(t.lss):
         noise = noise_mod.bootstrap_sd(t.lss["lss"].to_numpy(float), t.lss["sample"].to_numpy(), np.median)
-    return Measure(float(v), noise, ".3g")
+    return Measure(v, noise, ".3g")
 
 
 def n_lss(t: RunTables, drop=()) -> Null | None:
@@ -546,13 +551,21 @@ def _pm(m: Measure, x: float, s: float) -> str:
     return f"{m.text(x)} ± {spread}"
 
 
-def _ensemble_text(m: Measure, values: list[float]) -> tuple[str | None, float, float]:
+def _ensemble_text(m: Measure, values: list[float]) -> tuple[str | None, float, float, int]:
+    """(text, mean, sd, n) of the ensemble's finite values."""
     ens = [v for v in values if v is not None and np.isfinite(v)]
     if not ens:
-        return None, np.nan, np.nan
+        return None, np.nan, np.nan, 0
     mean = float(np.mean(ens))
     sd = float(np.std(ens, ddof=1)) if len(ens) > 1 else np.nan
-    return f"{_pm(m, mean, sd)} (n = {len(ens)})", mean, sd
+    return f"{_pm(m, mean, sd)} (n = {len(ens)})", mean, sd, len(ens)
+
+
+def _numbers(own: Measure, ens_values: list[float], null: Null | None) -> dict:
+    """The row's run, twin and null columns, text and numbers."""
+    twin, mean, sd, n = _ensemble_text(own, ens_values)
+    return dict(run=_pm(own, own.value, own.noise), twin=twin, null=null.text if null else None, value=own.value,
+                noise=own.noise, twin_mean=mean, twin_sd=sd, twin_n=n, null_value=null.value if null else np.nan)
 
 
 def _judge_claim(c: Claim, run: RunTables, ensemble: list[RunTables], measure, drop=()) -> tuple[
@@ -564,7 +577,10 @@ def _judge_claim(c: Claim, run: RunTables, ensemble: list[RunTables], measure, d
     if own is None or own.value is None:
         why = own.detail if own is not None and own.detail else f"needs the `{c.stage}` stage"
         return None, ens_values, null, Judgement(NOT_COMPUTED, why)
-    return own, ens_values, null, judge(own.value, own.noise, ens_values, null, c.direction)
+    j = judge(own.value, own.noise, ens_values, null, c.direction)
+    if j.verdict == NOT_COMPUTED and sum(np.isfinite(v) for v in ens_values) < MIN_SEEDS:
+        j = Judgement(NOT_COMPUTED, _missing_ensemble_note(c, run, ensemble, len(ens_values)))
+    return own, ens_values, null, j
 
 
 def _missing_ensemble_note(c: Claim, run: RunTables, ensemble: list[RunTables], got: int) -> str:
@@ -587,10 +603,7 @@ def _evaluate_one(c: Claim, run: RunTables, ensemble: list[RunTables]) -> dict:
     own, ens_values, null, j = _judge_claim(c, run, ensemble, c.measure)
     if own is None:
         return _row(c, note=j.reason, null=null.text if null else None)
-    twin_txt, tm, ts = _ensemble_text(own, ens_values)
     note = j.reason
-    if j.verdict == NOT_COMPUTED:
-        note = _missing_ensemble_note(c, run, ensemble, len(ens_values))
     if own.detail:
         note = f"{note}; {own.detail}"
     verdict = j.verdict
@@ -607,10 +620,7 @@ def _evaluate_one(c: Claim, run: RunTables, ensemble: list[RunTables]) -> dict:
                     note = f"{note}; still holds without the degenerate layer(s) {shown}"
             else:
                 note = f"{note}; layer(s) {shown} read a degenerate sample"
-    return _row(c, run=_pm(own, own.value, own.noise), twin=twin_txt, null=null.text if null else None,
-                verdict=verdict, note=note, value=own.value, noise=own.noise, twin_mean=tm, twin_sd=ts,
-                twin_n=len([v for v in ens_values if np.isfinite(v)]),
-                null_value=null.value if null else np.nan)
+    return _row(c, verdict=verdict, note=note, **_numbers(own, ens_values, null))
 
 
 def _evaluate_surrogates(c: Claim, run: RunTables, ensemble: list[RunTables]) -> dict:
@@ -625,12 +635,9 @@ def _evaluate_surrogates(c: Claim, run: RunTables, ensemble: list[RunTables]) ->
     missing = [s for s in noise_mod.SURROGATES if s not in have]
     values = "; ".join(f"{s} {_pm(p[0], p[0].value, p[0].noise)} ({p[3].verdict})" for s, p in have.items())
     head = "polar" if "polar" in have else next(iter(have))
-    own, ens_values = have[head][0], have[head][1]
-    twin_txt, tm, ts = _ensemble_text(own, ens_values)
+    common = _numbers(have[head][0], have[head][1], null)
+    common["run"] += f" ({head})"
     ens_txt = "; ".join(f"{s} {_ensemble_text(p[0], p[1])[0] or '—'}" for s, p in have.items())
-    common = dict(run=_pm(own, own.value, own.noise) + f" ({head})", twin=twin_txt,
-                  null=null.text if null else None, value=own.value, noise=own.noise, twin_mean=tm, twin_sd=ts,
-                  twin_n=len([v for v in ens_values if np.isfinite(v)]), null_value=null.value if null else np.nan)
     if missing:
         return _row(c, verdict=NOT_COMPUTED, note=(f"the run lacks the {', '.join(missing)} surrogate(s) "
                                                     f"(`--redo schur`); {values}"), **common)
@@ -642,7 +649,7 @@ def _evaluate_surrogates(c: Claim, run: RunTables, ensemble: list[RunTables]) ->
     verdicts = [p[3].verdict for p in have.values()]
     if NOT_COMPUTED in verdicts:
         verdict = NOT_COMPUTED
-        note = _missing_ensemble_note(c, run, ensemble, len(ens_values)) + f"; {values}"
+        note = next(p[3].reason for p in have.values() if p[3].verdict == NOT_COMPUTED) + f"; {values}"
     else:
         verdict = min(verdicts, key=STRENGTH.index)
         note = f"every surrogate agrees in sign: {values}; ensemble: {ens_txt}"
@@ -727,9 +734,8 @@ class ClaimsResult:
 def claims_table(root: str | os.PathLike, run_id: str, twins: Sequence[str] | None = None) -> ClaimsResult:
     """The claims of ``run_id`` in ``root``: against the explicit ``twins`` (any init; each must
     match on every analysis key, else a UsageError names the key), or the automatic ensemble."""
-    from resdyn.core.store import RunStore
-
     from resdyn.config import validate_run_id
+    from resdyn.core.store import RunStore
 
     root = Path(root)
     for rid in (run_id, *(twins or ())):
@@ -751,6 +757,15 @@ def claims_table(root: str | os.PathLike, run_id: str, twins: Sequence[str] | No
         ids = list(dict.fromkeys(twins))
     else:
         ids = find_ensemble(run_id, root)
-    run = RunTables.from_store(store, eigenvalues=True, claims=True)
-    ens = [RunTables.from_store(RunStore(root / t), eigenvalues=True, claims=True) for t in ids]
-    return ClaimsResult(run_id, ids, evaluate(run, ens), run.degenerate_snapshots(), explicit=bool(twins))
+    return judge_runs(root, run_id, ids, explicit=bool(twins))
+
+
+def judge_runs(root: str | os.PathLike, run_id: str, ensemble: Sequence[str], explicit: bool = False) -> ClaimsResult:
+    """``evaluate`` on stored runs: ``run_id`` against the runs ``ensemble`` (ids in ``root``,
+    already found or checked: ``claims_table`` does that)."""
+    from resdyn.core.store import RunStore
+
+    root = Path(root)
+    run = RunTables.from_store(RunStore(root / run_id), eigenvalues=True, claims=True)
+    ens = [RunTables.from_store(RunStore(root / t), eigenvalues=True, claims=True) for t in ensemble]
+    return ClaimsResult(run_id, list(ensemble), evaluate(run, ens), run.degenerate_snapshots(), explicit=explicit)

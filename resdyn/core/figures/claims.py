@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
-from scipy import stats
 
+from resdyn.core.claims import prediction_half_width
 from resdyn.core.figures.common import BASELINE_COLOR, PALETTE, marker_size, style
 
 VERDICT_COLORS = {"holds": PALETTE[2], "fails": PALETTE[1], "also at init": PALETTE[4],
@@ -24,7 +24,7 @@ VERDICT_COLORS = {"holds": PALETTE[2], "fails": PALETTE[1], "also at init": PALE
 def _interval(mean: float, sd: float, n: int) -> tuple[float, float] | None:
     if n < 2 or not (np.isfinite(mean) and np.isfinite(sd)):
         return None
-    half = float(stats.t.ppf(0.975, n - 1) * sd * np.sqrt(1 + 1 / n))
+    half = prediction_half_width(sd, n)
     return mean - half, mean + half
 
 
