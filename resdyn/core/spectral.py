@@ -572,6 +572,30 @@ def control_b_layer(q: np.ndarray, t: np.ndarray, rng: np.random.Generator, shif
 # Products of a dose family and their statistics
 # ------------------------------------------------------------------------------------------------
 
+def normalised_product(p: np.ndarray, steps: Iterable[Callable[[np.ndarray], np.ndarray]],
+                       ) -> tuple[np.ndarray, float]:
+    """Apply each ``step(p) -> M p`` to ``p`` in turn, dividing the product by max|p| after every
+    step so it neither over- nor underflows. Returns (P̂, log10 scale) with P = 10**scale · P̂; stops
+    early (the scale so far) when the product becomes zero or non-finite. The one loop of every
+    family's segment (affine, generic, polar: ``surrogates.PolarFamily.segment``)."""
+    scale = 0.0
+    for step in steps:
+        p = step(p)
+        top = float(np.abs(p).max())
+        if top == 0.0 or not np.isfinite(top):
+            return p, scale
+        scale += np.log10(top)
+        p /= top
+    return p, scale
+
+
+def _add_shift(m: np.ndarray, shift) -> np.ndarray:
+    """``m`` + shift·I in place (nothing for shift 0); returns ``m``."""
+    if shift:
+        m.flat[:: m.shape[0] + 1] += shift
+    return m
+
+
 def _segment_product(family: Family, c: float, start: int, stop: int, shift: float = 0.0,
                      ) -> tuple[np.ndarray, float]:
     """(J_{stop−1}(c) + shift·I) ··· (J_start(c) + shift·I) as (P̂ in the family's dtype, log10
@@ -582,45 +606,25 @@ def _segment_product(family: Family, c: float, start: int, stop: int, shift: flo
         return _generic_segment(family, c, start, stop, shift)
     dt = family.a.dtype.type
     cc, sh = dt(c), dt(shift)
-    p = family.a[start] + cc * family.b[start]
-    d = p.shape[0]
-    if shift:
-        p.flat[:: d + 1] += sh
-    scale = 0.0
-    buf = np.empty_like(p)
-    for l in range(start + 1, stop):
-        np.multiply(family.b[l], cc, out=buf)
-        buf += family.a[l]
-        if shift:
-            buf.flat[:: d + 1] += sh
-        p = buf @ p
-        top = float(np.abs(p).max())
-        if top == 0.0 or not np.isfinite(top):
-            return p, scale
-        scale += np.log10(top)
-        p /= top
-    return p, scale
+    p = _add_shift(family.a[start] + cc * family.b[start], sh)
+    buf = np.empty_like(p)  # each layer's A + cB is formed in place, one buffer for the segment
+
+    def step(l):
+        def apply(p):
+            np.multiply(family.b[l], cc, out=buf)
+            np.add(buf, family.a[l], out=buf)
+            return _add_shift(buf, sh) @ p
+        return apply
+
+    return normalised_product(p, (step(l) for l in range(start + 1, stop)))
 
 
 def _generic_segment(family: Family, c: float, start: int, stop: int, shift: float = 0.0,
                      ) -> tuple[np.ndarray, float]:
     """``_segment_product`` for any family, through its ``layer(l, c)``."""
-    p = np.array(family.layer(start, c))
-    d = p.shape[0]
-    if shift:
-        p.flat[:: d + 1] += shift
-    scale = 0.0
-    for l in range(start + 1, stop):
-        m = np.array(family.layer(l, c))
-        if shift:
-            m.flat[:: d + 1] += shift
-        p = m @ p
-        top = float(np.abs(p).max())
-        if top == 0.0 or not np.isfinite(top):
-            return p, scale
-        scale += np.log10(top)
-        p /= top
-    return p, scale
+    p = _add_shift(np.array(family.layer(start, c)), shift)
+    steps = ((lambda p, l=l: _add_shift(np.array(family.layer(l, c)), shift) @ p) for l in range(start + 1, stop))
+    return normalised_product(p, steps)
 
 
 def chain_product(family: Family, c: float, workers: int = 2, shift: float = 0.0) -> tuple[np.ndarray, float]:

@@ -205,15 +205,8 @@ class PolarFamily:
     def segment(self, c: float, start: int, stop: int, shift: float = 0.0) -> tuple[np.ndarray, float]:
         """(J_{stop−1}(c) + shift·I) ··· (J_start(c) + shift·I) as (P̂, log10 scale), max-normalised
         per step (``spectral.chain_product``'s contract)."""
-        p = self.in_basis(start, c, shift)
-        scale = 0.0
-        for l in range(start + 1, stop):
-            p = self.in_basis(l, c, shift) @ (self.g[l] @ p)
-            top = float(np.abs(p).max())
-            if top == 0.0 or not np.isfinite(top):
-                return p, scale
-            scale += np.log10(top)
-            p /= top
+        steps = ((lambda p, l=l: self.in_basis(l, c, shift) @ (self.g[l] @ p)) for l in range(start + 1, stop))
+        p, scale = spectral.normalised_product(self.in_basis(start, c, shift), steps)
         return (self.w[stop - 1] @ p) @ self.w[start].conj().T, scale
 
 

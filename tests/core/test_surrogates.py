@@ -8,6 +8,7 @@ import scipy.linalg as sl
 
 from resdyn.core import linalg, spectral, surrogates
 from resdyn.errors import UsageError
+from tests.core.test_spectral import _dense_product as _product
 
 D = 10
 
@@ -28,13 +29,6 @@ def _reference_dose(v: np.ndarray, lam: np.ndarray, c: float) -> np.ndarray:
     hc = (hv * hw**c) @ hv.conj().T
     hm = (hv * hw**-c) @ hv.conj().T
     return u @ hc @ np.diag(lam) @ hm @ u.conj().T
-
-
-def _product(mats):
-    p = np.eye(mats[0].shape[0], dtype=np.result_type(*mats))
-    for m in mats:
-        p = m @ p
-    return p
 
 
 def test_polar_dose_is_normal_at_zero_with_the_spectrum_and_the_matrix_at_one():
