@@ -53,8 +53,6 @@ flag"), and the order-free polar surrogate."""
 SURROGATE_CONSTRUCTION = surrogates.DOSE_CONSTRUCTION
 """The schur_dose.parquet construction that holds each surrogate's dose curve."""
 HALF_STATISTICS = ("frac_complex", "dist_one", "self_alignment", "erank_p0", "dose_erank")
-MIN_HALF = 2
-"""Fewest passages a half may hold (with fewer there is no noise to estimate)."""
 
 
 def split_half(n: int, seed: int) -> np.ndarray:
@@ -91,7 +89,7 @@ def surrogate_normal_parts(jac: np.ndarray, eig: tuple[np.ndarray, np.ndarray] |
            "ascending": _ordered_normal_part(v, lam, desc[::-1])}
     # The polar surrogate through the schur stage's own factors (one code path, one conditioning
     # rule): W K Wᴴ = U Λ U*; a layer the rule rejects gives NaN, as its stored polar rows do.
-    p = surrogates.polar_layer(jac)
+    p = surrogates.polar_layer(jac, (lam, v))
     w = p.w.astype(np.complex128)
     out["polar"] = (w @ p.k.astype(np.complex128)) @ w.conj().T if p.ok else np.full(v.shape, np.nan, complex)
     return out

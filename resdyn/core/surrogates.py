@@ -103,19 +103,29 @@ class PolarLayer:
         return bool(self.cond <= POLAR_COND_MAX and self.error <= POLAR_RTOL)
 
 
-def _eigenbasis(j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _eigenbasis(j: np.ndarray, eig: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(V, Λ) with J V = V Λ, unit-norm eigenvector columns: V (d, d) and Λ (d, d), real for a real J.
 
     Real J: LAPACK dgeev; a conjugate pair λ = a ± ib (b > 0) with unit eigenvector v gives the
     columns √2 Re v, √2 Im v and the block [[a, b], [−b, a]] of Λ (J Re v = a Re v − b Im v,
-    J Im v = b Re v + a Im v). Complex J: ``scipy.linalg.eig``, Λ diagonal.
+    J Im v = b Re v + a Im v). Complex J: ``scipy.linalg.eig``, Λ diagonal. ``eig``: a real J's
+    (λ (d,), V (d, d)) from ``numpy.linalg.eig`` when the caller has them (numpy's dgeev lays them
+    out as LAPACK does: the eigenvalue with Im > 0 first in each pair, V's columns Re v ± i Im v),
+    so the decomposition is not taken twice.
     """
     if np.iscomplexobj(j):
         lam, v = sl.eig(j, check_finite=False)
         return v / np.linalg.norm(v, axis=0), np.diag(lam)
-    wr, wi, _, v, info = lapack.dgeev(j, compute_vl=0, compute_vr=1)
-    if info != 0:
-        raise ResdynError(f"LAPACK dgeev did not converge (info = {info})")
+    if eig is not None:
+        lam_c, v_c = eig
+        wr, wi = lam_c.real.copy(), lam_c.imag.copy()
+        v = v_c.real.copy()
+        pos = np.flatnonzero(wi > 0)
+        v[:, pos + 1] = v_c[:, pos].imag
+    else:
+        wr, wi, _, v, info = lapack.dgeev(j, compute_vl=0, compute_vr=1)
+        if info != 0:
+            raise ResdynError(f"LAPACK dgeev did not converge (info = {info})")
     lam = np.diag(wr)
     first = np.flatnonzero(wi > 0)  # dgeev puts the eigenvalue with Im > 0 first in each pair
     v = np.array(v, np.float64)
@@ -126,17 +136,18 @@ def _eigenbasis(j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return v, lam
 
 
-def polar_layer(j: np.ndarray) -> PolarLayer:
+def polar_layer(j: np.ndarray, eig: tuple[np.ndarray, np.ndarray] | None = None) -> PolarLayer:
     """The polar factors of one mean Jacobian ``j`` (d, d) (float64 inside; stored 32-bit).
 
     A pure function of its argument (the stage maps it over layers on the run's executor). Raises
-    ResdynError for non-finite entries.
+    ResdynError for non-finite entries. ``eig``: a real ``j``'s ``numpy.linalg.eig`` output, when
+    the caller has it (``_eigenbasis``).
     """
     j = np.asarray(j)
     if not np.isfinite(j).all():
         raise ResdynError("matrix has non-finite entries; cannot take its eigenvectors")
     j = j.astype(np.complex128 if np.iscomplexobj(j) else np.float64)
-    v, lam = _eigenbasis(j)
+    v, lam = _eigenbasis(j, eig)
     w, s, zh = sl.svd(v, check_finite=False)
     k = (zh @ lam) @ zh.conj().T  # Zᴴ Λ Z
     dtype = np.complex64 if np.iscomplexobj(j) else np.float32

@@ -63,3 +63,18 @@ def test_bootstrap_sd_resamples_groups():
     assert noise.bootstrap_sd(values, groups, np.mean) > 3  # two groups: the mean swings 0 / 5 / 10
     assert noise.bootstrap_sd(values, None, np.mean) < 1  # 100 independent values
     assert np.isnan(noise.bootstrap_sd(values, np.zeros(100), np.mean))
+
+
+def test_polar_factors_from_numpys_eigendecomposition_equal_the_stages():
+    """noise passes numpy's eig to ``surrogates.polar_layer`` rather than taking it twice; the real
+    basis built from it must be the stage's own (dgeev's) to rounding, pairs and all."""
+    j = _jac(4, d=60)
+    a, b = noise.surrogates.polar_layer(j), noise.surrogates.polar_layer(j, np.linalg.eig(j))
+    assert a.ok and b.ok and b.error < 1e-12
+    np.testing.assert_allclose(b.w.astype(float) @ b.k @ b.w.T, a.w.astype(float) @ a.k @ a.w.T, atol=1e-6)
+    np.testing.assert_allclose(b.cond, a.cond, rtol=1e-10)
+    swapped = np.linalg.eig(j)
+    lam, v = swapped[0].copy(), swapped[1].copy()
+    pair = int(np.flatnonzero(lam.imag > 0)[0])
+    lam[[pair, pair + 1]], v[:, [pair, pair + 1]] = lam[[pair + 1, pair]], v[:, [pair + 1, pair]]
+    assert noise.surrogates.polar_layer(j, (lam, v)).error > 1e-6  # a layout it does not expect is caught
