@@ -48,14 +48,22 @@ def aggregate_rows(rows: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def per_sample_miscoupling(rows: pd.DataFrame, k: int) -> pd.Series:
+    """Mean depth-wise miscoupling over layer pairs l ≠ l' of each sample (prompt) at K = ``k``,
+    indexed by sample (empty when the table has none): what the coupling score averages, and what
+    the claims' bootstrap over prompts resamples."""
+    per = rows[(rows["kind"] == "depth") & ~rows["aggregate"] & (rows["layer_a"] != rows["layer_b"])
+               & (rows["K"] == k)]
+    return per.groupby("sample")["miscoupling"].mean()
+
+
 def coupling_summary(rows: pd.DataFrame, ks: list[int]) -> dict[str, float]:
     """Mean depth-wise miscoupling over layer pairs l ≠ l' (then over samples) per K, and the
     run's coupling score 1 − mean m̃ at ``SCORE_K`` (the paper ranks models by it)."""
     per = rows[(rows["kind"] == "depth") & ~rows["aggregate"] & (rows["layer_a"] != rows["layer_b"])]
     out = {}
     for k in ks:
-        sub = per[per["K"] == k]
-        by_sample = sub.groupby("sample")["miscoupling"].mean()
+        by_sample = per_sample_miscoupling(rows, k)
         out[f"block_coupling.mean_miscoupling.K{k}"] = float(by_sample.mean()) if len(by_sample) else np.nan
     score_k = SCORE_K if SCORE_K in ks else max(ks)
     out["block_coupling.score_K"] = float(score_k)

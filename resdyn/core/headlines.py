@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from resdyn.core import nulls, sample_stats, samples
+from resdyn.core import block_coupling, nulls, sample_stats, samples
 from resdyn.core.store import RunStore, list_runs
 from resdyn.core.verify import check_run
 from resdyn.errors import ResdynError
@@ -143,13 +143,12 @@ def _claims_tables(store: RunStore, summary: dict) -> dict:
                                      filters=[("layer", "==", 0)])
     if store.has_table("block_coupling"):
         k = summary.get("block_coupling.score_K")
-        b = pd.read_parquet(store.table_path("block_coupling"),
-                            columns=["kind", "K", "layer_a", "layer_b", "sample", "aggregate", "miscoupling"])
-        b = b[(b["kind"] == "depth") & ~b["aggregate"] & (b["layer_a"] != b["layer_b"])]
-        if k is not None and np.isfinite(k):
-            b = b[b["K"] == int(k)]
-        if len(b):
-            out["coupling_per_sample"] = b.groupby("sample")["miscoupling"].mean()
+        rows = pd.read_parquet(store.table_path("block_coupling"),
+                               columns=["kind", "K", "layer_a", "layer_b", "sample", "aggregate", "miscoupling"])
+        per = block_coupling.per_sample_miscoupling(
+            rows, int(k) if k is not None and np.isfinite(k) else block_coupling.SCORE_K)
+        if len(per):
+            out["coupling_per_sample"] = per
     return out
 
 
