@@ -193,6 +193,7 @@ def summary_values(df: pd.DataFrame, worst: float, polar: surrogates.PolarFamily
     """The stage's ``schur.*`` summary rows from its dose table (and the polar factors' checks)."""
     values = {"schur.reconstruction_error.J": worst}
     band = dose_mod.order_band(df)
+    band = None if band is None else band.set_index("c")
     for sur, suffix in (("descending", "J"), ("ascending", "J_ascending"), ("polar", "J_polar")):
         rows = df[df["construction"] == surrogates.DOSE_CONSTRUCTION[sur]].set_index("c")
         for c in (0.0, 1.0, 2.0):
@@ -203,8 +204,7 @@ def summary_values(df: pd.DataFrame, worst: float, polar: surrogates.PolarFamily
     for c in (0.0, 1.0, 2.0) if band is not None else ():
         # The ordering band's width relative to the canonical value; at c = 1 it is 0 by algebra (no
         # order draws are stored there, ``dose.order_band`` puts the dose's own value).
-        band_c = band.set_index("c")
-        values[f"schur.order_band.erank.c{c:g}"] = (band_c.loc[c, "hi"] - band_c.loc[c, "lo"]) / band_c.loc[c, "dose"]
+        values[f"schur.order_band.erank.c{c:g}"] = (band.loc[c, "hi"] - band.loc[c, "lo"]) / band.loc[c, "dose"]
     if polar is not None:
         values["schur.polar.cond_max"] = float(np.max(polar.cond))
         finite = polar.error[np.isfinite(polar.error)]
