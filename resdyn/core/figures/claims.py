@@ -13,12 +13,13 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from resdyn.core import claims
 from resdyn.core.claims import prediction_half_width
 from resdyn.core.figures.common import BASELINE_COLOR, PALETTE, marker_size, style
 
-VERDICT_COLORS = {"holds": PALETTE[2], "fails": PALETTE[1], "also at init": PALETTE[4],
-                  "below the null": PALETTE[3], "indistinguishable from the null": BASELINE_COLOR,
-                  "surrogate-dependent": PALETTE[5], "degenerate sample": PALETTE[7]}
+VERDICT_COLORS = {claims.HOLDS: PALETTE[2], claims.FAILS: PALETTE[1], claims.AT_INIT: PALETTE[4],
+                  claims.BELOW: PALETTE[3], claims.NULL: BASELINE_COLOR, claims.SURROGATE: PALETTE[5],
+                  claims.DEGENERATE: PALETTE[7]}
 
 
 def _interval(mean: float, sd: float, n: int) -> tuple[float, float] | None:
