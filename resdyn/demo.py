@@ -70,8 +70,11 @@ def _demo_run(init: str, seed: int, stages: tuple[str, ...], first: bool) -> Dem
 
 TWIN_SEEDS = (0, 1, 2)
 """Seeds of the random-init twin ensemble; seed 0 is the twin the other pages show."""
+TWIN_STAGES = tuple(n for n in registry.names() if n != "noise")
+"""The seed-0 twin's stages: every page's, without ``noise``. The split-half noise is read only for
+the run being judged (the trained one); an ensemble member's spread is the ensemble's own."""
 RUNS = (_demo_run("pretrained", 0, tuple(registry.names()), True),
-        *(_demo_run("random", s, tuple(registry.names()) if s == 0 else registry.CLAIM_STAGES, s == 0)
+        *(_demo_run("random", s, TWIN_STAGES if s == 0 else registry.CLAIM_STAGES, s == 0)
           for s in TWIN_SEEDS))
 """The demo runs in order: smollm2-135m, smollm2-135m-random (seed 0), smollm2-135m-random-seed1,
 smollm2-135m-random-seed2. The first is the one the dashboard shows first. The run ids stay those of

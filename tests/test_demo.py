@@ -47,12 +47,15 @@ def _last_file(runs, run_id):
 
 
 def test_the_demo_runs_are_the_trained_model_and_three_twin_seeds():
-    """Ids as `resdyn run` names the same settings; the trained run and seed 0 get every stage,
-    seeds 1 and 2 the claim stages; only the first two get the first pass."""
+    """Ids as `resdyn run` names the same settings; the trained run gets every stage, seed 0 every
+    stage but the noise (never read for an ensemble member), seeds 1 and 2 the claim stages; only
+    the first two get the first pass."""
     assert [(r.run_id, r.init, r.seed, r.first) for r in demo.RUNS] == [
         ("smollm2-135m", "pretrained", 0, True), ("smollm2-135m-random", "random", 0, True),
         ("smollm2-135m-random-seed1", "random", 1, False), ("smollm2-135m-random-seed2", "random", 2, False)]
-    assert [r.stages for r in demo.RUNS] == [tuple(stage_names())] * 2 + [registry.CLAIM_STAGES] * 2
+    every = tuple(stage_names())
+    assert [r.stages for r in demo.RUNS] == [every, tuple(n for n in every if n != "noise")] + [
+        registry.CLAIM_STAGES] * 2
     assert [r.run_id for r in demo.RUNS] == [RunConfig(init=r.init, seed=r.seed).run_id for r in demo.RUNS]
 
 
@@ -76,7 +79,8 @@ def test_plan_puts_the_first_views_first_and_the_extra_seeds_last(model_and_corp
     assert demo.FIRST == ("activations", "jacobians", "spectra")
     assert rest[0] == "sample_stats"  # the per-sample statistics open step 3: after both runs' spectra
     assert demo.plan(cfgs) == [(trained, list(demo.FIRST)), (twin, list(demo.FIRST)),
-                               (trained, rest), (twin, rest), (seed1, claims), (seed2, claims)]
+                               (trained, rest), (twin, [n for n in rest if n != "noise"]),
+                               (seed1, claims), (seed2, claims)]
     line = demo.describe(demo.plan(cfgs))
     assert line.startswith(f"{trained}: activations, jacobians, spectra; {twin}: activations")
     assert f"{seed2}: the {len(claims)} stages the Claims page reads (seed 2 of the twin ensemble)" in line
